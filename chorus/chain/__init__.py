@@ -1,0 +1,64 @@
+"""The chain: who is registered, with what stake and permit, where they serve, and the
+weights validators set. One small interface, two backends (a local SQLite file, and the
+real Bittensor network); miners and validators only ever see this interface."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+
+class ChainError(RuntimeError):
+    """The chain refused or could not do something; the message says what."""
+
+
+@dataclass(frozen=True)
+class Neuron:
+    uid: int
+    hotkey: str
+    coldkey: str
+    host: str | None
+    port: int | None
+    stake: float
+    validator_permit: bool
+
+    @property
+    def url(self) -> str | None:
+        """The miner's base URL, or None if it has not published an axon."""
+        if not self.host or not self.port:
+            return None
+        return f"http://{self.host}:{self.port}"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class Chain(Protocol):
+    """What chorus needs from a chain; see chorus.chain.local for the reference backend."""
+
+    def neurons(self) -> list[Neuron]: ...
+
+    def neuron(self, hotkey: str) -> Neuron | None: ...
+
+    def block(self) -> int: ...
+
+    def serve_axon(self, hotkey: str, host: str, port: int) -> None: ...
+
+    def set_weights(self, hotkey: str, weights: dict[int, float]) -> None: ...
+
+    def weights(self) -> dict[int, dict[int, float]]: ...
+
+
+def open_chain(kind: str = "local", **options) -> Chain:
+    """Open a chain backend by name ("local" for now)."""
+    if kind == "local":
+        from chorus.chain.local import LocalChain
+
+        return LocalChain(options.get("path") or default_chain_path())
+    raise ChainError(f"unknown chain backend {kind!r}; available: local")
+
+
+def default_chain_path() -> str:
+    from chorus.config import chorus_home
+
+    return str(chorus_home() / "chain.sqlite")

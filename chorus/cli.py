@@ -1,0 +1,375 @@
+"""The ``chorus`` command: wallet, chain, miner, validator, localnet, generate, evaluate.
+
+Every user mistake (a missing wallet, a bad file, an unknown backend) ends with a one-line
+message on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from chorus import __version__
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A mistake by the user; printed as one line, exit code 2."""
+
+
+# -- shared options ---------------------------------------------------------------------
+
+
+def _wallet_args(p: argparse.ArgumentParser, default_name: str) -> None:
+    p.add_argument("--wallet", default=default_name, help=f"wallet name (default {default_name})")
+    p.add_argument("--hotkey", default="default", help="hotkey name (default: default)")
+    p.add_argument(
+        "--wallet-path", default=None, help="wallets folder (default ~/.bittensor/wallets)"
+    )
+
+
+def _chain_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--chain", default="local", choices=["local"], help="chain backend")
+    p.add_argument(
+        "--chain-path", default=None, help="local chain file (default ~/.chorus/chain.sqlite)"
+    )
+
+
+def _open_chain(args):
+    from chorus.chain import open_chain
+
+    return open_chain(args.chain, path=args.chain_path)
+
+
+def _wallet(args):
+    from chorus.auth import load_wallet
+
+    return load_wallet(args.wallet, args.hotkey, args.wallet_path)
+
+
+# -- wallet and chain -------------------------------------------------------------------
+
+
+def cmd_wallet(args) -> int:
+    from chorus.auth import create_wallet
+
+    if args.action == "create":
+        w = create_wallet(args.wallet, args.hotkey, args.wallet_path)
+    else:
+        w = _wallet(args)
+    print(
+        json.dumps(
+            {
+                "wallet": w.name,
+                "hotkey_name": w.hotkey_str,
+                "path": str(Path(w.path).expanduser()),
+                "hotkey": w.hotkey.ss58_address,
+                "coldkey": w.coldkeypub.ss58_address,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def cmd_chain(args) -> int:
+    chain = _open_chain(args)
+    if args.action == "init":
+        if args.block_seconds is not None:
+            from chorus.chain.local import LocalChain
+
+            chain = LocalChain(chain.path, block_seconds=args.block_seconds)
+        print(f"local chain ready at {chain.path} (block {chain.block()})")
+    elif args.action == "register":
+        w = _wallet(args)
+        n = chain.register(
+            w.hotkey.ss58_address, w.coldkeypub.ss58_address, args.stake, args.validator
+        )
+        role = "validator" if n.validator_permit else "miner"
+        print(f"registered {w.name}/{w.hotkey_str} as uid {n.uid} ({role}, stake {n.stake:g})")
+    else:
+        neurons = chain.neurons()
+        weights = chain.weights()
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "block": chain.block(),
+                        "neurons": [n.to_json() for n in neurons],
+                        "weights": weights,
+                    },
+                    indent=2,
+                )
+            )
+            return 0
+        print(f"block {chain.block()}, {len(neurons)} neurons")
+        print(f"{'uid':>4}  {'hotkey':<50} {'stake':>9}  {'permit':<6}  axon")
+        for n in neurons:
+            print(
+                f"{n.uid:>4}  {n.hotkey:<50} {n.stake:>9g}  "
+                f"{'yes' if n.validator_permit else '':<6}  {n.url or '-'}"
+            )
+        for vuid, w in weights.items():
+            shown = ", ".join(f"{u}: {x:.3f}" for u, x in sorted(w.items()))
+            print(f"weights from uid {vuid}: {shown or '(none)'}")
+    return 0
+
+
+# -- miner and validator ----------------------------------------------------------------
+
+
+def load_backends(args) -> dict:
+    from chorus.generation import load_backend
+
+    backends = {}
+    for service in ("tts", "clone", "music"):
+        name = getattr(args, f"{service}_backend", None)
+        if name and name != "none":
+            backends[service] = load_backend(service, name)
+    if not backends:
+        raise UsageError("the miner has no backend to serve; pass --tts-backend piper")
+    return backends
+
+
+def cmd_miner(args) -> int:
+    import uvicorn
+
+    from chorus.auth import AccessPolicy
+    from chorus.miner import Miner, MinerSettings, create_app
+
+    wallet = _wallet(args)
+    chain = _open_chain(args)
+    hotkey = wallet.hotkey.ss58_address
+    if chain.neuron(hotkey) is None:
+        raise UsageError(
+            f"hotkey {args.wallet}/{args.hotkey} ({hotkey}) is not registered; run "
+            f"`chorus chain register --wallet {args.wallet} --hotkey {args.hotkey}`"
+        )
+    settings = MinerSettings(
+        max_body_bytes=args.max_body_bytes,
+        max_queue=args.max_queue,
+        workers=args.workers,
+        policy=AccessPolicy(
+            min_stake=args.min_stake,
+            blacklist=frozenset(args.blacklist or []),
+            require_validator_permit=not args.allow_non_validators,
+        ),
+    )
+    backends = load_backends(args)
+    miner = Miner(hotkey, chain, backends, settings)
+    chain.serve_axon(hotkey, args.axon_host or args.host, args.port)
+    print(
+        f"miner {hotkey} serving {sorted(backends)} on http://{args.host}:{args.port}", flush=True
+    )
+    uvicorn.run(
+        create_app(miner),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level.lower(),
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def load_evaluators(services) -> dict:
+    evaluators = {}
+    if "tts" in services:
+        from chorus.scoring.tts import TTSEvaluator
+
+        evaluators["tts"] = TTSEvaluator()
+    return evaluators
+
+
+def cmd_validator(args) -> int:
+    from chorus.config import chorus_home
+    from chorus.store import ValidatorStore
+    from chorus.validator import Validator, ValidatorSettings, format_round
+
+    wallet = _wallet(args)
+    chain = _open_chain(args)
+    me = chain.neuron(wallet.hotkey.ss58_address)
+    if me is None or not me.validator_permit:
+        raise UsageError(
+            f"{args.wallet}/{args.hotkey} needs a validator permit; run `chorus chain register"
+            f" --wallet {args.wallet} --hotkey {args.hotkey} --validator --stake 1000`"
+        )
+    services = tuple(args.services.split(","))
+    settings = ValidatorSettings(
+        services=services,
+        batch_size=args.batch_size,
+        timeout_s=args.timeout,
+        alpha=args.alpha,
+        weights_interval_blocks=args.weights_interval,
+        round_interval_s=args.round_interval,
+        seed=args.seed,
+        corpus=args.corpus,
+    )
+    state = Path(args.state or chorus_home() / f"validator-{me.uid}")
+    store = ValidatorStore(state / "state.sqlite", state / "samples", args.max_samples)
+    validator = Validator(wallet, chain, store, load_evaluators(services), settings)
+    print(
+        f"validator uid {me.uid} resuming after round {store.last_round()}; state in {state}",
+        flush=True,
+    )
+
+    def show(report) -> None:
+        print(format_round(report), flush=True)
+
+    asyncio.run(validator.run(rounds=args.rounds, on_round=show))
+    return 0
+
+
+def cmd_localnet(args) -> int:
+    from chorus.localnet import run_localnet
+
+    return run_localnet(
+        miners=args.miners,
+        rounds=args.rounds,
+        out=Path(args.out),
+        base_port=args.port,
+        alpha=args.alpha,
+    )
+
+
+# -- generate and evaluate --------------------------------------------------------------
+
+
+def cmd_generate(args) -> int:
+    from chorus import audio
+    from chorus.generation import load_backend
+
+    backend = load_backend("tts", args.backend)
+    samples, rate = backend.synthesize(args.text, args.voice)
+    path = audio.write(args.output, samples, rate)
+    print(f"wrote {path} ({len(samples) / rate:.2f} s at {rate} Hz, {backend.model})")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from chorus import audio
+
+    samples, rate = audio.read(args.audio)
+    from chorus.scoring.tts import TTSEvaluator
+
+    result = TTSEvaluator().evaluate(samples, rate, args.text)
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        for key, value in result.to_json().items():
+            print(f"{key:>12}: {value}")
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chorus", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"chorus {__version__}")
+    parser.add_argument(
+        "--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("wallet", help="create or show a wallet (sr25519 keys)")
+    p.add_argument("action", choices=["create", "show"])
+    _wallet_args(p, "default")
+    p.set_defaults(func=cmd_wallet)
+
+    p = sub.add_parser("chain", help="the local chain: init, register, show the metagraph")
+    p.add_argument("action", choices=["init", "register", "show"])
+    _chain_args(p)
+    _wallet_args(p, "default")
+    p.add_argument("--stake", type=float, default=0.0, help="stake to register with")
+    p.add_argument("--validator", action="store_true", help="give the hotkey a validator permit")
+    p.add_argument("--block-seconds", type=float, default=None, help="(init) seconds per block")
+    p.add_argument("--json", action="store_true", help="(show) print JSON")
+    p.set_defaults(func=cmd_chain)
+
+    p = sub.add_parser("miner", help="serve generation backends over signed HTTP")
+    _wallet_args(p, "miner")
+    _chain_args(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8091)
+    p.add_argument("--axon-host", default=None, help="address published on the chain")
+    p.add_argument("--tts-backend", default="piper", help="tts backend name, or none")
+    p.add_argument("--min-stake", type=float, default=0.0, help="minimum caller stake")
+    p.add_argument("--blacklist", nargs="*", help="hotkeys to refuse")
+    p.add_argument(
+        "--allow-non-validators",
+        action="store_true",
+        help="accept registered callers without a validator permit",
+    )
+    p.add_argument("--max-queue", type=int, default=8, help="requests waiting before 429")
+    p.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
+    p.add_argument("--workers", type=int, default=1, help="generation threads")
+    p.set_defaults(func=cmd_miner)
+
+    p = sub.add_parser("validator", help="query miners, score them, set weights")
+    _wallet_args(p, "validator")
+    _chain_args(p)
+    p.add_argument("--services", default="tts", help="comma-separated services to test")
+    p.add_argument("--rounds", type=int, default=None, help="stop after N rounds")
+    p.add_argument("--alpha", type=float, default=0.9, help="moving-average weight of the past")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per miner answer")
+    p.add_argument("--batch-size", type=int, default=16, help="miners queried per round")
+    p.add_argument("--weights-interval", type=int, default=10, help="blocks between weights")
+    p.add_argument("--round-interval", type=float, default=0.0, help="pause between rounds (s)")
+    p.add_argument("--state", default=None, help="state folder (default ~/.chorus/validator-UID)")
+    p.add_argument("--max-samples", type=int, default=50, help="audio samples kept")
+    p.add_argument("--corpus", default=None, help="extra prompt sentences, one per line")
+    p.add_argument("--seed", type=int, default=None)
+    p.set_defaults(func=cmd_validator)
+
+    p = sub.add_parser("localnet", help="a whole network on this machine, end to end")
+    p.add_argument("--miners", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--out", default="demo-out", help="folder for chain, wallets, samples")
+    p.add_argument("--port", type=int, default=18091, help="first miner port")
+    p.add_argument("--alpha", type=float, default=0.5, help="validator moving-average alpha")
+    p.set_defaults(func=cmd_localnet)
+
+    p = sub.add_parser("generate", help="generate audio locally with a backend")
+    gen = p.add_subparsers(dest="service", required=True)
+    g = gen.add_parser("tts", help="text to speech")
+    g.add_argument("text")
+    g.add_argument("-o", "--output", required=True)
+    g.add_argument("--backend", default="piper")
+    g.add_argument("--voice", default=None)
+    g.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("evaluate", help="score an audio file as a validator would")
+    ev = p.add_subparsers(dest="service", required=True)
+    e = ev.add_parser("tts", help="speech against the text it should say")
+    e.add_argument("audio")
+    e.add_argument("--text", required=True)
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    from chorus.audio import AudioError
+    from chorus.chain import ChainError
+    from chorus.generation import BackendError
+
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except (UsageError, FileNotFoundError, AudioError, ChainError, BackendError, ValueError) as e:
+        print(f"chorus: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

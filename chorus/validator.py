@@ -1,0 +1,232 @@
+"""The validator loop: prompt, query, score, remember, and set weights.
+
+Each round picks a service in rotation, makes a fresh prompt, queries a batch of miners
+concurrently under one deadline, scores every answer (failures score zero), folds the
+results into per-miner moving averages in one transaction, and sets weights on the chain
+every ``weights_interval_blocks`` blocks. Everything it learns lives in a
+``ValidatorStore``, so a restart resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from chorus import audio
+from chorus.chain import Chain, ChainError, Neuron
+from chorus.client import CallResult, MinerClient
+from chorus.prompts import SpeechPrompts
+from chorus.protocol import TTSRequest
+from chorus.scoring import Score
+from chorus.store import Answer, ValidatorStore
+
+log = logging.getLogger("chorus.validator")
+
+ANSWER_LIMITS = audio.AudioLimits(max_seconds=180.0)
+
+
+@dataclass
+class ValidatorSettings:
+    services: tuple[str, ...] = ("tts",)
+    batch_size: int = 16
+    timeout_s: float = 30.0
+    alpha: float = 0.9
+    weights_interval_blocks: int = 10
+    round_interval_s: float = 0.0
+    seed: int | None = None
+    corpus: str | None = None
+
+
+@dataclass
+class Task:
+    """One round's challenge: the request sent to every miner and how to score answers."""
+
+    service: str
+    prompt: str
+    request: BaseModel
+    score: Callable[[np.ndarray, int], Score]
+
+
+@dataclass
+class RoundReport:
+    round: int
+    service: str
+    prompt: str
+    answers: list[Answer] = field(default_factory=list)
+    weights_set: bool = False
+    seconds: float = 0.0
+
+
+class Validator:
+    def __init__(
+        self,
+        wallet: Any,
+        chain: Chain,
+        store: ValidatorStore,
+        evaluators: dict[str, Any],
+        settings: ValidatorSettings | None = None,
+    ):
+        self.wallet = wallet
+        self.hotkey = wallet.hotkey.ss58_address
+        self.chain = chain
+        self.store = store
+        self.evaluators = evaluators
+        self.settings = settings or ValidatorSettings()
+        self.rng = random.Random(self.settings.seed)
+        self.speech = SpeechPrompts(seed=self.settings.seed, corpus=self.settings.corpus)
+        self.task_makers: dict[str, Callable[[], Task]] = {"tts": self._tts_task}
+        unknown = [s for s in self.settings.services if s not in self.task_makers]
+        if unknown:
+            raise ValueError(f"validator cannot test {unknown}; it knows {list(self.task_makers)}")
+
+    # -- tasks -----------------------------------------------------------------------
+
+    def _tts_task(self) -> Task:
+        prompt = self.speech.next(sentences=self.rng.choice([1, 2, 2, 3]))
+        evaluator = self.evaluators["tts"]
+        return Task(
+            service="tts",
+            prompt=prompt.text,
+            request=TTSRequest(text=prompt.text),
+            score=lambda samples, rate: evaluator.evaluate(samples, rate, prompt.text),
+        )
+
+    # -- one round -------------------------------------------------------------------
+
+    def miners(self) -> list[Neuron]:
+        """Neurons that serve an axon, other than ourselves, in a random batch."""
+        serving = [n for n in self.chain.neurons() if n.url and n.hotkey != self.hotkey]
+        self.rng.shuffle(serving)
+        return sorted(serving[: self.settings.batch_size], key=lambda n: n.uid)
+
+    async def run_round(self, client: MinerClient) -> RoundReport:
+        start = time.perf_counter()
+        round_no = self.store.last_round() + 1
+        service = self.settings.services[round_no % len(self.settings.services)]
+        task = self.task_makers[service]()
+        miners = self.miners()
+        report = RoundReport(round_no, service, task.prompt)
+        results = await asyncio.gather(
+            *(
+                client.call(n.url, n.hotkey, service, task.request, self.settings.timeout_s)
+                for n in miners
+            )
+        )
+        loop = asyncio.get_running_loop()
+        for neuron, result in zip(miners, results, strict=True):
+            answer = await loop.run_in_executor(None, self.judge, neuron, task, result)
+            report.answers.append(answer)
+        self.store.record_round(round_no, report.answers, self.settings.alpha)
+        report.weights_set = self.maybe_set_weights()
+        report.seconds = time.perf_counter() - start
+        return report
+
+    def judge(self, neuron: Neuron, task: Task, result: CallResult) -> Answer:
+        """Score one miner's answer; anything that is not valid audio scores zero."""
+        answer = Answer(
+            uid=neuron.uid,
+            hotkey=neuron.hotkey,
+            service=task.service,
+            prompt=task.prompt,
+            score=0.0,
+            latency_s=round(result.latency_s, 4),
+        )
+        if result.answer is None:
+            answer.error = result.error or "no answer"
+            return answer
+        answer.synthesis_s = result.answer.synthesis_s
+        try:
+            samples, rate = audio.decode(result.answer.audio, ANSWER_LIMITS)
+        except audio.AudioError as e:
+            answer.error = f"bad audio: {e}"
+            return answer
+        scored = task.score(samples, rate)
+        answer.score = float(scored.score)
+        answer.eval_s = round(scored.seconds, 4)
+        answer.metrics = scored.to_json()
+        answer.audio = audio.encode_bytes(samples, rate, "flac")
+        return answer
+
+    # -- weights ---------------------------------------------------------------------
+
+    def weights(self) -> dict[int, float]:
+        """Normalised weights from moving-average scores of miners still registered."""
+        current = {n.uid: n.hotkey for n in self.chain.neurons()}
+        raw = {
+            uid: s.score
+            for uid, s in self.store.scores().items()
+            if current.get(uid) == s.hotkey and np.isfinite(s.score) and s.score > 0
+        }
+        total = sum(raw.values())
+        return {uid: w / total for uid, w in raw.items()} if total > 0 else {}
+
+    def maybe_set_weights(self, force: bool = False) -> bool:
+        """Set weights if the interval has passed; a chain failure is logged and retried
+        at the next round, never fatal."""
+        try:
+            block = self.chain.block()
+            last = int(self.store.get_meta("weights_block", "-1") or -1)
+            if not force and last >= 0 and block - last < self.settings.weights_interval_blocks:
+                return False
+            weights = self.weights()
+            if not weights:
+                return False
+            self.chain.set_weights(self.hotkey, weights)
+        except ChainError as e:
+            log.warning("could not set weights now (will retry): %s", e)
+            return False
+        self.store.set_meta("weights_block", block)
+        return True
+
+    # -- the loop --------------------------------------------------------------------
+
+    async def run(
+        self,
+        rounds: int | None = None,
+        on_round: Callable[[RoundReport], None] | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        """Run ``rounds`` rounds (forever if None) until ``stop`` is set."""
+        client = MinerClient(self.wallet)
+        done = 0
+        try:
+            while rounds is None or done < rounds:
+                if stop is not None and stop.is_set():
+                    break
+                try:
+                    report = await self.run_round(client)
+                except ChainError as e:
+                    log.warning("chain unavailable, retrying in 5 s: %s", e)
+                    await asyncio.sleep(5)
+                    continue
+                done += 1
+                if on_round:
+                    on_round(report)
+                if self.settings.round_interval_s:
+                    await asyncio.sleep(self.settings.round_interval_s)
+        finally:
+            await client.aclose()
+
+
+def format_round(report: RoundReport) -> str:
+    """One readable line per miner, for progress output."""
+    lines = [
+        f"round {report.round} [{report.service}] {report.seconds:.1f}s"
+        f"{' weights set' if report.weights_set else ''}: {report.prompt[:70]!r}"
+    ]
+    for a in report.answers:
+        if a.error:
+            lines.append(f"  uid {a.uid:>3}  score 0.000  error: {a.error[:80]}")
+        else:
+            m = a.metrics
+            extra = f"wer {m['wer']:.2f}" if "wer" in m else ""
+            lines.append(f"  uid {a.uid:>3}  score {a.score:.3f}  {extra}  eval {a.eval_s:.2f}s")
+    return "\n".join(lines)
