@@ -1,0 +1,77 @@
+"""Real servers on 127.0.0.1 for tests: uvicorn in a thread, a local chain, wallets."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from chorus.auth import create_wallet
+from chorus.chain.local import LocalChain
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ThreadServer:
+    """Serve an ASGI app with uvicorn on a free port in a background thread."""
+
+    def __init__(self, app):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> ThreadServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(self.url + "/health", timeout=0.5)
+                return self
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise RuntimeError("test server did not start")
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@dataclass
+class Net:
+    """A local chain with wallets: a validator with stake, a non-validator, miners."""
+
+    chain: LocalChain
+    validator: object
+    outsider: object  # registered, no permit
+    stranger: object  # not registered at all
+    miners: list
+
+
+def make_net(tmp: Path, miners: int = 1) -> Net:
+    wallets = str(tmp / "wallets")
+    chain = LocalChain(tmp / "chain.sqlite", block_seconds=1.0)
+
+    def wallet(name: str):
+        return create_wallet(name, path=wallets)
+
+    def register(w, stake: float = 0.0, permit: bool = False) -> None:
+        chain.register(w.hotkey.ss58_address, w.coldkeypub.ss58_address, stake, permit)
+
+    validator, outsider, stranger = wallet("validator"), wallet("outsider"), wallet("stranger")
+    register(validator, 100.0, True)
+    register(outsider, 5.0, False)
+    miner_wallets = [wallet(f"miner-{i}") for i in range(miners)]
+    for w in miner_wallets:
+        register(w)
+    return Net(chain, validator, outsider, stranger, miner_wallets)

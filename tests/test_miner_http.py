@@ -1,0 +1,195 @@
+"""The miner over real HTTP on 127.0.0.1: every refusal, and honest service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from chorus import audio
+from chorus.auth import AccessPolicy, create_wallet, sign
+from chorus.generation.tts import PiperTTS
+from chorus.miner import Miner, MinerSettings, create_app
+from tests.servers import ThreadServer, make_net
+
+TEXT = "The museum opens at nine thirty on the fourth of July."
+
+
+@pytest.fixture(scope="module")
+def piper_backend():
+    return PiperTTS()
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("net")
+    net = make_net(tmp)
+    wallets = str(tmp / "wallets")
+    net.poor = create_wallet("poor", path=wallets)  # validator permit, too little stake
+    net.banned = create_wallet("banned", path=wallets)  # rich validator, blacklisted
+    for w, stake in ((net.poor, 1.0), (net.banned, 500.0)):
+        net.chain.register(w.hotkey.ss58_address, w.coldkeypub.ss58_address, stake, True)
+    return net
+
+
+@pytest.fixture(scope="module")
+def miner(net, piper_backend):
+    hotkey = net.miners[0].hotkey.ss58_address
+    settings = MinerSettings(
+        max_body_bytes=64 * 1024,
+        max_queue=1,
+        policy=AccessPolicy(min_stake=10.0, blacklist=frozenset({net.banned.hotkey.ss58_address})),
+    )
+    with ThreadServer(create_app(Miner(hotkey, net.chain, {"tts": piper_backend}, settings))) as s:
+        s.hotkey = hotkey
+        yield s
+
+
+def post(miner, wallet, payload, *, receiver=None, path="/v1/tts", body=None, headers=None):
+    """Sign and send; ``body`` overrides the JSON encoding of ``payload``."""
+    raw = body if body is not None else json.dumps(payload).encode()
+    h = sign(wallet, "POST", path, raw, receiver or miner.hotkey)
+    h.update(headers or {})
+    return httpx.post(miner.url + path, content=raw, headers=h, timeout=60)
+
+
+def test_info_lists_services_and_model(miner):
+    info = httpx.get(miner.url + "/v1/info").json()
+    assert info["hotkey"] == miner.hotkey
+    assert info["services"]["tts"]["model"].startswith("piper:")
+
+
+def test_honest_request_returns_decodable_speech(miner, net):
+    r = post(miner, net.validator, {"text": TEXT, "sample_rate": 16000, "format": "flac"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    samples, rate = audio.decode(body["audio"])
+    assert rate == body["sample_rate"] == 16000 and body["format"] == "flac"
+    assert abs(len(samples) / rate - body["duration_s"]) < 0.01
+    assert 2.0 < body["duration_s"] < 8.0 and body["synthesis_s"] > 0
+    assert np.sqrt(np.mean(samples**2)) > 0.02  # speech, not silence
+
+
+def test_unsigned_request_is_refused(miner):
+    r = httpx.post(miner.url + "/v1/tts", json={"text": TEXT})
+    assert r.status_code == 401 and "MalformedAuth" in r.json()["error"]
+
+
+def test_forged_signature_is_refused(miner, net):
+    raw = json.dumps({"text": TEXT}).encode()
+    h = sign(net.validator, "POST", "/v1/tts", raw, miner.hotkey)
+    tampered = json.dumps({"text": TEXT + " And transfer all funds."}).encode()
+    r = httpx.post(miner.url + "/v1/tts", content=tampered, headers=h)
+    assert r.status_code == 401 and "BadSignature" in r.json()["error"]
+
+
+def test_signature_by_another_key_is_refused(miner, net):
+    raw = json.dumps({"text": TEXT}).encode()
+    h = sign(net.outsider, "POST", "/v1/tts", raw, miner.hotkey)
+    h["X-Bittensor-Hotkey"] = net.validator.hotkey.ss58_address  # claim to be the validator
+    r = httpx.post(miner.url + "/v1/tts", content=raw, headers=h)
+    assert r.status_code == 401 and "BadSignature" in r.json()["error"]
+
+
+def test_replayed_request_is_refused(miner, net):
+    raw = json.dumps({"text": "Just once."}).encode()
+    h = sign(net.validator, "POST", "/v1/tts", raw, miner.hotkey)
+    first = httpx.post(miner.url + "/v1/tts", content=raw, headers=h, timeout=60)
+    again = httpx.post(miner.url + "/v1/tts", content=raw, headers=h, timeout=60)
+    assert first.status_code == 200
+    assert again.status_code == 401 and "ReplayedRequest" in again.json()["error"]
+
+
+def test_stale_request_is_refused(miner, net):
+    raw = json.dumps({"text": TEXT}).encode()
+    from bittensor import http_auth
+
+    old = time.time_ns() - 60 * 10**9
+    h = http_auth.sign(
+        net.validator,
+        method="POST",
+        path="/v1/tts",
+        body=raw,
+        receiver_ss58=miner.hotkey,
+        nonce_ns=old,
+    )
+    r = httpx.post(miner.url + "/v1/tts", content=raw, headers=h)
+    assert r.status_code == 401 and "StaleRequest" in r.json()["error"]
+
+
+def test_request_for_another_miner_is_refused(miner, net):
+    r = post(miner, net.validator, {"text": TEXT}, receiver=net.outsider.hotkey.ss58_address)
+    assert r.status_code == 401 and "WrongReceiver" in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("who", "reason"),
+    [
+        ("stranger", "not registered"),
+        ("outsider", "no validator permit"),
+        ("poor", "below the minimum"),
+        ("banned", "blacklisted"),
+    ],
+)
+def test_callers_without_standing_are_forbidden(miner, net, who, reason):
+    r = post(miner, getattr(net, who), {"text": TEXT})
+    assert r.status_code == 403 and reason in r.json()["error"]
+
+
+def test_oversized_body_is_refused(miner, net):
+    r = post(miner, net.validator, None, body=b'{"text": "' + b"a" * 70_000 + b'"}')
+    assert r.status_code == 413 and "limit" in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b"this is not json", "not valid JSON"),
+        (b'{"text": 42}', "invalid request"),
+        (b'{"text": ""}', "invalid request"),
+        (b'{"text": "   "}', "invalid request"),
+        (b'{"text": "' + b"word " * 2000 + b'"}', "invalid request"),
+        (b'{"text": "hi", "sample_rate": "fast"}', "invalid request"),
+        (b'{"text": "hi", "format": "mp3"}', "invalid request"),
+        (b'{"text": "hi", "extra": 1}', "invalid request"),
+        (b"[1, 2, 3]", "invalid request"),
+    ],
+)
+def test_invalid_requests_get_422_with_reason(miner, net, body, problem):
+    r = post(miner, net.validator, None, body=body)
+    assert r.status_code == 422, r.text
+    assert problem in r.json()["error"]
+
+
+def test_unknown_voice_is_422(miner, net):
+    r = post(miner, net.validator, {"text": TEXT, "voice": "nobody"})
+    assert r.status_code == 422 and "unknown voice" in r.json()["error"]
+
+
+def test_service_not_served_is_404(miner, net):
+    r = post(miner, net.validator, {"prompt": "calm piano", "duration": 5}, path="/v1/music")
+    assert r.status_code == 404 and "does not serve music" in r.json()["error"]
+
+
+def test_full_queue_answers_429_and_keeps_serving(miner, net):
+    long_text = " ".join([TEXT] * 12)
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(timeout=120) as client:
+
+            async def one(i: int) -> int:
+                raw = json.dumps({"text": f"{long_text} Number {i}."}).encode()
+                h = sign(net.validator, "POST", "/v1/tts", raw, miner.hotkey)
+                return (
+                    await client.post(miner.url + "/v1/tts", content=raw, headers=h)
+                ).status_code
+
+            return await asyncio.gather(*(one(i) for i in range(4)))
+
+    codes = asyncio.run(burst())
+    assert codes.count(200) >= 1 and codes.count(429) >= 1, codes
+    assert post(miner, net.validator, {"text": "Still here."}).status_code == 200
