@@ -13,7 +13,7 @@ import logging
 import math
 import sqlite3
 import time
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,7 +171,8 @@ class ValidatorStore:
             path.write_bytes(a.audio)
         except OSError as e:  # a full disk costs the sample, never the score
             log.warning("could not keep audio sample %s: %s", path.name, e)
-            path.unlink(missing_ok=True)
+            with suppress(OSError):
+                path.unlink(missing_ok=True)
             return
         db.execute("UPDATE answers SET sample = ? WHERE id = ?", (path.name, answer_id))
         old = db.execute(
@@ -180,7 +181,8 @@ class ValidatorStore:
             (self.max_samples,),
         ).fetchall()
         for old_id, name in old:
-            (self.samples_dir / name).unlink(missing_ok=True)
+            with suppress(OSError):
+                (self.samples_dir / name).unlink(missing_ok=True)
             db.execute("UPDATE answers SET sample = NULL WHERE id = ?", (old_id,))
 
     def answers(self, limit: int = 100, uid: int | None = None) -> list[dict[str, Any]]:

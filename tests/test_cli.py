@@ -1,0 +1,67 @@
+"""The chorus command as a user runs it: real subprocesses, exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from chorus import audio
+
+
+def chorus(*args: str, home) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "CHORUS_HOME": str(home / "home"),
+        "CHORUS_WALLET_PATH": str(home / "wallets"),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "chorus.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["wallet", "show", "--wallet", "nobody"], "not found"),
+        (["chain", "register", "--wallet", "nobody"], "not found"),
+        (["evaluate", "tts", "missing.wav", "--text", "hello"], "cannot read"),
+        (["generate", "tts", "hello", "-o", "x.wav", "--backend", "nope"], "unknown tts backend"),
+    ],
+)
+def test_user_mistakes_exit_2_with_a_message(tmp_path, args, message):
+    r = chorus(*args, home=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_wallet_chain_and_unregistered_miner(tmp_path):
+    assert chorus("wallet", "create", "--wallet", "m", home=tmp_path).returncode == 0
+    r = chorus("miner", "--wallet", "m", "--port", "1", home=tmp_path)
+    assert r.returncode == 2 and "not registered" in r.stderr
+    r = chorus("chain", "register", "--wallet", "m", home=tmp_path)
+    assert r.returncode == 0 and "uid 0" in r.stdout
+    shown = json.loads(chorus("chain", "show", "--json", home=tmp_path).stdout)
+    created = json.loads(chorus("wallet", "show", "--wallet", "m", home=tmp_path).stdout)
+    assert shown["neurons"][0]["hotkey"] == created["hotkey"]
+
+
+def test_generate_then_evaluate_tts(tmp_path):
+    text = "Seven ships sailed into the harbour before dawn."
+    out = tmp_path / "speech.wav"
+    r = chorus("generate", "tts", text, "-o", str(out), home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    samples, rate = audio.read(out)
+    assert rate == 22050 and 1.5 < len(samples) / rate < 6
+    r = chorus("evaluate", "tts", str(out), "--text", text, "--json", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert {"score", "wer", "transcript", "mos", "seconds"} <= result.keys()
+    assert result["score"] > 0.6 and result["wer"] < 0.2
