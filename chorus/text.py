@@ -42,7 +42,14 @@ DAY_MONTH_RE = re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+({MONTH_RE})\b")
 MONTH_DAY_RE = re.compile(rf"\b({MONTH_RE})\s+(\d{{1,2}})(?:st|nd|rd|th)?\b(?!\s*[:\d])")
 ORDINAL_RE = re.compile(r"\b(\d+)(st|nd|rd|th)\b", re.IGNORECASE)
 DECADE_RE = re.compile(r"\b(1[1-9]|20)(\d0)'?s\b")
-YEAR_RE = re.compile(r"(?<![\d,.])\b(1[1-9]\d\d|20\d\d)\b(?![\d,]|\.\d)")
+# A bare 1100-2099 is read as a year only after a word or date that introduces one ("in 1999",
+# "June 1999", "March third, 2024"); "1523 people" stays a quantity.
+YEAR_CUES = r"in|since|by|from|until|till|of|year|before|after|around|circa|during|to|and"
+YEAR_RE = re.compile(
+    rf"(\b(?:{YEAR_CUES}|{MONTH_RE})\s+|\b(?:{MONTH_RE})\s+[a-z-]+,\s*)"
+    r"(1[1-9]\d\d|20\d\d)\b(?!,\d|\.\d)",
+    re.IGNORECASE,
+)
 RANGE_RE = re.compile(rf"\b({NUMBER})\s?[-–]\s?({NUMBER})\b")
 DECIMAL_RE = re.compile(rf"(?<![\d.])(-?)({NUMBER})\.(\d+)\b")
 INTEGER_RE = re.compile(rf"(?<![\w.])(-?)({NUMBER})\b")
@@ -143,7 +150,7 @@ def spell_out(text: str) -> str:
     text = MONTH_DAY_RE.sub(lambda m: f"{m.group(1)} {_ordinal(m.group(2))}", text)
     text = ORDINAL_RE.sub(lambda m: _ordinal(m.group(1)), text)
     text = DECADE_RE.sub(_decade, text)
-    text = YEAR_RE.sub(lambda m: _year(m.group(1)), text)
+    text = YEAR_RE.sub(lambda m: m.group(1) + _year(m.group(2)), text)
     text = RANGE_RE.sub(lambda m: f"{_cardinal(m.group(1))} to {_cardinal(m.group(2))}", text)
     text = DECIMAL_RE.sub(lambda m: _decimal(m.group(2), m.group(3), m.group(1)), text)
     return INTEGER_RE.sub(

@@ -67,6 +67,10 @@ class DNSMOS:
 
         self.p835 = load("sig_bak_ovr.onnx")
         self.p808 = load("model_v8.onnx")
+        # The first call pays librosa's and onnxruntime's lazy set-up (about a second here);
+        # pay it now rather than in the first answer's evaluation time.
+        tone = 0.1 * np.sin(2 * np.pi * 220 * np.arange(WINDOW_SAMPLES) / RATE)
+        self.score(tone.astype(np.float32), RATE)
 
     def score(self, samples: np.ndarray, rate: int) -> dict[str, float]:
         """Mean MOS over all windows: keys ``p808``, ``ovrl``, ``sig``, ``bak``."""
