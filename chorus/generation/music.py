@@ -1,0 +1,628 @@
+"""Text-to-music on a CPU: compose from the prompt's structure, render with sampled instruments.
+
+Neural text-to-music needs a GPU to be practical; a symbolic composer does not, and it obeys
+the prompt exactly (tempo, key, mode, instruments), which is what the validator measures.
+The prompt is parsed into a `MusicPrompt`; what it leaves out is filled from the genre and
+mood. A genre style picks chord progressions, a drum groove and bass / comping figures; a
+motif-based melody sits on top. Notes are rendered by FluidSynth with the General MIDI
+SoundFont (Debian ``fluid-soundfont-gm``), or by a small numpy synthesizer when either is
+missing, so a miner degrades in sound quality rather than failing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import zlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from chorus.music_prompts import GENRES, MOODS, NOTE_NAMES, MusicPrompt, parse_music_prompt
+
+log = logging.getLogger(__name__)
+
+SOUNDFONTS = (
+    "/usr/share/sounds/sf2/FluidR3_GM.sf2",
+    "/usr/share/sounds/sf2/default-GM.sf2",
+    "/usr/share/soundfonts/FluidR3_GM.sf2",
+    "/usr/share/soundfonts/default.sf2",
+)
+SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}
+STEPS = 16  # a bar of 4/4 on a sixteenth-note grid
+DRUM_CHANNEL = 9
+
+# instrument -> (General MIDI program, role, melody register centre)
+INSTRUMENTS: dict[str, tuple[int, str, int]] = {
+    "piano": (0, "comp", 74),
+    "electric piano": (4, "comp", 72),
+    "organ": (16, "comp", 72),
+    "acoustic guitar": (25, "comp", 70),
+    "electric guitar": (27, "comp", 70),
+    "distorted guitar": (30, "comp", 67),
+    "bass": (33, "bass", 0),
+    "slap bass": (36, "bass", 0),
+    "upright bass": (32, "bass", 0),
+    "synth bass": (38, "bass", 0),
+    "drums": (0, "drums", 0),
+    "strings": (48, "pad", 74),
+    "violin": (40, "lead", 76),
+    "cello": (42, "lead", 58),
+    "choir": (52, "pad", 70),
+    "trumpet": (56, "lead", 72),
+    "brass": (61, "pad", 67),
+    "saxophone": (66, "lead", 67),
+    "flute": (73, "lead", 79),
+    "clarinet": (71, "lead", 70),
+    "synth pad": (89, "pad", 72),
+    "synth lead": (81, "lead", 74),
+    "vibraphone": (11, "comp", 77),
+    "marimba": (12, "comp", 77),
+    "harp": (46, "comp", 74),
+    "bells": (9, "lead", 84),
+    "banjo": (105, "comp", 72),
+    "harmonica": (22, "lead", 72),
+    "accordion": (21, "comp", 72),
+    "kalimba": (108, "lead", 79),
+}
+
+# Drum grids, one character per sixteenth: X accent, x normal, g ghost, . rest.
+KICK, SNARE, RIM, CLAP, HAT, OPEN_HAT, RIDE, CRASH, TOM_LO, TOM_HI, SHAKER = (
+    36, 38, 37, 39, 42, 46, 51, 49, 45, 50, 70)
+GROOVES: dict[str, dict[int, str]] = {
+    "pop": {KICK: "X.....x.X.x.....", SNARE: "....X.......X...", HAT: "x.x.x.x.x.x.x.x."},
+    "rock": {KICK: "X.....x.X.x.....", SNARE: "....X.......X...", HAT: "X.x.X.x.X.x.X.x."},
+    "four": {KICK: "X...X...X...X...", CLAP: "....X.......X...", HAT: "x.x.x.x.x.x.x.x.",
+             OPEN_HAT: "..x...x...x...x."},
+    "funk": {KICK: "X.....x...x....x", SNARE: "....X..g.g..X..g", HAT: "xgxgxgxgxgxgxgxg"},
+    "boombap": {KICK: "X......x..x.....", SNARE: "....X.......X...", HAT: "x.x.x.x.x.x.x.x."},
+    "swing": {RIDE: "x...x..gx...x..g", HAT: "....x.......x...", KICK: "g.......g......."},
+    "shuffle": {KICK: "X.......X.......", SNARE: "....X.......X...", HAT: "x.gx...gx.gx...g"},
+    "bossa": {KICK: "X..xX..xX..xX..x", RIM: "g..g..g...g..g..", HAT: "x.x.x.x.x.x.x.x."},
+    "onedrop": {KICK: "........X.......", RIM: "........X.......", HAT: "x.x.x.x.x.x.x.x."},
+    "metal": {KICK: "XxXxXxXxXxXxXxXx", SNARE: "....X.......X...", CRASH: "x.......x......."},
+    "cinematic": {TOM_LO: "X.....x.X.......", TOM_HI: "............x.x.", KICK: "X.......X......."},
+    "folk": {KICK: "X.......X.......", RIM: "....x.......x...", SHAKER: "xgxgxgxgxgxgxgxg"},
+    "soft": {SHAKER: "x.g.x.g.x.g.x.g.", KICK: "x.......x.......", RIM: "....g.......g..."},
+}
+# Bass figures: R root, F fifth, O octave, T third, A approach to the next root, - hold.
+BASS: dict[str, str] = {
+    "eighths": "R-R-R-R-R-R-R-R-",
+    "root_fifth": "R-------F-------",
+    "walking": "R---T---F---A---",
+    "funk": "R--R..O.R.R..F.A",
+    "octave": "R-O-R-O-R-O-R-O-",
+    "hiphop": "R------R--R-----",
+    "reggae": "..R-R-F-..F-R-..",
+    "pedal": "R---------------",
+    "boogie": "R--TF--OR--TF--T",
+    "bossa": "R-----F-R-----F-",
+    "halves": "R-------R---F---",
+}
+# Comping figures: C chord, a next arpeggio note, - hold, . rest (upper case lasts, lower
+# case is short).
+COMP: dict[str, str] = {
+    "pulse": "C---C---C---C-C-",
+    "block": "C---------------",
+    "stabs": "..c..c....c..c..",
+    "charleston": "C-----c.........",
+    "skank": "....c.......c...",
+    "strum": "C---C-c-..c-C-c-",
+    "arp": "a-a-a-a-a-a-a-a-",
+    "arp16": "aaaaaaaaaaaaaaaa",
+    "power": "c.c.c.c.c.c.c.cc",
+    "bossa": "c..c..c...c..c..",
+    "sparse": "C-------..C-----",
+}
+
+
+@dataclass(frozen=True)
+class Style:
+    """How a genre plays: progressions (scale degrees, one chord per bar), the groove, the
+    bass and comping figures, swing (0.5 straight, 0.66 triplet) and chord colour."""
+
+    major: tuple[tuple[int, ...], ...]
+    minor: tuple[tuple[int, ...], ...]
+    groove: str | None
+    bass: str
+    comp: str
+    swing: float = 0.5
+    sevenths: bool = False
+    harmonic_minor: bool = True
+    reverb: int = 50
+
+
+STYLES: dict[str, Style] = {
+    "pop": Style(((0, 4, 5, 3), (0, 5, 3, 4), (0, 3, 0, 4)), ((0, 5, 2, 6), (0, 3, 5, 4)),
+                 "pop", "eighths", "pulse"),
+    "rock": Style(((0, 3, 4, 3), (0, 4, 5, 3)), ((0, 5, 6, 0), (0, 6, 5, 4)),
+                  "rock", "eighths", "power", harmonic_minor=False, reverb=35),
+    "jazz": Style(((1, 4, 0, 0), (0, 5, 1, 4)), ((1, 4, 0, 0), (0, 3, 1, 4)),
+                  "swing", "walking", "charleston", swing=0.64, sevenths=True),
+    "funk": Style(((0, 3, 0, 3), (0, 0, 3, 4)), ((0, 3, 0, 3), (0, 0, 6, 4)),
+                  "funk", "funk", "stabs", swing=0.54, sevenths=True, reverb=25),
+    "blues": Style(((0, 3, 0, 0, 3, 3, 0, 0, 4, 3, 0, 4),),
+                   ((0, 3, 0, 0, 3, 3, 0, 0, 4, 3, 0, 4),),
+                   "shuffle", "boogie", "pulse", swing=0.66, sevenths=True),
+    "electronic": Style(((0, 4, 5, 3), (5, 3, 0, 4)), ((0, 5, 2, 6), (0, 6, 5, 4)),
+                        "four", "octave", "arp16", harmonic_minor=False),
+    "hip hop": Style(((0, 5, 3, 4),), ((0, 5, 3, 4), (0, 3, 5, 4)),
+                     "boombap", "hiphop", "sparse", swing=0.56, sevenths=True, reverb=30),
+    "lofi": Style(((1, 4, 0, 5), (3, 2, 1, 0)), ((0, 3, 5, 4), (0, 5, 3, 4)),
+                  "boombap", "hiphop", "sparse", swing=0.6, sevenths=True),
+    "ambient": Style(((0, 3, 0, 5), (0, 5, 3, 0)), ((0, 5, 3, 0), (0, 6, 5, 0)),
+                     None, "pedal", "arp", sevenths=True, reverb=100),
+    "classical": Style(((0, 3, 4, 0), (0, 5, 3, 4)), ((0, 3, 4, 0), (0, 5, 3, 4)),
+                       None, "halves", "arp", reverb=80),
+    "cinematic": Style(((0, 4, 5, 3), (0, 3, 5, 4)), ((0, 5, 2, 6), (0, 5, 3, 4)),
+                       "cinematic", "pedal", "arp16", reverb=90),
+    "folk": Style(((0, 3, 0, 4), (0, 4, 5, 3)), ((0, 6, 5, 4), (0, 3, 0, 4)),
+                  "folk", "root_fifth", "strum", reverb=45),
+    "reggae": Style(((0, 3, 0, 4), (0, 3, 4, 3)), ((0, 3, 0, 4), (0, 6, 5, 0)),
+                    "onedrop", "reggae", "skank", swing=0.55),
+    "bossa nova": Style(((1, 4, 0, 0), (0, 5, 1, 4)), ((0, 3, 1, 4),),
+                        "bossa", "bossa", "bossa", sevenths=True, reverb=45),
+    "synthwave": Style(((0, 4, 5, 3),), ((0, 5, 2, 6), (0, 5, 6, 0)),
+                       "pop", "octave", "arp16", harmonic_minor=False, reverb=70),
+    "metal": Style(((0, 5, 6, 0),), ((0, 0, 5, 6), (0, 5, 6, 4)),
+                   "metal", "eighths", "power", harmonic_minor=False, reverb=25),
+}
+ENERGY_VELOCITY = {"low": 0.72, "medium": 0.88, "high": 1.0}
+
+
+@dataclass(frozen=True)
+class Note:
+    """One note on a channel, in seconds (after swing) and MIDI pitch/velocity."""
+
+    start: float
+    duration: float
+    pitch: int
+    velocity: int
+
+
+@dataclass
+class Part:
+    """One instrument's line: its GM program, channel, mixer settings and notes."""
+
+    instrument: str
+    program: int
+    channel: int
+    volume: int
+    reverb: int
+    notes: list[Note]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A prompt with every blank filled: what will actually be played."""
+
+    genre: str
+    mood: str
+    bpm: float
+    tonic: int
+    mode: str
+    instruments: tuple[str, ...]
+    energy: str
+
+
+def plan_music(prompt: MusicPrompt, rng: random.Random) -> Plan:
+    """Fill what the prompt leaves out from its genre and mood (and chance)."""
+    genre = prompt.genre or rng.choice(sorted(GENRES))
+    info = GENRES[genre]
+    mood = prompt.mood or rng.choice(info.moods)
+    mood_mode, mood_energy = MOODS[mood]
+    if prompt.bpm:
+        bpm = prompt.bpm
+    elif prompt.bpm_range:
+        bpm = float(rng.randint(int(prompt.bpm_range[0]), int(prompt.bpm_range[1])))
+    else:
+        bpm = float(rng.randint(*info.bpm))
+    tonic = prompt.tonic if prompt.tonic is not None else rng.randrange(12)
+    mode = prompt.mode or mood_mode or rng.choice(("major", "minor"))
+    asked = [i for i in prompt.instruments if i in INSTRUMENTS]
+    roles = {INSTRUMENTS[i][1] for i in asked}
+    if not asked:
+        asked = list(info.instruments[:4])
+    else:  # complete the band from the genre unless the prompt wants a solo
+        solo = prompt.no_drums and len(asked) == 1
+        for extra in info.instruments:
+            role = INSTRUMENTS[extra][1]
+            if solo or role in roles or role in ("lead", "pad"):
+                continue
+            asked.append(extra)
+            roles.add(role)
+    if prompt.no_drums:
+        asked = [i for i in asked if i != "drums"]
+    return Plan(genre, mood, float(bpm), tonic, mode, tuple(asked), prompt.energy or mood_energy)
+
+
+class Composer:
+    """Turns a `Plan` into `Part`s. One instance per piece; all randomness from ``rng``."""
+
+    def __init__(self, plan: Plan, rng: random.Random) -> None:
+        self.plan, self.rng = plan, rng
+        self.style = STYLES[plan.genre]
+        self.beat = 60.0 / plan.bpm
+        self.scale = [(plan.tonic + s) % 12 for s in SCALES[plan.mode]]
+        self.vel = ENERGY_VELOCITY[plan.energy]
+
+    # --- time and harmony -------------------------------------------------------------
+    def time(self, bar: int, step: float) -> float:
+        """Seconds at a sixteenth ``step`` of ``bar``, with the style's swing on off-beats."""
+        beat, frac = divmod(step / 4.0, 1.0)
+        s = self.style.swing
+        swung = frac * 2 * s if frac < 0.5 else s + (frac - 0.5) * 2 * (1 - s)
+        return (bar * 4 + beat + swung) * self.beat
+
+    def chord(self, degree: int) -> list[int]:
+        """Pitch classes of the chord on a scale degree, root first."""
+        size = 4 if self.style.sevenths and degree != 0 else 3  # a plain tonic anchors the key
+        pcs = [self.scale[(degree + 2 * i) % 7] for i in range(size)]
+        if self.plan.mode == "minor" and self.style.harmonic_minor and degree == 4:
+            pcs[1] = (pcs[1] + 1) % 12  # major V: the leading tone says "minor key"
+        return pcs
+
+    def progression(self, bars: int) -> list[int]:
+        """One degree per bar, looping a genre progression and ending on the tonic."""
+        options = self.style.major if self.plan.mode == "major" else self.style.minor
+        prog = self.rng.choice(options)
+        slow = self.plan.bpm < 80 and len(prog) <= 4 and self.plan.genre != "blues"
+        per = 2 if slow and bars >= 8 else 1
+        degrees = [prog[(b // per) % len(prog)] for b in range(bars)]
+        degrees[-1] = 0
+        return degrees
+
+    # --- parts ------------------------------------------------------------------------
+    def note(self, bar: int, step: float, steps: float, pitch: int, vel: float) -> Note:
+        """A humanized note: a few ms of timing jitter and a little velocity spread."""
+        start = max(0.0, self.time(bar, step) + self.rng.gauss(0, 0.004))
+        end = self.time(bar, step + steps)
+        v = int(np.clip(vel * self.vel * self.rng.uniform(0.9, 1.06), 1, 127))
+        return Note(start, max(0.03, end - start - 0.01), pitch, v)
+
+    def drums(self, bars: int) -> list[Note]:
+        groove = self.style.groove or "soft"
+        notes: list[Note] = []
+        for bar in range(bars):
+            last = bar == bars - 1
+            if last:
+                notes.append(self.note(bar, 0, 4, CRASH, 100))
+                notes.append(self.note(bar, 0, 4, KICK, 110))
+                continue
+            for pitch, grid in GROOVES[groove].items():
+                for step, ch in enumerate(grid):
+                    if ch == "." or (self.plan.energy == "low" and ch == "g"):
+                        continue
+                    vel = {"X": 112, "x": 88, "g": 45}[ch] + (8 if step % 4 == 0 else 0)
+                    notes.append(self.note(bar, step, 1, pitch, vel))
+            if bar % 4 == 0 and self.plan.energy != "low" and groove not in ("swing", "soft"):
+                notes.append(self.note(bar, 0, 4, CRASH, 90 if bar else 75))
+            if bar % 4 == 3 and self.plan.energy == "high" and bars - bar > 2:
+                notes += [self.note(bar, s, 1, p, 95)
+                          for s, p in ((12, TOM_HI), (13, TOM_HI), (14, TOM_LO), (15, TOM_LO))]
+        return notes
+
+    def bass(self, degrees: list[int]) -> list[Note]:
+        grid = BASS[self.style.bass]
+        notes: list[Note] = []
+        for bar, degree in enumerate(degrees):
+            chord = self.chord(degree)
+            root = 36 + (chord[0] - 36) % 12
+            if root > 43:
+                root -= 12
+            nxt = degrees[bar + 1] if bar + 1 < len(degrees) else 0
+            next_root = 36 + (self.chord(nxt)[0] - 36) % 12
+            pitch_of = {"R": root, "F": root + (chord[2] - chord[0]) % 12, "O": root + 12,
+                        "T": root + (chord[1] - chord[0]) % 12,
+                        "A": next_root - 1 if next_root > root else next_root + 1}
+            figure = "R" + "-" * 15 if bar == len(degrees) - 1 else grid
+            for step, ch in enumerate(figure):
+                if ch in pitch_of:
+                    length = 1 + len(figure[step + 1:]) - len(figure[step + 1:].lstrip("-"))
+                    vel = 100 if step % 4 == 0 else 84
+                    notes.append(self.note(bar, step, length, pitch_of[ch], vel))
+        return notes
+
+    def voicing(self, pcs: list[int], previous: list[int], low: int, high: int) -> list[int]:
+        """Chord tones in [low, high], the inversion closest to the previous voicing."""
+        best: list[int] = []
+        best_cost = math.inf
+        for inv in range(len(pcs)):
+            order = pcs[inv:] + pcs[:inv]
+            for base in range(low, low + 12):
+                if base % 12 != order[0]:
+                    continue
+                v = [base]
+                for pc in order[1:]:
+                    v.append(v[-1] + (pc - v[-1]) % 12)
+                if v[-1] > high:
+                    continue
+                center = sum(previous) / len(previous) if previous else (low + high) / 2
+                cost = abs(sum(v) / len(v) - center)
+                if cost < best_cost:
+                    best, best_cost = v, cost
+        return best
+
+    def comp(self, degrees: list[int], figure: str, low: int, high: int, vel: float,
+             power: bool) -> list[Note]:
+        """A chordal part playing ``figure`` each bar with voice-led chords."""
+        notes: list[Note] = []
+        previous: list[int] = []
+        for bar, degree in enumerate(degrees):
+            pcs = self.chord(degree)
+            if power:
+                pcs = [pcs[0], pcs[2]]
+            voiced = self.voicing(pcs, previous, low, high)
+            if power:
+                voiced = voiced[:2] + [voiced[0] + 12]
+            previous = voiced
+            grid = "C" + "-" * 15 if bar == len(degrees) - 1 else figure
+            arp = 0
+            for step, ch in enumerate(grid):
+                if ch in "-.":
+                    continue
+                hold = 1 + len(grid[step + 1:]) - len(grid[step + 1:].lstrip("-"))
+                length = hold if ch.isupper() or ch == "a" else 0.6
+                accent = 1.0 if step % 4 == 0 else 0.85
+                if ch == "a":
+                    order = voiced + [voiced[0] + 12, voiced[1] + 12]
+                    pitch = order[[0, 2, 1, 3, 4, 3, 1, 2][arp % 8] % len(order)]
+                    arp += 1
+                    notes.append(self.note(bar, step, max(length, 2), pitch, vel * accent))
+                else:
+                    for i, pitch in enumerate(voiced):  # a slight strum
+                        n = self.note(bar, step, length, pitch, vel * accent)
+                        notes.append(replace(n, start=n.start + 0.006 * i))
+        return notes
+
+    def melody(self, degrees: list[int], center: int, first_bar: int) -> list[Note]:
+        """A motif-based line: a two-bar rhythm repeated, chord tones on strong beats,
+        stepwise motion between them, and a long tonic at the end."""
+        density = {"low": 0.35, "medium": 0.55, "high": 0.75}[self.plan.energy]
+        rhythm = [s for s in range(0, 32, 2) if s % 8 == 0 or self.rng.random() < density]
+        scale_pitches = [p for p in range(center - 10, center + 11) if p % 12 in self.scale]
+        notes: list[Note] = []
+        pitch = min(scale_pitches, key=lambda p: abs(p - center))
+        last = len(degrees) - 1
+        for bar in range(first_bar, last):
+            chord = self.chord(degrees[bar])
+            half = 16 * (bar % 2)
+            steps = [s - half for s in rhythm if half <= s < half + 16]
+            if bar % 4 == 3:
+                steps = [0, 8] if self.plan.energy != "low" else [0]  # phrase ends breathe
+            for i, step in enumerate(steps):
+                if step % 8 == 0:
+                    tones = [p for p in scale_pitches if p % 12 in chord]
+                    pitch = min(tones, key=lambda p: abs(p - pitch) + 0.3 * abs(p - center))
+                else:
+                    idx = scale_pitches.index(pitch) if pitch in scale_pitches else 0
+                    move = self.rng.choice((-1, 1, 1, -2, 2)) if pitch < center + 5 else -1
+                    idx = int(np.clip(idx + move, 0, len(scale_pitches) - 1))
+                    pitch = scale_pitches[idx]
+                end = steps[i + 1] if i + 1 < len(steps) else 16
+                notes.append(self.note(bar, step, end - step, pitch, 96 if step % 8 == 0 else 84))
+        tonics = [p for p in scale_pitches if p % 12 == self.plan.tonic]
+        notes.append(self.note(last, 0, 16, min(tonics, key=lambda p: abs(p - pitch)), 90))
+        return notes
+
+    def compose(self, seconds: float) -> list[Part]:
+        """Every part for a piece that fills ``seconds``."""
+        bars = max(1, math.ceil(seconds / (4 * self.beat) - 0.25))
+        degrees = self.progression(bars)
+        by_role: dict[str, list[str]] = {}
+        for name in self.plan.instruments:
+            by_role.setdefault(INSTRUMENTS[name][1], []).append(name)
+        leads = by_role.get("lead", [])
+        comps = by_role.get("comp", [])
+        if not leads and len(comps) > 1:
+            leads = [comps.pop()]
+        elif not leads and comps and not by_role.get("pad"):
+            leads = [comps[0]]  # a lone chord instrument plays the tune too
+        parts: list[Part] = []
+        channel = iter(c for c in range(16) if c != DRUM_CHANNEL)
+        reverb = self.style.reverb
+
+        def add(name: str, volume: int, notes: list[Note], rev: int = reverb) -> None:
+            program = INSTRUMENTS[name][0]
+            ch = DRUM_CHANNEL if name == "drums" else next(channel)
+            parts.append(Part(name, program, ch, volume, rev, notes))
+
+        if "drums" in by_role:
+            add("drums", 100, self.drums(bars), min(reverb, 40))
+        for name in by_role.get("bass", [])[:1]:
+            add(name, 100, self.bass(degrees), 15)
+        power = self.style.comp == "power"
+        for name in comps[:2]:
+            is_power = power and name.endswith("guitar")
+            add(name, 84, self.comp(degrees, COMP[self.style.comp], 52, 76, 82, is_power))
+        for name in by_role.get("pad", [])[:2]:
+            add(name, 70, self.comp(degrees, COMP["block"], 55, 79, 70, False), reverb + 20)
+        first = 2 if bars >= 8 else (1 if bars >= 4 else 0)
+        for name in leads[:1]:
+            add(name, 96, self.melody(degrees, INSTRUMENTS[name][2], first))
+        return parts
+
+
+def find_soundfont(path: str | None = None) -> Path | None:
+    """The SoundFont to use: ``path`` if given, else the first GM SoundFont installed."""
+    candidates = [path] if path else SOUNDFONTS
+    for c in candidates:
+        if c and Path(c).is_file():
+            return Path(c)
+    return None
+
+
+class FluidRenderer:
+    """Renders parts with FluidSynth (in-process, faster than real time by far). The
+    SoundFont is loaded once; a lock serializes renders because one synth plays at once."""
+
+    def __init__(self, soundfont: Path, rate: int) -> None:
+        import fluidsynth  # needs the libfluidsynth shared library
+
+        self.rate = rate
+        self.synth = fluidsynth.Synth(gain=0.25, samplerate=float(rate))
+        self.sfid = self.synth.sfload(str(soundfont))
+        if self.sfid < 0:
+            raise RuntimeError(f"FluidSynth cannot load SoundFont {soundfont}")
+        self.synth.set_reverb(roomsize=0.7, damping=0.4, width=0.9, level=0.6)
+        self.lock = threading.Lock()
+
+    def render(self, parts: list[Part], seconds: float) -> np.ndarray:
+        events: list[tuple[float, int, int, int, int]] = []  # (time, order, ch, key, vel)
+        for part in parts:
+            for n in part.notes:
+                events.append((n.start, 1, part.channel, n.pitch, n.velocity))
+                events.append((n.start + n.duration, 0, part.channel, n.pitch, 0))
+        events.sort()
+        total = int(round(seconds * self.rate))
+        chunks: list[np.ndarray] = []
+        with self.lock:
+            s = self.synth
+            s.system_reset()
+            for part in parts:
+                bank = 128 if part.channel == DRUM_CHANNEL else 0
+                s.program_select(part.channel, self.sfid, bank, part.program)
+                s.cc(part.channel, 7, part.volume)
+                s.cc(part.channel, 91, part.reverb)
+                s.cc(part.channel, 93, 10)
+            cursor = 0
+            for t, on, ch, key, vel in events:
+                at = min(total, int(round(t * self.rate)))
+                if at > cursor:
+                    chunks.append(s.get_samples(at - cursor))
+                    cursor = at
+                if on:
+                    s.noteon(ch, key, vel)
+                else:
+                    s.noteoff(ch, key)
+            if total > cursor:
+                chunks.append(s.get_samples(total - cursor))
+            for part in parts:
+                s.cc(part.channel, 123, 0)  # all notes off before the next piece
+        stereo = np.concatenate(chunks).astype(np.float32).reshape(-1, 2) / 32768.0
+        return stereo.mean(axis=1)
+
+
+class NumpyRenderer:
+    """A small additive/subtractive synthesizer: plainer than sampled instruments, but it
+    needs nothing installed and keeps the same notes, tempo and key."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+
+    def tone(self, n: Note, program: int) -> np.ndarray:
+        rate = self.rate
+        f0 = 440.0 * 2 ** ((n.pitch - 69) / 12)
+        length = n.duration + 0.3
+        t = np.arange(int(length * rate)) / rate
+        family = program // 8
+        if family in (4,):  # basses: sine plus a little second harmonic, plucked
+            wave = np.sin(2 * np.pi * f0 * t) + 0.3 * np.sin(4 * np.pi * f0 * t)
+            env = np.exp(-t * 3.0)
+        elif family in (5, 6, 11):  # strings, ensembles, pads: slow attack, soft saw
+            wave = sum(np.sin(2 * np.pi * f0 * k * t * (1 + 0.002 * k)) / k for k in range(1, 7))
+            env = np.minimum(1.0, t / 0.15)
+        elif family in (7, 8, 9, 10):  # winds and leads: steady, a touch of vibrato
+            vib = 1 + 0.004 * np.sin(2 * np.pi * 5.5 * t)
+            wave = sum(np.sin(2 * np.pi * f0 * k * t * vib) / k ** 1.5 for k in range(1, 6))
+            env = np.minimum(1.0, t / 0.03)
+        else:  # keys, guitars, mallets: bright attack, decaying harmonics
+            wave = sum(np.sin(2 * np.pi * f0 * k * t) * np.exp(-t * 1.5 * k) / k
+                       for k in range(1, 8))
+            env = np.exp(-t * 1.2)
+        release = np.clip((length - t) / 0.3, 0.0, 1.0) if family not in (0, 1, 3) else 1.0
+        return (wave * env * release * (n.velocity / 127) * 0.2).astype(np.float32)
+
+    def drum(self, n: Note, rng: np.random.Generator) -> np.ndarray:
+        rate = self.rate
+        t = np.arange(int(0.35 * rate)) / rate
+        amp = n.velocity / 127
+        if n.pitch in (KICK, TOM_LO, TOM_HI):
+            f = {KICK: 50.0, TOM_LO: 90.0, TOM_HI: 140.0}[n.pitch]
+            x = np.sin(2 * np.pi * (f * t + 60 * (1 - np.exp(-t * 30)) / 30)) * np.exp(-t * 9)
+        elif n.pitch in (SNARE, CLAP, RIM):
+            x = 0.6 * rng.standard_normal(t.size) * np.exp(-t * 22)
+            x += 0.4 * np.sin(2 * np.pi * 190 * t) * np.exp(-t * 30)
+        else:  # cymbals and shakers: high-passed noise
+            noise = rng.standard_normal(t.size)
+            x = np.diff(noise, prepend=0.0) * np.exp(-t * (8 if n.pitch == CRASH else 45))
+        return (x * amp * 0.35).astype(np.float32)
+
+    def render(self, parts: list[Part], seconds: float) -> np.ndarray:
+        total = int(round(seconds * self.rate))
+        out = np.zeros(total + int(2 * self.rate), dtype=np.float32)
+        rng = np.random.default_rng(0)
+        for part in parts:
+            gain = part.volume / 127
+            for n in part.notes:
+                at = int(round(n.start * self.rate))
+                if at >= total:
+                    continue
+                drum = part.channel == DRUM_CHANNEL
+                x = self.drum(n, rng) if drum else self.tone(n, part.program)
+                out[at:at + x.size] += gain * x[: out.size - at]
+        return out[:total]
+
+
+def master(x: np.ndarray, rate: int, seconds: float) -> np.ndarray:
+    """Level to about -16 dBFS RMS with peaks below -1 dBFS, then fade in/out, exact length."""
+    total = int(round(seconds * rate))
+    x = np.pad(x[:total], (0, max(0, total - x.size))).astype(np.float32)
+    rms = float(np.sqrt(np.mean(x**2))) if x.size else 0.0
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    if rms > 0:
+        x *= min(0.16 / rms, 0.89 / peak)
+    fade_in = min(total, int(0.005 * rate))
+    x[:fade_in] *= np.linspace(0.0, 1.0, fade_in, dtype=np.float32)
+    fade = min(total, int(min(1.5, 0.15 * seconds) * rate))
+    x[total - fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32) ** 2
+    return x
+
+
+class SymbolicMusic:
+    """The CPU music backend: parse, plan, compose, render (``soundfont=/path`` to choose
+    the SoundFont, ``seed=N`` to vary the pieces; the same prompt and seed give the same
+    music)."""
+
+    name = "symbolic"
+    sample_rate = 44100
+    min_seconds, max_seconds = 1.0, 60.0
+
+    def __init__(self, soundfont: str | None = None, seed: int = 0) -> None:
+        self.seed = int(seed)
+        path = find_soundfont(soundfont)
+        self.renderer: FluidRenderer | NumpyRenderer
+        if path is None:
+            log.warning("no General MIDI SoundFont found (apt install fluid-soundfont-gm); "
+                        "music uses the built-in numpy synthesizer")
+            self.renderer, self.model = NumpyRenderer(self.sample_rate), "symbolic+numpy-synth"
+            return
+        try:
+            self.renderer = FluidRenderer(path, self.sample_rate)
+            self.model = f"symbolic+fluidsynth:{path.name}"
+        except (ImportError, OSError, RuntimeError) as e:
+            log.warning("FluidSynth unavailable (%s; apt install libfluidsynth3); "
+                        "music uses the built-in numpy synthesizer", e)
+            self.renderer, self.model = NumpyRenderer(self.sample_rate), "symbolic+numpy-synth"
+
+    def plan(self, prompt: str) -> Plan:
+        """What ``compose`` will play for this prompt (its blanks filled reproducibly)."""
+        return plan_music(parse_music_prompt(prompt), self._rng(prompt))
+
+    def _rng(self, prompt: str) -> random.Random:
+        return random.Random(zlib.crc32(prompt.encode()) ^ self.seed)
+
+    def compose(self, prompt: str, duration: float) -> tuple[np.ndarray, int]:
+        """``duration`` seconds (1-60) of mono float32 music for ``prompt``."""
+        if not self.min_seconds <= duration <= self.max_seconds:
+            raise ValueError(f"duration must be {self.min_seconds:g}-{self.max_seconds:g} s")
+        rng = self._rng(prompt)
+        plan = plan_music(parse_music_prompt(prompt), rng)
+        log.info("composing %s %s in %s %s at %g BPM for %s", plan.mood, plan.genre,
+                 NOTE_NAMES[plan.tonic], plan.mode, plan.bpm, ", ".join(plan.instruments))
+        parts = Composer(plan, rng).compose(duration)
+        audio = self.renderer.render(parts, duration + 0.5)
+        return master(audio, self.sample_rate, duration), self.sample_rate
