@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from chorus import audio
 from chorus.chain import Chain, ChainError, Neuron
 from chorus.client import CallResult, MinerClient
+from chorus.fingerprint import COPY_THRESHOLD, ReplayMemory, fingerprint, similarity
 from chorus.prompts import SpeechPrompts
 from chorus.protocol import TTSRequest
 from chorus.scoring import Score
@@ -82,6 +83,7 @@ class Validator:
         self.settings = settings or ValidatorSettings()
         self.rng = random.Random(self.settings.seed)
         self.speech = SpeechPrompts(seed=self.settings.seed, corpus=self.settings.corpus)
+        self.replays = ReplayMemory()
         self.task_makers: dict[str, Callable[[], Task]] = {"tts": self._tts_task}
         unknown = [s for s in self.settings.services if s not in self.task_makers]
         if unknown:
@@ -120,17 +122,22 @@ class Validator:
                 for n in miners
             )
         )
+        received = [self.receive(n, task, r) for n, r in zip(miners, results, strict=True)]
+        self.reject_copies(round_no, received)
         loop = asyncio.get_running_loop()
-        for neuron, result in zip(miners, results, strict=True):
-            answer = await loop.run_in_executor(None, self.judge, neuron, task, result)
+        for answer, clip in received:
+            if clip is not None and answer.error is None:
+                await loop.run_in_executor(None, self.score, answer, task, clip)
             report.answers.append(answer)
         self.store.record_round(round_no, report.answers, self.settings.alpha)
         report.weights_set = self.maybe_set_weights()
         report.seconds = time.perf_counter() - start
         return report
 
-    def judge(self, neuron: Neuron, task: Task, result: CallResult) -> Answer:
-        """Score one miner's answer; anything that is not valid audio scores zero."""
+    def receive(
+        self, neuron: Neuron, task: Task, result: CallResult
+    ) -> tuple[Answer, tuple[np.ndarray, int] | None]:
+        """Decode one miner's answer; anything that is not valid audio scores zero."""
         answer = Answer(
             uid=neuron.uid,
             hotkey=neuron.hotkey,
@@ -141,19 +148,41 @@ class Validator:
         )
         if result.answer is None:
             answer.error = result.error or "no answer"
-            return answer
+            return answer, None
         answer.synthesis_s = result.answer.synthesis_s
         try:
-            samples, rate = audio.decode(result.answer.audio, ANSWER_LIMITS)
+            return answer, audio.decode(result.answer.audio, ANSWER_LIMITS)
         except audio.AudioError as e:
             answer.error = f"bad audio: {e}"
-            return answer
+            return answer, None
+
+    def reject_copies(
+        self, round_no: int, received: list[tuple[Answer, tuple[np.ndarray, int] | None]]
+    ) -> None:
+        """Zero answers that copy a faster miner's answer in this round, or replay an
+        answer from an earlier round; only the first of identical answers can earn."""
+        valid = [(a, fingerprint(*clip)) for a, clip in received if clip is not None]
+        valid.sort(key=lambda item: item[0].latency_s or 0.0)
+        kept: list[tuple[Answer, np.ndarray]] = []
+        for answer, fp in valid:
+            original = next((a for a, k in kept if similarity(fp, k) > COPY_THRESHOLD), None)
+            earlier = self.replays.seen(fp)
+            if original is not None:
+                answer.error = f"copy of uid {original.uid}'s answer"
+            elif earlier is not None:
+                answer.error = f"replay of an answer from round {earlier}"
+            else:
+                kept.append((answer, fp))
+        for _, fp in kept:
+            self.replays.remember(round_no, fp)
+
+    def score(self, answer: Answer, task: Task, clip: tuple[np.ndarray, int]) -> None:
+        samples, rate = clip
         scored = task.score(samples, rate)
         answer.score = float(scored.score)
         answer.eval_s = round(scored.seconds, 4)
         answer.metrics = scored.to_json()
         answer.audio = audio.encode_bytes(samples, rate, "flac")
-        return answer
 
     # -- weights ---------------------------------------------------------------------
 

@@ -54,7 +54,7 @@ def test_wallet_chain_and_unregistered_miner(tmp_path):
 
 
 def test_generate_then_evaluate_tts(tmp_path):
-    text = "Seven ships sailed into the harbour before dawn."
+    text = "Our guests arrived at the old station just before nine in the morning."
     out = tmp_path / "speech.wav"
     r = chorus("generate", "tts", text, "-o", str(out), home=tmp_path)
     assert r.returncode == 0, r.stderr
