@@ -1,0 +1,203 @@
+"""The gateway against real Piper miners on 127.0.0.1: routing by the validator's scores,
+failover, API keys, rate limits, bad input, and the official OpenAI client."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import numpy as np
+import openai
+import pytest
+
+from chorus import audio
+from chorus.auth import create_wallet
+from chorus.gateway import (
+    Gateway,
+    GatewaySettings,
+    RequestLog,
+    create_gateway_app,
+    load_keys,
+    parse_key,
+)
+from chorus.generation.tts import DegradedTTS
+from chorus.miner import Miner, create_app
+from chorus.store import Answer, ValidatorStore
+from chorus.text import word_error_rate
+from tests.servers import ThreadServer, free_port, make_net
+
+KEY = "alice:sk-test-alice-0123456789"
+SECRET = KEY.split(":", 1)[1]
+AUTH = {"Authorization": f"Bearer {SECRET}"}
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory, piper):
+    """An honest Piper miner, a degraded one, a dead axon, and a gateway wallet that is
+    registered with a validator permit (miners answer nobody else)."""
+    tmp = tmp_path_factory.mktemp("gwnet")
+    net = make_net(tmp, miners=3)
+    honest, degraded, dead = (w.hotkey.ss58_address for w in net.miners)
+    servers = [
+        ThreadServer(create_app(Miner(honest, net.chain, {"tts": piper}))),
+        ThreadServer(create_app(Miner(degraded, net.chain, {"tts": DegradedTTS()}))),
+    ]
+    for hotkey, server in zip((honest, degraded), servers, strict=True):
+        server.__enter__()
+        net.chain.serve_axon(hotkey, "127.0.0.1", server.port)
+    net.chain.serve_axon(dead, "127.0.0.1", free_port())  # nothing listens there
+    net.gateway = create_wallet("gateway", path=str(tmp / "wallets"))
+    g = net.gateway
+    net.chain.register(g.hotkey.ss58_address, g.coldkeypub.ss58_address, 50.0, True)
+    hotkeys = {"honest": honest, "degraded": degraded, "dead": dead}
+    net.uids = {name: net.chain.neuron(h).uid for name, h in hotkeys.items()}
+    yield net
+    for server in servers:
+        server.__exit__()
+
+
+def start_gateway(net, tmp_path, scores: dict[str, float], **settings) -> tuple:
+    """A gateway over a validator store in which each named miner scored ``scores``."""
+    store = ValidatorStore(tmp_path / "state.sqlite")
+    by_uid = {n.uid: n.hotkey for n in net.chain.neurons()}
+    answers = [
+        Answer(net.uids[name], by_uid[net.uids[name]], "tts", "A prompt.", score)
+        for name, score in scores.items()
+    ]
+    store.record_round(1, answers, alpha=0.0)
+    log_path = tmp_path / "requests.jsonl"
+    gateway = Gateway(
+        net.gateway,
+        net.chain,
+        store,
+        load_keys(keys=[KEY]),
+        GatewaySettings(timeout_s=20, **settings),
+        RequestLog(log_path.open("a")),
+    )
+    return ThreadServer(create_gateway_app(gateway)), log_path
+
+
+def log_lines(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def speak(url: str, text: str = "Hello from the gateway.", **extra) -> httpx.Response:
+    body = {"model": "chorus-tts", "input": text, "voice": "alloy", **extra}
+    return httpx.post(url + "/v1/audio/speech", json=body, headers=AUTH, timeout=60)
+
+
+def test_routes_to_the_best_scored_miner_and_logs_it(network, tmp_path):
+    # The validator rates the degraded miner above the honest one: the gateway follows it.
+    server, log_path = start_gateway(network, tmp_path, {"honest": 0.4, "degraded": 0.7})
+    with server:
+        r = speak(server.url, response_format="flac")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "audio/flac" and r.content[:4] == b"fLaC"
+    assert int(r.headers["x-chorus-miner-uid"]) == network.uids["degraded"]
+    samples, rate = audio.decode_bytes(r.content)
+    assert len(samples) / rate > 0.8
+    (line,) = log_lines(log_path)
+    assert line["key"] == "alice" and line["route"] == "/v1/audio/speech"
+    assert line["miner_uid"] == network.uids["degraded"] and line["status"] == 200
+    assert line["attempts"] == 1 and line["latency_s"] > 0
+
+
+def test_fails_over_when_the_best_miner_is_dead(network, tmp_path):
+    scores = {"dead": 0.95, "honest": 0.8, "degraded": 0.3}
+    server, log_path = start_gateway(network, tmp_path, scores)
+    with server:
+        r = speak(server.url)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "audio/wav" and r.content[:4] == b"RIFF"
+    assert int(r.headers["x-chorus-miner-uid"]) == network.uids["honest"]
+    assert log_lines(log_path)[0]["attempts"] == 2
+
+
+def test_no_live_or_scored_miner_is_503_with_a_reason(network, tmp_path):
+    server, log_path = start_gateway(network, tmp_path, {"dead": 0.9})
+    with server:
+        r = speak(server.url)
+        clone = httpx.post(
+            server.url + "/v1/audio/music",
+            json={"prompt": "calm piano in C major", "duration": 5},
+            headers=AUTH,
+        )
+    assert r.status_code == 503
+    assert "every miner tried failed" in r.json()["error"]["message"]
+    assert clone.status_code == 503
+    assert "no miner has been scored for music" in clone.json()["error"]["message"]
+    assert [line["status"] for line in log_lines(log_path)] == [503, 503]
+
+
+def test_api_keys_are_required_and_checked(network, tmp_path):
+    server, log_path = start_gateway(network, tmp_path, {"honest": 0.8})
+    body = {"model": "tts-1", "input": "Hi there.", "voice": "alloy"}
+    with server:
+        url = server.url + "/v1/audio/speech"
+        missing = httpx.post(url, json=body)
+        wrong = httpx.post(url, json=body, headers={"Authorization": "Bearer sk-wrong-key-123"})
+        models = httpx.get(server.url + "/v1/models", headers=AUTH)
+    for r in (missing, wrong):
+        assert r.status_code == 401
+        assert r.json()["error"]["type"] == "authentication_error"
+    assert [m["id"] for m in models.json()["data"]] == ["chorus-tts"]
+    assert [line["key"] for line in log_lines(log_path)] == [None, None]
+
+
+def test_rate_limit_per_key(network, tmp_path):
+    server, _ = start_gateway(network, tmp_path, {"honest": 0.8}, rate=0.01, burst=2)
+    with server:
+        codes = [speak(server.url, "Hi.").status_code for _ in range(3)]
+        limited = speak(server.url, "Hi.")
+    assert codes == [200, 200, 429]
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+    assert "rate limit" in limited.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"model": "tts-1", "voice": "alloy"}, "input"),
+        ({"model": "tts-1", "input": "   ", "voice": "alloy"}, "text"),
+        ({"model": "tts-1", "input": "Hi.", "voice": "alloy", "response_format": "mp3"}, "wav"),
+        ({"model": "tts-1", "input": "Hi.", "voice": "alloy", "speed": 2.0}, "speed"),
+        ({"model": "tts-1", "input": "Hi.", "voice": "alloy", "stream": True}, "stream"),
+        ({"model": "tts-1", "input": "x" * 1001, "voice": "alloy"}, "text"),
+        ("not json", "JSON"),
+    ],
+)
+def test_bad_input_is_400_in_openai_error_shape(network, tmp_path, body, reason):
+    server, _ = start_gateway(network, tmp_path, {"honest": 0.8})
+    content = body if isinstance(body, str) else json.dumps(body)
+    with server:
+        r = httpx.post(server.url + "/v1/audio/speech", content=content, headers=AUTH)
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["type"] == "invalid_request_error" and reason in error["message"]
+
+
+def test_keys_file_and_hashing(tmp_path):
+    path = tmp_path / "keys.txt"
+    path.write_text("# team keys\nbob:sk-bob-secret-1\n\nsk-anonymous-key-2\n")
+    keys = load_keys(path, ["carol:sk-carol-secret-3"])
+    assert [k.id for k in keys][:2] == ["carol", "bob"] and keys[2].id.startswith("key-")
+    assert all(b"sk-" not in k.digest for k in keys)
+    with pytest.raises(ValueError, match="too short"):
+        parse_key("dave:short")
+
+
+def test_official_openai_client_gets_real_speech(network, tmp_path, transcriber):
+    server, _ = start_gateway(network, tmp_path, {"honest": 0.9, "degraded": 0.3})
+    text = "The gateway speaks through the best miner on the network."
+    with server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key=SECRET, max_retries=0)
+        speech = client.audio.speech.create(
+            model="chorus-tts", voice="alloy", input=text, response_format="wav"
+        )
+        stranger = openai.OpenAI(base_url=server.url + "/v1", api_key="sk-nope-0", max_retries=0)
+        with pytest.raises(openai.AuthenticationError, match="invalid API key"):
+            stranger.audio.speech.create(model="chorus-tts", voice="alloy", input=text)
+    samples, rate = audio.decode_bytes(speech.content)
+    assert 2.0 < len(samples) / rate < 10.0
+    assert float(np.sqrt(np.mean(samples**2))) > 0.02
+    assert word_error_rate(text, transcriber.transcribe(samples, rate)) < 0.2
