@@ -22,7 +22,10 @@ BACKENDS: dict[str, dict[str, str]] = {
         "degraded": "chorus.generation.tts:DegradedTTS",
     },
     "clone": {},
-    "music": {},
+    "music": {
+        "symbolic": "chorus.generation.music:SymbolicMusic",
+        "musicgen": "chorus.generation.musicgen:MusicGen",
+    },
 }
 
 

@@ -463,7 +463,9 @@ class FluidRenderer:
         import fluidsynth  # needs the libfluidsynth shared library
 
         self.rate = rate
-        self.synth = fluidsynth.Synth(gain=0.25, samplerate=float(rate))
+        # chorus off: its free-running LFO would make two renders of one piece differ
+        self.synth = fluidsynth.Synth(gain=0.25, samplerate=float(rate),
+                                      **{"synth.chorus.active": 0})
         self.sfid = self.synth.sfload(str(soundfont))
         if self.sfid < 0:
             raise RuntimeError(f"FluidSynth cannot load SoundFont {soundfont}")
@@ -487,7 +489,6 @@ class FluidRenderer:
                 s.program_select(part.channel, self.sfid, bank, part.program)
                 s.cc(part.channel, 7, part.volume)
                 s.cc(part.channel, 91, part.reverb)
-                s.cc(part.channel, 93, 10)
             cursor = 0
             for t, on, ch, key, vel in events:
                 at = min(total, int(round(t * self.rate)))
@@ -501,7 +502,11 @@ class FluidRenderer:
             if total > cursor:
                 chunks.append(s.get_samples(total - cursor))
             for part in parts:
-                s.cc(part.channel, 123, 0)  # all notes off before the next piece
+                s.cc(part.channel, 120, 0)  # all sound off, then let the reverb ring out
+            # so the next piece starts from silence, on FluidSynth's 64-sample block grid
+            # (events land on block boundaries; the same phase makes renders repeatable)
+            flush = 2 * self.rate
+            s.get_samples(flush + (-(max(total, cursor) + flush)) % 64)
         stereo = np.concatenate(chunks).astype(np.float32).reshape(-1, 2) / 32768.0
         return stereo.mean(axis=1)
 

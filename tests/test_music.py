@@ -1,0 +1,132 @@
+"""Text-to-music: the symbolic backend obeys its prompt and the evaluator can tell.
+
+Everything here renders real audio (FluidSynth and the GM SoundFont where installed, the
+numpy synthesizer otherwise) and scores it with the real evaluator.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import librosa
+import numpy as np
+import pytest
+
+from chorus.generation import load_backend
+from chorus.generation.music import SymbolicMusic
+from chorus.music_prompts import music_prompts, parse_music_prompt
+from chorus.scoring.music import MusicEvaluator
+
+FUNK = "An upbeat funk groove in E minor at 112 BPM with slap bass, electric piano and drums"
+OTHER = "A dreamy synthwave track in Bb major at 86 BPM with synth lead, synth bass and drums"
+
+
+@pytest.fixture(scope="module")
+def backend() -> SymbolicMusic:
+    return load_backend("music", "symbolic")
+
+
+@pytest.fixture(scope="module")
+def evaluator() -> MusicEvaluator:
+    return MusicEvaluator()
+
+
+def _tempo_ok(found: float, asked: float) -> bool:
+    return min(abs(np.log(found * f / asked)) for f in (1.0, 2.0, 0.5)) <= np.log(1.04)
+
+
+def test_tempo_and_key_are_found_in_most_generated_pieces(
+        backend: SymbolicMusic, evaluator: MusicEvaluator) -> None:
+    ours = keys = librosa_ok = 0
+    n = 30
+    for p in itertools.islice(music_prompts(seed=7), n):
+        samples, rate = backend.compose(p.text, 8.0)
+        score = evaluator.evaluate(samples, rate, p.text, 8.0)
+        ours += _tempo_ok(score.metrics["tempo_bpm"], p.bpm)
+        keys += score.metrics["key"] == f"{p.key} {p.mode}"
+        assert score.metrics["adherence_parts"]["duration"] == 1.0
+        y = librosa.resample(samples, orig_sr=rate, target_sr=22050)
+        tempo = np.atleast_1d(librosa.beat.beat_track(y=y, sr=22050)[0])[0]
+        librosa_ok += _tempo_ok(float(tempo), p.bpm)
+    assert ours >= 0.8 * n, f"tempo found in {ours}/{n}"
+    assert keys >= 0.8 * n, f"key found in {keys}/{n}"
+    assert librosa_ok >= 0.8 * n, f"librosa's beat tracker agrees in {librosa_ok}/{n}"
+
+
+def test_bad_answers_score_clearly_below_faithful_music(
+        backend: SymbolicMusic, evaluator: MusicEvaluator) -> None:
+    music, rate = backend.compose(FUNK, 10.0)
+    other, _ = backend.compose(OTHER, 10.0)
+    n = music.size
+    t = np.arange(n) / rate
+    noise = 0.3 * np.random.default_rng(0).standard_normal(n)
+    square = np.clip(3 * np.sign(np.sin(2 * np.pi * 220 * t)), -1, 1)
+    faithful = evaluator.evaluate(music, rate, FUNK, 10.0)
+    assert faithful.score >= 0.85, faithful.to_json()
+    assert faithful.metrics["quality"] >= 0.9
+    bad = {
+        "silence": (np.zeros(n, np.float32), "not_silent"),
+        "noise": (noise.astype(np.float32), "not_noise"),
+        "square": (square.astype(np.float32), "no_clipping"),
+        "other prompt": (other, None),
+    }
+    for name, (samples, reason) in bad.items():
+        s = evaluator.evaluate(samples, rate, FUNK, 10.0)
+        assert s.score <= faithful.score - 0.5, (name, s.to_json())
+        assert s.reason == reason, (name, s.to_json())
+    swapped = evaluator.evaluate(other, rate, FUNK, 10.0).metrics["adherence_parts"]
+    assert swapped["tempo_bpm"] < 0.5 and swapped["key"] < 0.5
+
+
+def test_evaluator_reads_free_text_and_checks_duration(
+        backend: SymbolicMusic, evaluator: MusicEvaluator) -> None:
+    prompt = "slow sad piano ballad in F sharp minor at 72 bpm, no drums"
+    samples, rate = backend.compose(prompt, 8.0)
+    assert "drums" not in backend.plan(prompt).instruments
+    s = evaluator.evaluate(samples, rate, prompt, 8.0)
+    assert s.metrics["key"] == "F# minor" and s.metrics["adherence_parts"]["drums"] > 0.5
+    short = evaluator.evaluate(samples[: rate * 4], rate, prompt, 8.0)
+    assert short.metrics["adherence_parts"]["duration"] == 0.0
+    assert short.score < s.score - 0.15
+
+
+@pytest.mark.parametrize("seconds", [1.0, 7.3, 60.0])
+def test_duration_is_exact_and_the_mix_has_headroom(backend: SymbolicMusic,
+                                                     seconds: float) -> None:
+    samples, rate = backend.compose(FUNK, seconds)
+    assert rate >= 32000 and samples.dtype == np.float32 and samples.ndim == 1
+    assert abs(samples.size / rate - seconds) <= 0.1
+    assert np.isfinite(samples).all() and 0.3 < np.abs(samples).max() <= 0.9
+    assert np.abs(samples[-int(0.01 * rate):]).max() < 0.01  # faded out, no click
+    for bad in (0.5, 61.0):
+        with pytest.raises(ValueError):
+            backend.compose(FUNK, bad)
+
+
+def test_same_prompt_same_music_and_prompt_changes_the_music(backend: SymbolicMusic) -> None:
+    a, _ = backend.compose(FUNK, 3.0)
+    b, _ = backend.compose(FUNK, 3.0)
+    c, _ = backend.compose(OTHER, 3.0)
+    # FluidSynth's free-running modulators leave tiny differences between renders
+    assert np.corrcoef(a, b)[0, 1] > 0.95 and abs(np.corrcoef(a, c)[0, 1]) < 0.5
+    assert backend.plan(FUNK) == backend.plan(FUNK)
+
+
+def test_numpy_synthesizer_fallback_keeps_tempo_and_key(evaluator: MusicEvaluator,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    fallback = SymbolicMusic(soundfont="/nonexistent/none.sf2")
+    assert "numpy" in fallback.model
+    assert "SoundFont" in caplog.text
+    samples, rate = fallback.compose(FUNK, 8.0)
+    s = evaluator.evaluate(samples, rate, FUNK, 8.0)
+    assert s.metrics["key"] == "E minor" and _tempo_ok(s.metrics["tempo_bpm"], 112)
+    assert s.score > 0.8, s.to_json()
+
+
+def test_plan_fills_blanks_from_genre_and_mood(backend: SymbolicMusic) -> None:
+    plan = backend.plan("a sad song")
+    assert plan.mode == "minor" and 40 <= plan.bpm <= 210 and plan.instruments
+    asked = parse_music_prompt(FUNK)
+    plan = backend.plan(FUNK)
+    assert (plan.bpm, plan.mode, plan.genre) == (asked.bpm, asked.mode, asked.genre)
+    assert set(asked.instruments) <= set(plan.instruments)
