@@ -256,6 +256,6 @@ def format_round(report: RoundReport) -> str:
             lines.append(f"  uid {a.uid:>3}  score 0.000  error: {a.error[:80]}")
         else:
             m = a.metrics
-            extra = f"wer {m['wer']:.2f}" if "wer" in m else ""
+            extra = f"wer {m['wer']:.2f}" if m.get("wer") is not None else m.get("reason", "")
             lines.append(f"  uid {a.uid:>3}  score {a.score:.3f}  {extra}  eval {a.eval_s:.2f}s")
     return "\n".join(lines)

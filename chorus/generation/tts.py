@@ -54,7 +54,7 @@ class DegradedTTS(PiperTTS):
 
     name = "degraded"
 
-    def __init__(self, snr_db: float = 5.0, seed: int = 0, **options):
+    def __init__(self, snr_db: float = 10.0, seed: int = 0, **options):
         super().__init__(**options)
         self.snr_db = snr_db
         self.rng = np.random.default_rng(seed)
