@@ -34,16 +34,42 @@ def _wallet_args(p: argparse.ArgumentParser, default_name: str) -> None:
 
 
 def _chain_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--chain", default="local", choices=["local"], help="chain backend")
+    p.add_argument("--chain", default="local", choices=["local", "bittensor"], help="chain backend")
     p.add_argument(
         "--chain-path", default=None, help="local chain file (default ~/.chorus/chain.sqlite)"
     )
+    p.add_argument(
+        "--network",
+        default="finney",
+        help="bittensor network: finney, test, local or a ws:// endpoint (default finney)",
+    )
+    p.add_argument("--netuid", type=int, default=None, help="bittensor subnet uid")
 
 
 def _open_chain(args):
-    from chorus.chain import open_chain
+    import bittensor as bt
 
-    return open_chain(args.chain, path=args.chain_path)
+    from chorus.chain import open_chain
+    from chorus.config import default_wallet_path
+
+    # Not loaded until a write needs to sign, so `chorus chain show` works without keys.
+    signer = bt.Wallet(
+        name=args.wallet, hotkey=args.hotkey, path=args.wallet_path or default_wallet_path()
+    )
+    return open_chain(
+        args.chain, path=args.chain_path, network=args.network, netuid=args.netuid, wallet=signer
+    )
+
+
+def _register_hint(args) -> str:
+    """The command that registers the wallet's hotkey on the chosen chain."""
+    if args.chain == "bittensor":
+        path = f" --wallet-path {args.wallet_path}" if args.wallet_path else ""
+        return (
+            f"btcli subnets register --netuid {args.netuid} --network {args.network} "
+            f"--wallet {args.wallet} --wallet-hotkey {args.hotkey}{path}"
+        )
+    return f"chorus chain register --wallet {args.wallet} --hotkey {args.hotkey}"
 
 
 def _wallet(args):
@@ -148,7 +174,7 @@ def cmd_miner(args) -> int:
     if chain.neuron(hotkey) is None:
         raise UsageError(
             f"hotkey {args.wallet}/{args.hotkey} ({hotkey}) is not registered; run "
-            f"`chorus chain register --wallet {args.wallet} --hotkey {args.hotkey}`"
+            f"`{_register_hint(args)}`"
         )
     settings = MinerSettings(
         max_body_bytes=args.max_body_bytes,
@@ -234,6 +260,66 @@ def cmd_localnet(args) -> int:
         base_port=args.port,
         alpha=args.alpha,
     )
+
+
+# -- dashboard and gateway --------------------------------------------------------------
+
+
+def _validator_store(state: str):
+    """An existing validator state folder's store; never creates an empty one."""
+    from chorus.store import ValidatorStore
+
+    path = Path(state).expanduser() / "state.sqlite"
+    if not path.is_file():
+        raise UsageError(f"no validator state in {state} ({path.name} missing); see --state")
+    return ValidatorStore(path, path.parent / "samples")
+
+
+def cmd_dashboard(args) -> int:
+    import uvicorn
+
+    from chorus.chain import open_chain
+    from chorus.dashboard import create_dashboard_app
+
+    store = _validator_store(args.state)
+    chain = open_chain("local", path=args.chain_path) if args.chain_path else None
+    app = create_dashboard_app(store, chain, args.validator_uid)
+    print(f"dashboard for {args.state} on http://{args.host}:{args.port}/", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
+    return 0
+
+
+def cmd_gateway(args) -> int:
+    import uvicorn
+
+    from chorus.gateway import Gateway, GatewaySettings, RequestLog, create_gateway_app, load_keys
+
+    keys = load_keys(args.api_keys, args.api_key)
+    if not keys:
+        raise UsageError("the gateway needs API keys: --api-key KEY or --api-keys FILE")
+    wallet = _wallet(args)
+    chain = _open_chain(args)
+    me = chain.neuron(wallet.hotkey.ss58_address)
+    if me is None or not me.validator_permit:
+        raise UsageError(
+            f"{args.wallet}/{args.hotkey} needs a validator permit (miners answer no one else);"
+            f" run `chorus chain register --wallet {args.wallet} --hotkey {args.hotkey}"
+            " --validator --stake 1000`"
+        )
+    settings = GatewaySettings(
+        timeout_s=args.timeout, max_attempts=args.max_attempts, rate=args.rate, burst=args.burst
+    )
+    # The log file stays open for the life of the server.
+    log = RequestLog(open(args.log_file, "a") if args.log_file else sys.stdout)  # noqa: SIM115
+    gateway = Gateway(wallet, chain, _validator_store(args.state), keys, settings, log)
+    print(f"gateway on http://{args.host}:{args.port}/v1 ({len(keys)} API keys)", flush=True)
+    uvicorn.run(
+        create_gateway_app(gateway),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level.lower(),
+    )
+    return 0
 
 
 # -- generate and evaluate --------------------------------------------------------------
@@ -333,6 +419,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=18091, help="first miner port")
     p.add_argument("--alpha", type=float, default=0.5, help="validator moving-average alpha")
     p.set_defaults(func=cmd_localnet)
+
+    p = sub.add_parser("dashboard", help="a web page of a validator's scores and samples")
+    p.add_argument("--state", required=True, help="validator state folder (state.sqlite)")
+    p.add_argument("--chain-path", default=None, help="local chain file, to show weights")
+    p.add_argument(
+        "--validator-uid", type=int, default=None, help="whose weights (default: mean of all)"
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8300)
+    p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser("gateway", help="an OpenAI-style audio API served by the best miners")
+    _wallet_args(p, "gateway")
+    _chain_args(p)
+    p.add_argument("--state", required=True, help="validator state folder: miners' scores")
+    p.add_argument("--api-key", action="append", help="ID:KEY (or KEY) accepted as Bearer")
+    p.add_argument("--api-keys", default=None, help="file of API keys, one ID:KEY a line")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--rate", type=float, default=1.0, help="requests per second per key")
+    p.add_argument("--burst", type=float, default=10.0, help="requests a key may burst")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per miner attempt")
+    p.add_argument("--max-attempts", type=int, default=3, help="miners tried per request")
+    p.add_argument("--log-file", default=None, help="JSON request log (default stdout)")
+    p.set_defaults(func=cmd_gateway)
 
     p = sub.add_parser("generate", help="generate audio locally with a backend")
     gen = p.add_subparsers(dest="service", required=True)

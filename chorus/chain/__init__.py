@@ -50,12 +50,19 @@ class Chain(Protocol):
 
 
 def open_chain(kind: str = "local", **options) -> Chain:
-    """Open a chain backend by name ("local" for now)."""
+    """Open a chain backend by name: "local" (option ``path``) or "bittensor" (options
+    ``network``, ``netuid`` and ``wallet``, the signer of weights and axon updates)."""
     if kind == "local":
         from chorus.chain.local import LocalChain
 
         return LocalChain(options.get("path") or default_chain_path())
-    raise ChainError(f"unknown chain backend {kind!r}; available: local")
+    if kind == "bittensor":
+        from chorus.chain.bittensor import open_subnet
+
+        return open_subnet(
+            options.get("network") or "finney", options.get("netuid"), options.get("wallet")
+        )
+    raise ChainError(f"unknown chain backend {kind!r}; available: local, bittensor")
 
 
 def default_chain_path() -> str:
