@@ -1,0 +1,393 @@
+"""A validator's state as one web page: leaderboard, score history, recent answers to listen
+to, and how long evaluation takes.
+
+The page is rendered on the server as plain HTML with inline SVG plots: no JavaScript, no
+CDN, nothing to build, so it works offline and behind any proxy. It reads the same SQLite
+file the validator writes (WAL mode lets both run at once), either from
+``chorus dashboard --state DIR`` or from a running validator that mounts
+``create_dashboard_app``. Audio is served only from the samples folder, by plain file name.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import FileResponse, HTMLResponse
+
+from chorus import __version__
+from chorus.chain import Chain
+from chorus.store import ValidatorStore
+
+HISTORY = 60  # answers per miner in the history plots
+RECENT_ROUNDS = 6
+TIMING_WINDOW = 500  # answers behind the evaluation timings
+COLORS = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777")
+# (column title, dotted path in an answer's metrics); a column shows when any miner has it
+METRICS = (("WER", "wer"), ("MOS", "mos.p808"), ("similarity", "similarity"))
+SAMPLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.(wav|flac)$")
+MEDIA_TYPES = {"wav": "audio/wav", "flac": "audio/flac"}
+
+
+@dataclass
+class MinerRow:
+    """One leaderboard line, with the raw scores behind its history plot."""
+
+    uid: int
+    hotkey: str
+    score: float
+    mean_score: float
+    answers: int
+    failed: int
+    weight: float | None
+    metrics: dict[str, float | None]
+    services: dict[str, float]
+    last_seen: float | None
+    history: list[tuple[int, float]] = field(default_factory=list)  # (round, raw score)
+
+
+@dataclass
+class Board:
+    """Everything the page shows, gathered in one pass over the store and the chain."""
+
+    round: int
+    block: int | None
+    miners: list[MinerRow]
+    rounds: list[dict[str, Any]]  # recent rounds, each with its answers
+    timings: list[dict[str, Any]]  # per service
+    generated: float
+
+
+def metric(metrics: dict[str, Any], path: str) -> float | None:
+    """A numeric metric by dotted path (``mos.p808``), or None if absent."""
+    value: Any = metrics
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.fmean(present) if present else None
+
+
+def _weights(chain: Chain | None, validator_uid: int | None) -> dict[int, float] | None:
+    """This validator's weights on the chain, or the mean over validators if not known."""
+    if chain is None:
+        return None
+    by_validator = chain.weights()
+    if validator_uid is not None:
+        return by_validator.get(validator_uid, {})
+    totals: dict[int, float] = defaultdict(float)
+    for weights in by_validator.values():
+        for uid, w in weights.items():
+            totals[uid] += w / len(by_validator)
+    return dict(totals)
+
+
+def _miner_row(store: ValidatorStore, s: dict[str, Any], weights: dict | None) -> MinerRow:
+    answers = [a for a in store.answers(limit=HISTORY, uid=s["uid"]) if a["hotkey"] == s["hotkey"]]
+    by_service: dict[str, list[float]] = defaultdict(list)
+    for a in answers:
+        by_service[a["service"]].append(a["score"])
+    seen = [a["created"] for a in answers if a["error"] is None]
+    return MinerRow(
+        uid=s["uid"],
+        hotkey=s["hotkey"],
+        score=s["score"],
+        mean_score=s["mean_score"],
+        answers=s["answers"],
+        failed=s["failed"],
+        weight=None if weights is None else weights.get(s["uid"], 0.0),
+        metrics={path: _mean([metric(a["metrics"], path) for a in answers]) for _, path in METRICS},
+        services={svc: statistics.fmean(v) for svc, v in sorted(by_service.items())},
+        last_seen=max(seen) if seen else None,
+        history=[(a["round"], a["score"]) for a in reversed(answers)],
+    )
+
+
+def _timings(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per service: how long scoring, the miners' synthesis and the round trip took."""
+    out = []
+    for service in sorted({a["service"] for a in answers}):
+        rows = [a for a in answers if a["service"] == service]
+
+        def stats(key: str, rows: list[dict[str, Any]] = rows) -> tuple[float, float] | None:
+            values = sorted(a[key] for a in rows if a[key] is not None)
+            if not values:
+                return None
+            return statistics.fmean(values), values[min(len(values) - 1, int(0.95 * len(values)))]
+
+        out.append(
+            {
+                "service": service,
+                "answers": len(rows),
+                "failed": sum(a["error"] is not None for a in rows),
+                "eval_s": stats("eval_s"),
+                "synthesis_s": stats("synthesis_s"),
+                "latency_s": stats("latency_s"),
+            }
+        )
+    return out
+
+
+def collect(
+    store: ValidatorStore, chain: Chain | None = None, validator_uid: int | None = None
+) -> Board:
+    """Read the store (and the chain's weights, if given) into a ``Board``."""
+    weights = _weights(chain, validator_uid)
+    miners = [_miner_row(store, s, weights) for s in store.summary()]
+    recent = store.answers(limit=TIMING_WINDOW)
+    rounds: dict[int, dict[str, Any]] = {}
+    for a in recent:
+        if a["round"] not in rounds and len(rounds) == RECENT_ROUNDS:
+            break
+        r = rounds.setdefault(a["round"], {**a, "answers": []})
+        r["answers"].append(a)
+    for r in rounds.values():
+        r["answers"].sort(key=lambda a: -a["score"])
+    return Board(
+        round=store.last_round(),
+        block=chain.block() if chain is not None else None,
+        miners=miners,
+        rounds=list(rounds.values()),
+        timings=_timings(recent),
+        generated=time.time(),
+    )
+
+
+# -- rendering ----------------------------------------------------------------------------
+
+
+def svg_chart(
+    series: list[tuple[str, str, list[tuple[int, float]]]],
+    width: int = 720,
+    height: int = 240,
+    axes: bool = True,
+) -> str:
+    """Lines of (round, score in [0, 1]) per series as an inline SVG; hover shows values."""
+    pad_l, pad_r, pad_t, pad_b = (34, 10, 8, 22) if axes else (2, 2, 2, 2)
+    xs = [x for _, _, points in series for x, _ in points]
+    if not xs:
+        return f'<svg class="chart" width="{width}" height="{height}"></svg>'
+    lo, hi = min(xs), max(xs)
+    span = max(hi - lo, 1)
+
+    def px(x: float) -> float:
+        return pad_l + (x - lo) / span * (width - pad_l - pad_r)
+
+    def py(y: float) -> float:
+        return pad_t + (1 - min(max(y, 0.0), 1.0)) * (height - pad_t - pad_b)
+
+    parts = [
+        f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" role="img">'
+    ]
+    if axes:
+        for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+            y = py(tick)
+            parts.append(
+                f'<line x1="{pad_l}" x2="{width - pad_r}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
+                f'<text x="{pad_l - 4}" y="{y + 4:.1f}" text-anchor="end">{tick:g}</text>'
+            )
+        parts.append(
+            f'<text x="{pad_l}" y="{height - 6}">round {lo}</text>'
+            f'<text x="{width - pad_r}" y="{height - 6}" text-anchor="end">round {hi}</text>'
+        )
+    for label, color, points in series:
+        coords = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in points)
+        parts.append(
+            f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="1.5">'
+            f"<title>{html.escape(label)}</title></polyline>"
+        )
+        if axes:
+            parts.extend(
+                f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5" fill="{color}">'
+                f"<title>{html.escape(label)}, round {x}: {y:.3f}</title></circle>"
+                for x, y in points
+            )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _ago(then: float | None, now: float) -> str:
+    if then is None:
+        return "never"
+    seconds = max(0, int(now - then))
+    if seconds < 120:
+        return f"{seconds} s ago"
+    if seconds < 7200:
+        return f"{seconds // 60} min ago"
+    return f"{seconds // 3600} h ago"
+
+
+def _utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+
+
+def _leaderboard(board: Board) -> str:
+    shown = [(t, p) for t, p in METRICS if any(m.metrics[p] is not None for m in board.miners)]
+    head = "".join(f"<th>{t}</th>" for t, _ in shown)
+    weight_head = "<th>weight</th>" if board.block is not None else ""
+    rows = []
+    for rank, m in enumerate(board.miners, 1):
+        color = COLORS[(rank - 1) % len(COLORS)]
+        cells = "".join(f"<td>{_num(m.metrics[p])}</td>" for _, p in shown)
+        weight = f"<td>{_num(m.weight)}</td>" if board.block is not None else ""
+        services = ", ".join(f"{s} {v:.2f}" for s, v in m.services.items())
+        last = f'<td title="{_utc(m.last_seen)}">' if m.last_seen else "<td>"
+        rows.append(
+            f'<tr class="miner" data-uid="{m.uid}"><td>{rank}</td><td>{m.uid}</td>'
+            f'<td class="key" title="{html.escape(m.hotkey)}">{html.escape(m.hotkey[:10])}…</td>'
+            f"<td><b>{m.score:.3f}</b></td>{weight}<td>{m.mean_score:.3f}</td>"
+            f"<td>{html.escape(services)}</td>{cells}<td>{m.answers}</td><td>{m.failed}</td>"
+            f"{last}{_ago(m.last_seen, board.generated)}</td>"
+            f"<td>{svg_chart([(f'uid {m.uid}', color, m.history)], 140, 30, axes=False)}</td></tr>"
+        )
+    if not rows:
+        return "<p>No miner has been scored yet.</p>"
+    return (
+        '<table id="leaderboard"><tr><th>rank</th><th>uid</th><th>hotkey</th><th>score</th>'
+        f"{weight_head}<th>mean</th><th>by service</th>{head}<th>answers</th><th>fails</th>"
+        f"<th>last seen</th><th>history</th></tr>{''.join(rows)}</table>"
+    )
+
+
+def _history(board: Board) -> str:
+    series = [
+        (f"uid {m.uid}", COLORS[i % len(COLORS)], m.history)
+        for i, m in enumerate(board.miners[: len(COLORS)])
+    ]
+    legend = "".join(
+        f'<span class="legend"><i style="background:{c}"></i>{html.escape(label)}</span>'
+        for label, c, _ in series
+    )
+    return f"{svg_chart(series)}<div>{legend}</div>"
+
+
+def _answer_row(a: dict[str, Any]) -> str:
+    m = a["metrics"]
+    if a["sample"]:
+        kind = "flac" if a["sample"].endswith(".flac") else "wav"
+        media = (
+            f'<audio controls preload="auto"><source src="samples/{html.escape(a["sample"])}"'
+            f' type="{MEDIA_TYPES[kind]}"></audio>'
+        )
+    elif a["error"]:
+        media = f'<span class="error">{html.escape(a["error"][:160])}</span>'
+    else:
+        media = '<span class="muted">sample not kept</span>'
+    return (
+        f"<tr><td>{a['uid']}</td><td>{a['score']:.3f}</td><td>{_num(metric(m, 'wer'))}</td>"
+        f"<td>{_num(metric(m, 'mos.p808'), 2)}</td><td>{_num(a['latency_s'], 2)}</td>"
+        f"<td>{_num(a['eval_s'], 2)}</td><td>{media}</td></tr>"
+    )
+
+
+def _rounds(board: Board) -> str:
+    if not board.rounds:
+        return "<p>No rounds yet.</p>"
+    out = []
+    for r in board.rounds:
+        rows = "".join(_answer_row(a) for a in r["answers"])
+        out.append(
+            f'<div class="round"><h3>round {r["round"]} · {html.escape(r["service"])} · '
+            f'{_utc(r["created"])}</h3><p class="prompt">{html.escape(r["prompt"])}</p>'
+            "<table><tr><th>uid</th><th>score</th><th>WER</th><th>MOS</th><th>latency s</th>"
+            f"<th>eval s</th><th>answer</th></tr>{rows}</table></div>"
+        )
+    return "".join(out)
+
+
+def _timing_table(board: Board) -> str:
+    def pair(v: tuple[float, float] | None) -> str:
+        return "–" if v is None else f"{v[0]:.2f} / {v[1]:.2f}"
+
+    rows = "".join(
+        f"<tr><td>{html.escape(t['service'])}</td><td>{t['answers']}</td><td>{t['failed']}</td>"
+        f"<td>{pair(t['eval_s'])}</td><td>{pair(t['synthesis_s'])}</td>"
+        f"<td>{pair(t['latency_s'])}</td></tr>"
+        for t in board.timings
+    )
+    return (
+        '<table id="timings"><tr><th>service</th><th>answers</th><th>failed</th>'
+        "<th>evaluation s (mean / p95)</th><th>miner synthesis s</th><th>round trip s</th></tr>"
+        f"{rows}</table><p class='muted'>over the last {TIMING_WINDOW} answers at most</p>"
+    )
+
+
+STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#111;max-width:1200px}
+h1{margin:0 0 4px}h2{margin:28px 0 8px;font-size:18px}h3{margin:0;font-size:14px}
+table{border-collapse:collapse}td,th{padding:4px 10px;border-bottom:1px solid #e5e7eb;
+text-align:left;vertical-align:middle}th{background:#f3f4f6;font-weight:600}
+.key{font-family:monospace}.muted{color:#6b7280}.error{color:#b91c1c;font-size:12px}
+.chart text{font-size:10px;fill:#6b7280}.chart .grid{stroke:#e5e7eb}
+.legend{margin-right:14px;font-size:12px}.legend i{display:inline-block;width:10px;
+height:10px;margin-right:4px;border-radius:2px}.round{margin:14px 0;padding:10px;
+border:1px solid #e5e7eb;border-radius:6px}.prompt{margin:4px 0 8px;font-style:italic}
+audio{height:32px;width:260px}
+"""
+
+
+def render(board: Board) -> str:
+    """The whole page as one HTML string."""
+    block = f" · block {board.block}" if board.block is not None else ""
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        "<title>chorus validator</title>"
+        f"<style>{STYLE}</style></head><body>"
+        f"<h1>chorus validator</h1><p class='muted'>round {board.round}{block} · "
+        f"{len(board.miners)} miners · {_utc(board.generated)} · chorus {__version__}</p>"
+        f"<h2>Leaderboard</h2>{_leaderboard(board)}"
+        f"<h2>Score history</h2>{_history(board)}"
+        f"<h2>Evaluation timings</h2>{_timing_table(board)}"
+        f"<h2>Recent prompts</h2>{_rounds(board)}"
+        "</body></html>"
+    )
+
+
+def create_dashboard_app(
+    store: ValidatorStore, chain: Chain | None = None, validator_uid: int | None = None
+) -> FastAPI:
+    """The dashboard as an ASGI app. Its routes are plain functions, so FastAPI runs them
+    in a worker thread and a validator serving it in its own event loop is never blocked
+    by a page render."""
+    app = FastAPI(title="chorus dashboard", version=__version__, docs_url=None, redoc_url=None)
+    samples = store.samples_dir.resolve()
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"ok": True, "round": store.last_round()}
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        return render(collect(store, chain, validator_uid))
+
+    @app.get("/api/leaderboard")
+    def leaderboard() -> list[dict[str, Any]]:
+        weights = _weights(chain, validator_uid)
+        return [
+            {**s, "weight": None if weights is None else weights.get(s["uid"], 0.0)}
+            for s in store.summary()
+        ]
+
+    @app.get("/samples/{name}")
+    def sample(name: str) -> FileResponse:
+        # Only a plain file name that resolves to a file directly inside the samples folder.
+        path = (samples / name).resolve()
+        if not SAMPLE_NAME.match(name) or path.parent != samples or not path.is_file():
+            raise HTTPException(404, "no such sample")
+        return FileResponse(path, media_type=MEDIA_TYPES[path.suffix[1:]])
+
+    return app
