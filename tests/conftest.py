@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chorus.generation.tts import PiperTTS
+from chorus.generation.tts import DegradedTTS, PiperTTS
 from chorus.scoring.asr import Transcriber
 from chorus.scoring.quality import DNSMOS
 from chorus.scoring.tts import TTSEvaluator
@@ -13,6 +13,12 @@ from chorus.scoring.tts import TTSEvaluator
 @pytest.fixture(scope="session")
 def piper() -> PiperTTS:
     return PiperTTS()
+
+
+@pytest.fixture(scope="session")
+def degraded() -> DegradedTTS:
+    """Piper through a telephone band with hiss: intelligible, plainly worse."""
+    return DegradedTTS()
 
 
 @pytest.fixture(scope="session")

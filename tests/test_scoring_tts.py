@@ -1,0 +1,109 @@
+"""TTS scoring with the real models: Piper reading its prompts scores high; silence, noise,
+the wrong text, clipping and truncated or padded audio score (near) zero."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from chorus.scoring import gates
+from chorus.scoring.tts import TTSEvaluator
+from chorus.text import spell_out
+
+# Written the way the prompt generator writes them; spelled out before synthesis.
+TEXTS = [
+    "The meeting starts at 3:30 p.m. on March 3rd, 2024.",
+    "Tickets cost $12.50 each, or £40 for a family of four.",
+    "Our revenue grew by 12.5% in 1999, the best year since 1987.",
+    "She finished 2nd in the race and won €1,250 in prize money.",
+    "Olivia bought 37 paintings for $104.75 at the market square.",
+    "On 2023-07-14 the bridge reopened after 18 months of repairs.",
+    "A gentle breeze carried the smell of fresh bread through the narrow street.",
+    "We expect Victor at the museum at 10:45 on the 21st of June.",
+]
+PROMPT = spell_out(TEXTS[0])
+
+
+@pytest.fixture(scope="module")
+def readings(piper) -> list[tuple[np.ndarray, int, str]]:
+    """Piper reading each spelled-out text: (samples, rate, text)."""
+    return [(*piper.synthesize(spell_out(t)), spell_out(t)) for t in TEXTS]
+
+
+@pytest.fixture(scope="module")
+def speech(readings) -> tuple[np.ndarray, int]:
+    """Piper reading ``PROMPT``."""
+    return readings[0][0], readings[0][1]
+
+
+def test_piper_reading_its_prompts_scores_high(tts_evaluator: TTSEvaluator, readings) -> None:
+    results = [tts_evaluator.evaluate(x, rate, text) for x, rate, text in readings]
+    wers = [r.metrics["wer"] for r in results]
+    scores = [r.score for r in results]
+    assert np.mean(wers) <= 0.10, [r.metrics["transcript"] for r in results]
+    assert np.mean(scores) >= 0.7 and min(scores) >= 0.5, scores
+    for r in results:
+        assert r.reason is None and r.metrics["gate"] is None
+        assert set(r.metrics["mos"]) >= {"p808", "ovrl"} and r.metrics["duration_s"] > 1
+        assert 0.0 <= r.score <= 1.0 and r.metrics["transcript"]
+
+
+def test_speech_of_another_text_scores_low(tts_evaluator, readings) -> None:
+    other, rate, _ = readings[5]
+    result = tts_evaluator.evaluate(other, rate, PROMPT)
+    assert result.score <= 0.2 and result.metrics["wer"] >= 0.7
+
+
+def test_degraded_voice_ranks_below_clean(tts_evaluator, speech, degraded) -> None:
+    hissy, rate = degraded.synthesize(PROMPT)
+    clean = tts_evaluator.evaluate(*speech, PROMPT)
+    worse = tts_evaluator.evaluate(hissy, rate, PROMPT)
+    assert worse.reason is None  # still speech: judged, not gated
+    assert clean.score > worse.score + 0.05
+    assert clean.metrics["quality"] > worse.metrics["quality"] + 0.3
+
+
+def _bad_inputs(speech: np.ndarray, rate: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {
+        "silent": np.zeros(4 * rate, np.float32),
+        "noise-like": rng.normal(0, 0.1, 4 * rate).astype(np.float32),
+        "clipped": np.clip(speech * 20, -1, 1),
+        "too short": speech[: rate // 2],
+        "too long": np.tile(speech, 5),
+        "empty": np.zeros(0, np.float32),
+        "NaN": np.where(np.arange(speech.size) == 100, np.nan, speech).astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize(
+    "kind", ["silent", "noise-like", "clipped", "too short", "too long", "empty", "NaN"]
+)
+def test_bad_audio_is_gated(tts_evaluator, speech, kind: str) -> None:
+    samples, rate = speech
+    result = tts_evaluator.evaluate(_bad_inputs(samples, rate)[kind], rate, PROMPT)
+    assert result.score == 0.0 and result.reason and result.metrics["gate"] == result.reason
+    assert kind.split("-")[0].split()[-1] in result.reason or kind == "NaN"
+    assert result.metrics["wer"] is None  # no model ran on junk
+
+
+def _noise(colour: float, rate: int, seconds: float = 3.0) -> np.ndarray:
+    """Noise with power falling as 1/f**colour (0 white, 1 pink, 2 brown)."""
+    spectrum = np.fft.rfft(np.random.default_rng(1).normal(size=int(rate * seconds)))
+    spectrum /= np.maximum(np.arange(spectrum.size), 1) ** (colour / 2)
+    x = np.fft.irfft(spectrum)
+    return (0.5 * x / np.abs(x).max()).astype(np.float32)
+
+
+@pytest.mark.parametrize("colour", [0.0, 1.0, 1.5, 2.0])
+def test_noise_of_any_colour_is_noise_like(colour: float) -> None:
+    assert gates.noise_like(_noise(colour, 22050), 22050)
+
+
+def test_speech_and_tones_pass_every_gate(speech, degraded) -> None:
+    samples, rate = speech
+    hissy, _ = degraded.synthesize(PROMPT)
+    t = np.arange(3 * rate) / rate
+    chord = sum(0.2 * np.sin(2 * np.pi * f * t) for f in (261.6, 329.6, 392.0))
+    for audio in (samples, hissy, chord.astype(np.float32)):
+        assert gates.first_failure(audio, rate) is None
