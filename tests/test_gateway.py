@@ -4,6 +4,9 @@ failover, API keys, rate limits, bad input, and the official OpenAI client."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 
 import httpx
 import numpy as np
@@ -12,6 +15,7 @@ import pytest
 
 from chorus import audio
 from chorus.auth import create_wallet
+from chorus.cli import main
 from chorus.gateway import (
     Gateway,
     GatewaySettings,
@@ -51,6 +55,7 @@ def network(tmp_path_factory, piper):
     net.chain.register(g.hotkey.ss58_address, g.coldkeypub.ss58_address, 50.0, True)
     hotkeys = {"honest": honest, "degraded": degraded, "dead": dead}
     net.uids = {name: net.chain.neuron(h).uid for name, h in hotkeys.items()}
+    net.tmp = tmp
     yield net
     for server in servers:
         server.__exit__()
@@ -201,3 +206,41 @@ def test_official_openai_client_gets_real_speech(network, tmp_path, transcriber)
     assert 2.0 < len(samples) / rate < 10.0
     assert float(np.sqrt(np.mean(samples**2))) > 0.02
     assert word_error_rate(text, transcriber.transcribe(samples, rate)) < 0.2
+
+
+def test_cli_serves_the_gateway_and_refuses_bad_setups(network, tmp_path, capsys):
+    start_gateway(network, tmp_path, {"honest": 0.8})  # writes the validator state
+    wallets = str(network.tmp / "wallets")
+    common = ["--wallet-path", wallets, "--chain-path", str(network.chain.path)]
+    nowhere = ["--api-key", KEY, "--state", str(tmp_path / "nothing")]
+    no_permit = ["--api-key", KEY, "--state", str(tmp_path)]
+    refusals = {
+        "needs API keys": ["--wallet", "gateway", "--state", str(tmp_path)],
+        "no validator state": ["--wallet", "gateway", *nowhere],
+        "needs a validator permit": ["--wallet", "miner-0", *no_permit],
+    }
+    for reason, argv in refusals.items():
+        assert main(["gateway", *common, *argv]) == 2
+        assert reason in capsys.readouterr().err
+
+    port, log_path = free_port(), tmp_path / "cli.jsonl"
+    args = ["gateway", "--wallet", "gateway", *common, *no_permit, "--port", str(port)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chorus.cli", *args, "--log-file", str(log_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(url + "/health", timeout=0.5)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        r = speak(url, "Served by the command line.")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert r.status_code == 200 and r.content[:4] == b"RIFF"
+    assert log_lines(log_path)[0]["miner_uid"] == network.uids["honest"]
