@@ -39,7 +39,10 @@ def validated(tmp_path_factory, piper, tts_evaluator):
     honest, degraded, dead = (w.hotkey.ss58_address for w in net.miners)
     servers = [
         ThreadServer(create_app(Miner(honest, net.chain, {"tts": piper}))),
-        ThreadServer(create_app(Miner(degraded, net.chain, {"tts": DegradedTTS()}))),
+        # Slower speech, so the validator's copy detector never mistakes it for the honest one.
+        ThreadServer(
+            create_app(Miner(degraded, net.chain, {"tts": DegradedTTS(length_scale=1.1)}))
+        ),
     ]
     for hotkey, server in zip((honest, degraded), servers, strict=True):
         server.__enter__()
