@@ -130,7 +130,7 @@ class Subnet:
 
     def __init__(self, tmp_path, monkeypatch):
         monkeypatch.setenv("BTCLI_TOKEN_SYMBOLS_CACHE", str(tmp_path / "symbols.json"))
-        wallets = str(tmp_path / "wallets")
+        self.wallets = wallets = str(tmp_path / "wallets")
         names = ["validator", "poor", "outsider", "miner-0", "miner-1", "stranger"]
         self.w = {name: create_wallet(name, path=wallets) for name in names}
         self.rows = [
@@ -237,13 +237,24 @@ def test_metagraph_maps_to_neurons(subnet):
 
 def test_to_neuron_from_sdk_objects():
     zero = bt.Balance.from_rao(0, NETUID)
+    scores = ("rank", "trust", "consensus", "incentive", "dividends", "pruning_score")
     row = bt.MetagraphNeuron(
-        uid=9, hotkey="5Hot", coldkey="5Cold", active=True, validator_permit=True,
-        last_update=1, block_at_registration=1, rank=0.0, trust=0.0, consensus=0.0,
-        incentive=0.0, dividends=0.0, pruning_score=0.0, emission=zero,
-        alpha_stake=zero, tao_stake=bt.Balance.from_rao(0), total_stake=bt.Balance.from_rao(
-            2_500_000_000, NETUID), axon="10.0.0.2:9000", identity=None, commitment=None,
-    )  # fmt: skip
+        uid=9,
+        hotkey="5Hot",
+        coldkey="5Cold",
+        active=True,
+        validator_permit=True,
+        last_update=1,
+        block_at_registration=1,
+        emission=zero,
+        alpha_stake=zero,
+        tao_stake=bt.Balance.from_rao(0),
+        total_stake=bt.Balance.from_rao(2_500_000_000, NETUID),
+        axon="10.0.0.2:9000",
+        identity=None,
+        commitment=None,
+        **dict.fromkeys(scores, 0.0),
+    )
     assert to_neuron(row) == Neuron(9, "5Hot", "5Cold", "10.0.0.2", 9000, 2.5, True)
     row.axon = None
     assert to_neuron(row).url is None
@@ -440,6 +451,27 @@ def test_open_chain_bittensor_is_cold_and_checks_its_options():
 def test_cli_needs_a_netuid_for_bittensor(capsys):
     assert main(["chain", "show", "--chain", "bittensor", "--network", "test"]) == 2
     assert "pass --netuid" in capsys.readouterr().err
+
+
+def test_cli_on_bittensor_shows_the_subnet_and_names_btcli_for_registration(
+    subnet, monkeypatch, capsys
+):
+    sdk_client = bt.Subtensor
+    monkeypatch.setattr(bt, "Subtensor", lambda net: sdk_client(net, substrate=subnet.substrate))
+    on_subnet = ["--chain", "bittensor", "--netuid", str(NETUID), "--wallet-path", subnet.wallets]
+    assert main(["chain", "show", "--json", *on_subnet]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["block"] == subnet.substrate.head
+    hotkeys = [row["wallet"].hotkey.ss58_address for row in subnet.rows]
+    assert [n["hotkey"] for n in shown["neurons"]] == hotkeys
+    register = (
+        f"btcli subnets register --netuid {NETUID} --network finney --wallet stranger"
+        f" --wallet-hotkey default --wallet-path {subnet.wallets}"
+    )
+    assert main(["miner", "--wallet", "stranger", *on_subnet]) == 2
+    assert f"is not registered; run `{register}`" in capsys.readouterr().err
+    assert main(["chain", "register", "--wallet", "stranger", *on_subnet]) == 2
+    assert "btcli subnets register" in capsys.readouterr().err
 
 
 # -- a live chain (opt-in) ------------------------------------------------------------

@@ -106,7 +106,7 @@ class BittensorChain:
     ):
         self.subtensor = subtensor
         self.netuid = netuid
-        self.network = getattr(subtensor, "network", "?")
+        self.network: str = subtensor.network
         self.wallet = wallet
         self.ttl_s = ttl_s
         self.clock = clock
