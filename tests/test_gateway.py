@@ -244,3 +244,10 @@ def test_cli_serves_the_gateway_and_refuses_bad_setups(network, tmp_path, capsys
         proc.wait(10)
     assert r.status_code == 200 and r.content[:4] == b"RIFF"
     assert log_lines(log_path)[0]["miner_uid"] == network.uids["honest"]
+
+
+def test_oversized_body_is_413(network, tmp_path):
+    server, _ = start_gateway(network, tmp_path, {"honest": 0.8}, max_body_bytes=1000)
+    with server:
+        r = speak(server.url, "word " * 300)
+    assert r.status_code == 413 and "1000-byte limit" in r.json()["error"]["message"]
