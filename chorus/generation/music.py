@@ -248,6 +248,7 @@ class Composer:
         self.beat = 60.0 / plan.bpm
         self.scale = [(plan.tonic + s) % 12 for s in SCALES[plan.mode]]
         self.vel = ENERGY_VELOCITY[plan.energy]
+        self.intro_bars = 0
 
     # --- time and harmony -------------------------------------------------------------
     def time(self, bar: int, step: float) -> float:
@@ -280,7 +281,8 @@ class Composer:
         """A humanized note: a few ms of timing jitter and a little velocity spread."""
         start = max(0.0, self.time(bar, step) + self.rng.gauss(0, 0.004))
         end = self.time(bar, step + steps)
-        v = int(np.clip(vel * self.vel * self.rng.uniform(0.9, 1.06), 1, 127))
+        build = 0.88 if bar < self.intro_bars else 1.0  # the first phrase is a little softer
+        v = int(np.clip(vel * self.vel * build * self.rng.uniform(0.9, 1.06), 1, 127))
         return Note(start, max(0.03, end - start - 0.01), pitch, v)
 
     def drums(self, bars: int) -> list[Note]:
@@ -293,8 +295,8 @@ class Composer:
                 notes.append(self.note(bar, 0, 4, KICK, 110))
                 continue
             for pitch, grid in GROOVES[groove].items():
-                for step, ch in enumerate(grid):
-                    if ch == "." or (self.plan.energy == "low" and ch == "g"):
+                for step, ch in enumerate(self.drum_grid(pitch, grid)):
+                    if ch == ".":
                         continue
                     vel = {"X": 112, "x": 88, "g": 45}[ch] + (8 if step % 4 == 0 else 0)
                     notes.append(self.note(bar, step, 1, pitch, vel))
@@ -304,6 +306,16 @@ class Composer:
                 notes += [self.note(bar, s, 1, p, 95)
                           for s, p in ((12, TOM_HI), (13, TOM_HI), (14, TOM_LO), (15, TOM_LO))]
         return notes
+
+    def drum_grid(self, pitch: int, grid: str) -> str:
+        """Energy reshapes a groove: low drops ghosts and sixteenth cymbals, high fills
+        straight eighth-note hats out to sixteenths."""
+        if self.plan.energy == "low":
+            cymbal = pitch in (HAT, OPEN_HAT, RIDE, SHAKER)
+            return "".join("." if c == "g" or (cymbal and i % 2) else c for i, c in enumerate(grid))
+        if self.plan.energy == "high" and pitch == HAT and self.style.swing <= 0.56:
+            return "".join("g" if c == "." and i % 2 else c for i, c in enumerate(grid))
+        return grid
 
     def bass(self, degrees: list[int]) -> list[Note]:
         grid = BASS[self.style.bass]
@@ -360,6 +372,8 @@ class Composer:
                 voiced = voiced[:2] + [voiced[0] + 12]
             previous = voiced
             grid = "C" + "-" * 15 if bar == len(degrees) - 1 else figure
+            if self.plan.energy == "low":  # calmer: no sixteenth-note hits
+                grid = "".join("-" if i % 2 else c for i, c in enumerate(grid))
             arp = 0
             for step, ch in enumerate(grid):
                 if ch in "-.":
@@ -379,10 +393,12 @@ class Composer:
         return notes
 
     def melody(self, degrees: list[int], center: int, first_bar: int) -> list[Note]:
-        """A motif-based line: a two-bar rhythm repeated, chord tones on strong beats,
-        stepwise motion between them, and a long tonic at the end."""
+        """A motif-based line: a two-bar motif (rhythm and melodic steps) repeated, its
+        second bar inverted in alternate phrases for contrast, chord tones on strong beats,
+        and a long tonic at the end."""
         density = {"low": 0.35, "medium": 0.55, "high": 0.75}[self.plan.energy]
         rhythm = [s for s in range(0, 32, 2) if s % 8 == 0 or self.rng.random() < density]
+        moves = {s: self.rng.choice((-1, 1, 1, -2, 2, -1)) for s in rhythm}
         scale_pitches = [p for p in range(center - 10, center + 11) if p % 12 in self.scale]
         notes: list[Note] = []
         pitch = min(scale_pitches, key=lambda p: abs(p - center))
@@ -399,7 +415,9 @@ class Composer:
                     pitch = min(tones, key=lambda p: abs(p - pitch) + 0.3 * abs(p - center))
                 else:
                     idx = scale_pitches.index(pitch) if pitch in scale_pitches else 0
-                    move = self.rng.choice((-1, 1, 1, -2, 2)) if pitch < center + 5 else -1
+                    move = moves[step + half] * (-1 if half and (bar // 4) % 2 else 1)
+                    if abs(pitch + move - center) > 6:  # keep the line in its register
+                        move = 1 if pitch < center else -1
                     idx = int(np.clip(idx + move, 0, len(scale_pitches) - 1))
                     pitch = scale_pitches[idx]
                 end = steps[i + 1] if i + 1 < len(steps) else 16
@@ -411,6 +429,7 @@ class Composer:
     def compose(self, seconds: float) -> list[Part]:
         """Every part for a piece that fills ``seconds``."""
         bars = max(1, math.ceil(seconds / (4 * self.beat) - 0.25))
+        self.intro_bars = 4 if bars >= 10 else 0
         degrees = self.progression(bars)
         by_role: dict[str, list[str]] = {}
         for name in self.plan.instruments:

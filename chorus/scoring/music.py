@@ -195,7 +195,7 @@ class MusicEvaluator:
         bpm, strength = estimate_tempo(onset, RATE / HOP)
         tonic, mode, key_r = estimate_key(self._chroma(x))
         drums = self._percussive_share(S)
-        energy = self._energy(onset, RATE / HOP)
+        energy = self._energy(onset, RATE / HOP, S, drums)
         found: dict[str, object] = {
             "tempo_bpm": round(bpm, 2), "tempo_strength": round(strength, 3),
             "key": f"{NOTE_NAMES[tonic]} {mode}", "key_strength": round(key_r, 3),
@@ -240,16 +240,20 @@ class MusicEvaluator:
         return None
 
     @staticmethod
-    def _energy(onset: np.ndarray, fps: float) -> float:
-        """0..1 activity: onsets per second and their strength."""
+    def _energy(onset: np.ndarray, fps: float, S: np.ndarray, percussive: float) -> float:
+        """0..1 arousal from three classic correlates: onsets per second, brightness
+        (spectral centroid) and the percussive share. Coarse: low vs high is reliable,
+        medium less so, hence its small weight."""
         peaks = librosa.util.peak_pick(onset, pre_max=3, post_max=3, pre_avg=10, post_avg=10,
                                        delta=0.3 * float(onset.std()), wait=4)
         rate = peaks.size / (onset.size / fps)
-        return _ramp(rate, 0.5, 8.0)
+        centroid = float(librosa.feature.spectral_centroid(S=np.sqrt(S), sr=RATE).mean())
+        return (_ramp(rate, 1.0, 8.0) + _ramp(centroid, 1200.0, 3200.0)
+                + _ramp(percussive, 0.02, 0.3)) / 3
 
     @staticmethod
     def _energy_match(energy: float, asked: str | None) -> float | None:
         if asked is None:
             return None
-        center = {"low": 0.2, "medium": 0.5, "high": 0.8}[asked]
-        return _ramp(abs(energy - center), 0.6, 0.2)
+        center = {"low": 0.3, "medium": 0.45, "high": 0.6}[asked]
+        return _ramp(abs(energy - center), 0.35, 0.1)
