@@ -21,7 +21,10 @@ BACKENDS: dict[str, dict[str, str]] = {
         "piper": "chorus.generation.tts:PiperTTS",
         "degraded": "chorus.generation.tts:DegradedTTS",
     },
-    "clone": {},
+    "clone": {
+        "world": "chorus.generation.clone:WorldClone",
+        "neural": "chorus.generation.neural_clone:NeuralClone",
+    },
     "music": {
         "symbolic": "chorus.generation.music:SymbolicMusic",
         "musicgen": "chorus.generation.musicgen:MusicGen",
