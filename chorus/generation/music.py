@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from scipy.signal import butter, sosfilt
 
 from chorus.music_prompts import GENRES, MOODS, NOTE_NAMES, MusicPrompt, parse_music_prompt
 
@@ -592,9 +593,12 @@ class NumpyRenderer:
 
 
 def master(x: np.ndarray, rate: int, seconds: float) -> np.ndarray:
-    """Level to about -16 dBFS RMS with peaks below -1 dBFS, then fade in/out, exact length."""
+    """High-pass at 25 Hz (some SoundFont samples carry a DC offset that would eat the
+    headroom), level to about -16 dBFS RMS with peaks below -1 dBFS, fade in/out, and cut
+    to exactly ``seconds``."""
     total = int(round(seconds * rate))
-    x = np.pad(x[:total], (0, max(0, total - x.size))).astype(np.float32)
+    x = sosfilt(butter(2, 25.0, "highpass", fs=rate, output="sos"), x[:total])
+    x = np.pad(x, (0, max(0, total - x.size))).astype(np.float32)
     rms = float(np.sqrt(np.mean(x**2))) if x.size else 0.0
     peak = float(np.max(np.abs(x))) if x.size else 0.0
     if rms > 0:

@@ -137,6 +137,7 @@ class MusicEvaluator:
             metrics = {"quality": 0.0, "adherence": 0.0, "seconds_audio": round(seconds, 3)}
             return Score(0.0, metrics, time.perf_counter() - t0, "too short or not finite")
         x = resample(raw, rate, RATE)
+        x = x - x.mean()  # a DC offset is inaudible: judge the music, not the offset
 
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")  # silence makes librosa warn about tuning
