@@ -287,8 +287,12 @@ def _answer_row(a: dict[str, Any]) -> str:
         media = f'<span class="error">{html.escape(a["error"][:160])}</span>'
     else:
         media = '<span class="muted">sample not kept</span>'
+    if m.get("reason"):  # the gate that zeroed an answer whose audio decoded
+        media += f'<div class="error">{html.escape(str(m["reason"])[:160])}</div>'
+    heard = f' title="heard: {html.escape(str(m["transcript"]))}"' if m.get("transcript") else ""
     return (
-        f"<tr><td>{a['uid']}</td><td>{a['score']:.3f}</td><td>{_num(metric(m, 'wer'))}</td>"
+        f"<tr><td>{a['uid']}</td><td>{a['score']:.3f}</td>"
+        f"<td{heard}>{_num(metric(m, 'wer'))}</td>"
         f"<td>{_num(metric(m, 'mos.p808'), 2)}</td><td>{_num(a['latency_s'], 2)}</td>"
         f"<td>{_num(a['eval_s'], 2)}</td><td>{media}</td></tr>"
     )
