@@ -327,11 +327,13 @@ def test_set_weights_respects_the_rate_limit(subnet):
 def test_set_weights_refuses_what_the_chain_would_reject(subnet):
     chain = subnet.chain()
     me = subnet.hotkey("validator")
+    ghost = bt.Wallet(name="ghost", path=subnet.wallets)  # no keyfiles
     cases = [
         (subnet.chain("outsider"), subnet.hotkey("outsider"), {3: 1.0}, "no validator permit"),
         (subnet.chain("stranger"), subnet.hotkey("stranger"), {3: 1.0}, "btcli subnets register"),
         (chain, subnet.hotkey("miner-0"), {3: 1.0}, "signs as"),
         (subnet.chain(signer=None), me, {3: 1.0}, "without a wallet"),
+        (BittensorChain(chain.subtensor, NETUID, ghost), me, {3: 1.0}, "signing hotkey"),
         (chain, me, {3: 0.0, 4: math.nan}, "no positive weights"),
         (chain, me, {3: 1.0, 99: 1.0}, r"uids \[99\] are not on subnet"),
     ]

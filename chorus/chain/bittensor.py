@@ -21,6 +21,7 @@ from typing import Any
 
 import bittensor as bt
 from bittensor.intents import normalize
+from bittensor.keyfiles import KeyfileError
 
 from chorus import __version__
 from chorus.chain import ChainError, Neuron
@@ -163,7 +164,10 @@ class BittensorChain:
     def _check_signer(self, hotkey: str) -> None:
         if self.wallet is None:
             raise ChainError("the bittensor chain was opened without a wallet; it cannot sign")
-        own = self.wallet.hotkey.ss58_address
+        try:
+            own = self.wallet.hotkey.ss58_address
+        except (OSError, ValueError, KeyfileError) as e:  # missing, unreadable, encrypted
+            raise ChainError(f"cannot load the signing hotkey: {e}") from e
         if hotkey != own:
             raise ChainError(f"this chain signs as {own}, not {hotkey}")
 
@@ -225,10 +229,10 @@ class BittensorChain:
         me = self._registered(hotkey)
         if not me.validator_permit:
             raise ChainError(f"hotkey {hotkey} has no validator permit on subnet {self.netuid}")
-        values = quantize(weights)
-        unknown = sorted(set(values) - {n.uid for n in self.metagraph().neurons})
+        unknown = sorted(set(weights) - {n.uid for n in self.metagraph().neurons})
         if unknown:
             raise ChainError(f"uids {unknown} are not on subnet {self.netuid}")
+        values = quantize(weights)
         if not values:
             raise ChainError("no positive weights to set")
         rate_limit, required = self.limits()
