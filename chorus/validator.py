@@ -159,21 +159,28 @@ class Validator:
     def reject_copies(
         self, round_no: int, received: list[tuple[Answer, tuple[np.ndarray, int] | None]]
     ) -> None:
-        """Zero answers that copy a faster miner's answer in this round, or replay an
-        answer from an earlier round; only the first of identical answers can earn."""
+        """Zero answers that are near-identical to another miner's answer in this round, or
+        that replay an answer from an earlier round.
+
+        Honest generation is stochastic, so identical answers mean shared output. Which
+        one is the original cannot be told from the outside (a copier can even answer
+        first), so every member of an identical group earns nothing this round."""
         valid = [(a, fingerprint(*clip)) for a, clip in received if clip is not None]
-        valid.sort(key=lambda item: item[0].latency_s or 0.0)
-        kept: list[tuple[Answer, np.ndarray]] = []
+        fresh: list[tuple[Answer, np.ndarray]] = []
         for answer, fp in valid:
-            original = next((a for a, k in kept if similarity(fp, k) > COPY_THRESHOLD), None)
+            twins = [
+                o.uid
+                for o, ofp in valid
+                if o is not answer and similarity(fp, ofp) > COPY_THRESHOLD
+            ]
             earlier = self.replays.seen(fp)
-            if original is not None:
-                answer.error = f"copy of uid {original.uid}'s answer"
+            if twins:
+                answer.error = f"identical to uid {', '.join(map(str, twins))}'s answer"
             elif earlier is not None:
                 answer.error = f"replay of an answer from round {earlier}"
             else:
-                kept.append((answer, fp))
-        for _, fp in kept:
+                fresh.append((answer, fp))
+        for _, fp in fresh:
             self.replays.remember(round_no, fp)
 
     def score(self, answer: Answer, task: Task, clip: tuple[np.ndarray, int]) -> None:

