@@ -39,6 +39,8 @@ def silence(
     samples: np.ndarray, rate: int, min_rms_db: float = -50.0, min_peak_db: float = -40.0
 ) -> str | None:
     """Digital silence or a signal too quiet to be heard (levels in dB of full scale)."""
+    if samples.size == 0:
+        return "audio is silent (no samples)"
     rms = _db(float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))))
     peak = _db(float(np.max(np.abs(samples))))
     if rms < min_rms_db or peak < min_peak_db:
@@ -51,7 +53,7 @@ def clipping(
 ) -> str | None:
     """Heavy clipping: clean speech or music touches full scale on far fewer than 1% of
     samples, while audio driven into the rails sits there for long flat runs."""
-    fraction = float(np.mean(np.abs(samples) >= full_scale))
+    fraction = float(np.count_nonzero(np.abs(samples) >= full_scale)) / max(samples.size, 1)
     if fraction > max_fraction:
         return f"audio is heavily clipped ({fraction:.1%} of samples at full scale)"
     return None
@@ -75,6 +77,8 @@ def spectral_flatness(samples: np.ndarray, rate: int) -> float:
 def noise_like(samples: np.ndarray, rate: int, max_flatness: float = 0.4) -> str | None:
     """Noise of any colour instead of speech or music: a flat spectrum with no harmonics.
     Speech is about 0.02 and Piper speech under hiss at 5 dB SNR about 0.3."""
+    if samples.size < 2048:  # under two analysis frames: nothing to judge (``empty`` decides)
+        return None
     value = spectral_flatness(samples, rate)
     if value > max_flatness:
         return f"audio is noise-like (spectral flatness {value:.2f})"
