@@ -351,6 +351,12 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from chorus.bench import main as bench
+
+    return bench(args.service, args.duration, args.runs, args.json, args.output)
+
+
 # -- parser -----------------------------------------------------------------------------
 
 
@@ -461,6 +467,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--text", required=True)
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("bench", help="time generation and evaluation per service")
+    p.add_argument("--service", default="all", choices=["tts", "clone", "music", "all"])
+    p.add_argument("--duration", type=float, default=None,
+                   help="seconds of audio (default 30 for tts and clone, 15 for music)")
+    p.add_argument("--runs", type=int, default=5, help="timed runs after one warm-up")
+    p.add_argument("--json", action="store_true", help="print JSON rows instead of tables")
+    p.add_argument("--output", default=None, help="also write the tables into this Markdown file")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

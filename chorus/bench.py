@@ -1,0 +1,305 @@
+"""``chorus bench``: generation and evaluation time per service, in the seed's table format.
+
+Each service is measured in its own fresh process, so its peak RSS is that service's
+alone (models included) and one service's caches cannot flatter another's timings. Every
+task runs once as a warm-up, then ``runs`` timed times; we report average, max, min, the
+real-time factor (seconds of work per second of audio) and the process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SERVICES = ("tts", "clone", "music")
+DEFAULT_DURATION = {"tts": 30.0, "clone": 30.0, "music": 15.0}
+LABEL = {"tts": "TTS", "clone": "VC", "music": "Music"}
+LONG_LABEL = {"tts": "Text To Speech", "clone": "Voice Clone", "music": "Music Generation"}
+
+# The seed's figures (../shared/seed/benchmark.md): evaluation (15 s music, 30 s speech)
+# and generation, average / max / min seconds per GPU.
+SEED_EVALUATION = {
+    "RTX 4090": {"music": (11.56, 12.38, 11.39), "tts": (2.33, 2.80, 2.28)},
+    "A6000": {"music": (8.39, 11.09, 6.73), "tts": (2.25, 2.35, 2.14), "clone": (2.12, 2.15, 1.95)},
+    "H100": {"music": (5.80, 7.18, 5.65), "tts": (1.25, 2.14, 1.04), "clone": (1.30, 1.36, 1.16)},
+    "A100": {"music": (7.12, 8.26, 6.94), "tts": (1.10, 1.77, 1.01), "clone": (1.13, 1.45, 1.01)},
+}
+SEED_GENERATION = {
+    "A6000": {
+        "music": (63.67, 73.18, 57.95),
+        "tts": (8.66, 14.18, 5.67),
+        "clone": (72.75, 86.48, 51.16),
+    },
+    "RTX 4090": {
+        "music": (52.92, 73.18, 29.43),
+        "tts": (10.05, 23.93, 5.67),
+        "clone": (74.17, 182.47, 14.10),
+    },
+    "A100": {
+        "music": (34.43, 52.91, 28.68),
+        "tts": (5.11, 6.92, 3.74),
+        "clone": (55.12, 77.44, 32.79),
+    },
+    "H100": {
+        "music": (34.18, 56.71, 30.26),
+        "tts": (4.36, 6.7, 2.33),
+        "clone": (82.15, 113.92, 50.37),
+    },
+}
+
+
+@dataclass
+class Row:
+    """One measured (service, task); the shape of ``chorus bench --json``."""
+
+    service: str
+    task: str  # "generation" or "evaluation"
+    duration_s: float
+    avg_s: float
+    max_s: float
+    min_s: float
+    rtf: float
+    peak_rss_mb: float
+
+
+def machine() -> str:
+    """CPU model, cores and GPU (if any), for the table headings."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = "no GPU"
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            gpu = out.stdout.strip().splitlines()[0]
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {gpu}"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -- what each service generates and how it is scored ------------------------------------
+
+
+def speech_text(seconds: float, seed: int = 0) -> str:
+    """Prompt sentences adding up to about ``seconds`` of speech."""
+    from chorus.prompts import SpeechPrompts
+    from chorus.scoring.tts import expected_seconds
+
+    prompts, parts = SpeechPrompts(seed=seed), []
+    while expected_seconds(" ".join(parts)) < seconds:
+        parts.append(prompts.next().text)
+    return " ".join(parts)
+
+
+Case = tuple[Callable[[], tuple[np.ndarray, int]], Callable[[np.ndarray, int], Any]]
+
+
+def tts_case(duration: float) -> Case:
+    from chorus.generation.tts import PiperTTS
+    from chorus.scoring.tts import TTSEvaluator
+
+    backend, evaluator, text = PiperTTS(), TTSEvaluator(), speech_text(duration)
+    return (lambda: backend.synthesize(text)), (lambda x, r: evaluator.evaluate(x, r, text))
+
+
+def clone_case(duration: float) -> Case:
+    from chorus.generation.clone import WorldClone
+    from chorus.scoring.clone import CloneEvaluator
+    from chorus.voices import VoiceBank
+
+    bank = VoiceBank.builtin()
+    ref, ref_rate = bank.reference(bank.voices[0])
+    backend, evaluator, text = WorldClone(), CloneEvaluator(), speech_text(duration)
+    return (
+        lambda: backend.clone(text, ref, ref_rate),
+        lambda x, r: evaluator.evaluate(x, r, text, ref, ref_rate),
+    )
+
+
+def music_case(duration: float) -> Case:
+    from chorus.generation.music import SymbolicMusic
+    from chorus.music_prompts import music_prompts, render_music_prompt
+    from chorus.scoring.music import MusicEvaluator
+
+    prompt = render_music_prompt(next(music_prompts(seed=0)), random.Random(0))
+    backend, evaluator = SymbolicMusic(), MusicEvaluator()
+    return (
+        lambda: backend.compose(prompt, duration),
+        lambda x, r: evaluator.evaluate(x, r, prompt, duration),
+    )
+
+
+CASES: dict[str, Callable[[float], Case]] = {
+    "tts": tts_case,
+    "clone": clone_case,
+    "music": music_case,
+}
+
+
+def _timed(fn: Callable[[], Any], runs: int) -> tuple[list[float], Any]:
+    fn()  # warm-up: first calls pay for lazy initialisation, not for the work
+    times, out = [], None
+    for _ in range(runs):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return times, out
+
+
+def measure(service: str, duration: float, runs: int) -> list[dict]:
+    """Run in a child process: time generation, then evaluation of what was generated."""
+    generate, evaluate = CASES[service](duration)
+    print(
+        f"[{service}] generating {duration:g} s of audio, {runs} runs + warm-up",
+        file=sys.stderr,
+        flush=True,
+    )
+    gen_times, (samples, rate) = _timed(generate, runs)
+    produced = len(samples) / rate
+    print(f"[{service}] evaluating {produced:.1f} s of audio", file=sys.stderr, flush=True)
+    eval_times, score = _timed(lambda: evaluate(samples, rate), runs)
+    print(f"[{service}] done: score {score.score:.3f}", file=sys.stderr, flush=True)
+    rss = peak_rss_mb()
+    rows = []
+    for task, times in (("generation", gen_times), ("evaluation", eval_times)):
+        avg = float(np.mean(times))
+        rows.append(
+            asdict(
+                Row(
+                    service,
+                    task,
+                    round(produced, 2),
+                    round(avg, 3),
+                    round(max(times), 3),
+                    round(min(times), 3),
+                    round(avg / produced, 4),
+                    round(rss, 1),
+                )
+            )
+        )
+    return rows
+
+
+def run_bench(services: list[str], duration: float | None, runs: int) -> list[Row]:
+    ctx = multiprocessing.get_context("spawn")
+    rows: list[Row] = []
+    for service in services:
+        seconds = duration or DEFAULT_DURATION[service]
+        with ctx.Pool(1) as pool:
+            rows += [Row(**r) for r in pool.apply(measure, (service, seconds, runs))]
+    return rows
+
+
+# -- Markdown in the seed's format ---------------------------------------------------------
+
+
+def markdown(rows: list[Row], where: str) -> str:
+    ev = [r for r in rows if r.task == "evaluation"]
+    gen = [r for r in rows if r.task == "generation"]
+    out = [f"Measured on: {where}.", ""]
+    if ev:
+        out += [
+            "#### Evaluation (validators)",
+            "| Service | Average Evaluation Time (seconds) | Duration of Audio (seconds) | "
+            "Maximum Time (seconds) | Minimum Time (seconds) | Real-time factor | Peak RSS (MB) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        out += [
+            f"| {LABEL[r.service]} | {r.avg_s:.2f} | {r.duration_s:g} | {r.max_s:.2f} | "
+            f"{r.min_s:.2f} | {r.rtf:.3f} | {r.peak_rss_mb:.0f} |"
+            for r in ev
+        ]
+        out.append("")
+    if gen:
+        out += [
+            "#### Generation (miners)",
+            "| Machine | Service | Average Time (s) | Maximum Time (s) | Minimum Time (s) | "
+            "Duration of Audio (s) | Real-time factor | Peak RSS (MB) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        out += [
+            f"| this CPU | {LONG_LABEL[r.service]} | {r.avg_s:.2f} | {r.max_s:.2f} | "
+            f"{r.min_s:.2f} | {r.duration_s:g} | {r.rtf:.3f} | {r.peak_rss_mb:.0f} |"
+            for r in gen
+        ]
+        out.append("")
+    out += comparison(rows)
+    return "\n".join(out)
+
+
+def comparison(rows: list[Row]) -> list[str]:
+    """Ours beside the seed's best GPU for each (service, task)."""
+    out = [
+        "#### Against the seed's best GPU",
+        "| Service | Task | This CPU (s) | Seed's best (s) | Seed GPU | Ours / theirs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        table = SEED_EVALUATION if r.task == "evaluation" else SEED_GENERATION
+        best = min(
+            ((gpu, t[r.service][0]) for gpu, t in table.items() if r.service in t),
+            key=lambda item: item[1],
+        )
+        out.append(
+            f"| {LABEL[r.service]} | {r.task} | {r.avg_s:.2f} | {best[1]:.2f} | "
+            f"{best[0]} | {r.avg_s / best[1]:.2f} |"
+        )
+    return out + [""]
+
+
+def write_report(path: Path, section: str, body: str) -> None:
+    """Replace (or append) the section between markers in ``path``, keeping the rest."""
+    start, end = f"<!-- bench:{section} -->", f"<!-- /bench:{section} -->"
+    block = f"{start}\n{body}\n{end}"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def main(service: str, duration: float | None, runs: int, as_json: bool, output: str | None) -> int:
+    if runs < 1:
+        raise ValueError("--runs must be at least 1")
+    if duration is not None and not 1 <= duration <= 120:
+        raise ValueError("--duration must be between 1 and 120 seconds")
+    services = list(SERVICES) if service == "all" else [service]
+    rows = run_bench(services, duration, runs)
+    where = machine()
+    if as_json:
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+    else:
+        print(markdown(rows, where))
+    if output:
+        write_report(Path(output), "services", markdown(rows, where))
+        print(f"wrote {output}")
+    return 0
