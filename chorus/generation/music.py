@@ -123,7 +123,9 @@ COMP: dict[str, str] = {
 @dataclass(frozen=True)
 class Style:
     """How a genre plays: progressions (scale degrees, one chord per bar), the groove, the
-    bass and comping figures, swing (0.5 straight, 0.66 triplet) and chord colour."""
+    bass and comping figures, swing (0.5 straight, 0.66 triplet) and chord colour.
+    Progressions start on the tonic and avoid long stays on the relative key's chords
+    (i-VI-III-VII is C major's vi-IV-I-V): the key asked for must be the key heard."""
 
     major: tuple[tuple[int, ...], ...]
     minor: tuple[tuple[int, ...], ...]
@@ -137,38 +139,38 @@ class Style:
 
 
 STYLES: dict[str, Style] = {
-    "pop": Style(((0, 4, 5, 3), (0, 5, 3, 4), (0, 3, 0, 4)), ((0, 5, 2, 6), (0, 3, 5, 4)),
+    "pop": Style(((0, 4, 5, 3), (0, 5, 3, 4), (0, 3, 0, 4)), ((0, 5, 6, 0), (0, 3, 5, 4)),
                  "pop", "eighths", "pulse"),
     "rock": Style(((0, 3, 4, 3), (0, 4, 5, 3)), ((0, 5, 6, 0), (0, 6, 5, 4)),
                   "rock", "eighths", "power", harmonic_minor=False, reverb=35),
-    "jazz": Style(((1, 4, 0, 0), (0, 5, 1, 4)), ((1, 4, 0, 0), (0, 3, 1, 4)),
+    "jazz": Style(((0, 5, 1, 4), (0, 1, 4, 0)), ((0, 1, 4, 0), (0, 3, 1, 4)),
                   "swing", "walking", "charleston", swing=0.64, sevenths=True),
     "funk": Style(((0, 3, 0, 3), (0, 0, 3, 4)), ((0, 3, 0, 3), (0, 0, 6, 4)),
                   "funk", "funk", "stabs", swing=0.54, sevenths=True, reverb=25),
     "blues": Style(((0, 3, 0, 0, 3, 3, 0, 0, 4, 3, 0, 4),),
                    ((0, 3, 0, 0, 3, 3, 0, 0, 4, 3, 0, 4),),
                    "shuffle", "boogie", "pulse", swing=0.66, sevenths=True),
-    "electronic": Style(((0, 4, 5, 3), (5, 3, 0, 4)), ((0, 5, 2, 6), (0, 6, 5, 4)),
-                        "four", "octave", "arp16", harmonic_minor=False),
+    "electronic": Style(((0, 4, 5, 3), (0, 3, 5, 4)), ((0, 5, 6, 0), (0, 6, 5, 4)),
+                        "four", "octave", "arp16"),
     "hip hop": Style(((0, 5, 3, 4),), ((0, 5, 3, 4), (0, 3, 5, 4)),
                      "boombap", "hiphop", "sparse", swing=0.56, sevenths=True, reverb=30),
-    "lofi": Style(((1, 4, 0, 5), (3, 2, 1, 0)), ((0, 3, 5, 4), (0, 5, 3, 4)),
+    "lofi": Style(((0, 5, 1, 4), (0, 3, 1, 4)), ((0, 3, 5, 4), (0, 5, 3, 4)),
                   "boombap", "hiphop", "sparse", swing=0.6, sevenths=True),
     "ambient": Style(((0, 3, 0, 5), (0, 5, 3, 0)), ((0, 5, 3, 0), (0, 6, 5, 0)),
                      None, "pedal", "arp", sevenths=True, reverb=100),
     "classical": Style(((0, 3, 4, 0), (0, 5, 3, 4)), ((0, 3, 4, 0), (0, 5, 3, 4)),
                        None, "halves", "arp", reverb=80),
-    "cinematic": Style(((0, 4, 5, 3), (0, 3, 5, 4)), ((0, 5, 2, 6), (0, 5, 3, 4)),
+    "cinematic": Style(((0, 4, 5, 3), (0, 3, 5, 4)), ((0, 5, 6, 0), (0, 5, 3, 4)),
                        "cinematic", "pedal", "arp16", reverb=90),
     "folk": Style(((0, 3, 0, 4), (0, 4, 5, 3)), ((0, 6, 5, 4), (0, 3, 0, 4)),
                   "folk", "root_fifth", "strum", reverb=45),
     "reggae": Style(((0, 3, 0, 4), (0, 3, 4, 3)), ((0, 3, 0, 4), (0, 6, 5, 0)),
                     "onedrop", "reggae", "skank", swing=0.55),
-    "bossa nova": Style(((1, 4, 0, 0), (0, 5, 1, 4)), ((0, 3, 1, 4),),
+    "bossa nova": Style(((0, 1, 4, 0), (0, 5, 1, 4)), ((0, 3, 1, 4),),
                         "bossa", "bossa", "bossa", sevenths=True, reverb=45),
-    "synthwave": Style(((0, 4, 5, 3),), ((0, 5, 2, 6), (0, 5, 6, 0)),
-                       "pop", "octave", "arp16", harmonic_minor=False, reverb=70),
-    "metal": Style(((0, 5, 6, 0),), ((0, 0, 5, 6), (0, 5, 6, 4)),
+    "synthwave": Style(((0, 4, 5, 3),), ((0, 5, 3, 4), (0, 3, 6, 4)),
+                       "pop", "octave", "arp16", reverb=70),
+    "metal": Style(((0, 3, 4, 0),), ((0, 0, 5, 6), (0, 5, 6, 4)),
                    "metal", "eighths", "power", harmonic_minor=False, reverb=25),
 }
 ENERGY_VELOCITY = {"low": 0.72, "medium": 0.88, "high": 1.0}
