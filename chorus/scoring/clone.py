@@ -1,0 +1,135 @@
+"""Voice-cloning scoring: did the miner say the prompt (the TTS scorer), in the reference's
+voice (speaker similarity), without cheating?
+
+score = tts_score x speaker_score x stock_penalty, where speaker_score maps cosine similarity
+linearly from ``SIMILARITY_RANGE`` onto [0, 1], so different-speaker levels (about 0.4-0.67)
+earn little. Two cheats are caught on top of that:
+
+- replaying or splicing the reference instead of speaking: the answer's log-mel frames are
+  found in the reference in long runs of consecutive near-identical frames (``copied``);
+  beyond ``MAX_COPIED`` the score is zero, below it the copied share is deducted. (Such an
+  answer also has a high WER, but a splice of the right words would not.)
+- returning the stock Piper voice: the evaluator renders the prompt with Piper itself and
+  compares speakers; an answer that is nearer that stock voice than the reference by more
+  than ``STOCK_MARGIN`` loses its score proportionally.
+"""
+
+from __future__ import annotations
+
+import time
+
+import librosa
+import numpy as np
+
+from chorus.audio import resample, to_mono_float
+from chorus.generation.tts import PiperTTS
+from chorus.scoring import Score
+from chorus.scoring.speaker import SPEAKER_RATE, SpeakerEncoder
+from chorus.scoring.tts import TTSEvaluator
+
+SIMILARITY_RANGE = (0.6, 0.85)  # cosine scoring 0 and 1
+MAX_COPIED = 0.25  # share of answer frames copied from the reference that zeroes the score
+STOCK_MARGIN = 0.05  # how much nearer the stock voice than the reference an answer may be
+COPY_DISTANCE = 2.0  # RMS dB difference per mel band under which two frames are the same audio
+FLOOR_DB = 40.0
+COPY_RUN = 10  # consecutive matching frames (100 ms) that make a copy, not a coincidence
+HOP = 160  # 10 ms at 16 kHz
+
+
+def _frames(samples: np.ndarray) -> np.ndarray:
+    """(frames, 40) log-mel levels in dB relative to the loudest bin, floored ``FLOOR_DB``
+    below it: a gain change does not hide a copy, and added hiss only touches the floor."""
+    mel = librosa.feature.melspectrogram(
+        y=samples, sr=SPEAKER_RATE, n_fft=512, hop_length=HOP, n_mels=40
+    )
+    db = librosa.power_to_db(mel, ref=np.max, top_db=FLOOR_DB)
+    return db.T
+
+
+def copied_fraction(answer: np.ndarray, reference: np.ndarray) -> float:
+    """Share of the answer's audible frames that lie in runs of ``COPY_RUN`` or more
+    consecutive frames matching consecutive reference frames (both 16 kHz).
+
+    Replayed, cut or spliced reference audio matches along such diagonal runs; speech that
+    merely sounds like the same person matches single frames at best.
+    """
+    a, r = _frames(answer), _frames(reference)
+    if len(a) == 0 or len(r) == 0:
+        return 0.0
+    d2 = (a**2).sum(1)[:, None] + (r**2).sum(1)[None, :] - 2 * a @ r.T
+    near = d2 < COPY_DISTANCE**2 * a.shape[1]
+    run = np.zeros(len(r), dtype=np.int32)
+    longest = np.zeros(len(a), dtype=np.int32)
+    for i in range(len(a)):
+        shifted = np.concatenate(([0], run[:-1]))
+        run = np.where(near[i], shifted + 1, 0)
+        longest[i] = run.max()
+    copied = np.zeros(len(a), dtype=bool)
+    for i in np.flatnonzero(longest >= COPY_RUN):
+        copied[i - longest[i] + 1 : i + 1] = True
+    rms = librosa.feature.rms(y=answer, hop_length=HOP, frame_length=512)[0][: len(a)]
+    audible = rms > 0.05 * (rms.max() or 1.0)
+    return float(copied[audible].mean()) if audible.any() else 0.0
+
+
+def speaker_score(similarity: float) -> float:
+    lo, hi = SIMILARITY_RANGE
+    return float(np.clip((similarity - lo) / (hi - lo), 0.0, 1.0))
+
+
+class CloneEvaluator:
+    """Scores one voice-cloning answer; models are loaded once and reused."""
+
+    def __init__(
+        self,
+        tts_evaluator: TTSEvaluator | None = None,
+        speaker: SpeakerEncoder | None = None,
+        stock: PiperTTS | None = None,
+    ):
+        self.tts = tts_evaluator or TTSEvaluator()
+        self.speaker = speaker or SpeakerEncoder()
+        self.stock = stock or PiperTTS()
+
+    def evaluate(
+        self,
+        samples: np.ndarray,
+        rate: int,
+        text: str,
+        reference: np.ndarray,
+        reference_rate: int,
+    ) -> Score:
+        """Score ``samples`` as ``text`` spoken in the voice of ``reference``, in [0, 1]."""
+        start = time.perf_counter()
+        base = self.tts.evaluate(samples, rate, text)
+        metrics = {
+            **base.metrics,
+            "speaker_similarity": None,
+            "stock_similarity": None,
+            "copied": None,
+        }
+        if base.reason:
+            return Score(0.0, metrics, time.perf_counter() - start, base.reason)
+
+        answer = resample(to_mono_float(samples), rate, SPEAKER_RATE)
+        ref = resample(to_mono_float(reference), reference_rate, SPEAKER_RATE)
+        emb = self.speaker.embed(answer, SPEAKER_RATE)
+        similarity = float(emb @ self.speaker.embed(ref, SPEAKER_RATE))
+        stock_audio, stock_rate = self.stock.synthesize(text)
+        stock_similarity = float(emb @ self.speaker.embed(stock_audio, stock_rate))
+        copied = copied_fraction(answer, ref)
+        metrics.update(
+            speaker_similarity=round(similarity, 4),
+            stock_similarity=round(stock_similarity, 4),
+            copied=round(copied, 4),
+            tts_score=round(base.score, 4),
+        )
+        if copied > MAX_COPIED:
+            reason = f"answer replays the reference recording ({copied:.0%} of it copied)"
+            return Score(0.0, metrics, time.perf_counter() - start, reason)
+        excess = stock_similarity - similarity - STOCK_MARGIN
+        stock_penalty = float(np.clip(1.0 - excess / 0.1, 0.0, 1.0))
+        score = base.score * speaker_score(similarity) * stock_penalty * (1.0 - copied)
+        metrics.update(
+            speaker_score=round(speaker_score(similarity), 4), stock_penalty=stock_penalty
+        )
+        return Score(score, metrics, time.perf_counter() - start)
