@@ -24,7 +24,6 @@ from chorus.gateway import (
     load_keys,
     parse_key,
 )
-from chorus.generation.tts import DegradedTTS
 from chorus.miner import Miner, create_app
 from chorus.store import Answer, ValidatorStore
 from chorus.text import word_error_rate
@@ -36,24 +35,24 @@ AUTH = {"Authorization": f"Bearer {SECRET}"}
 
 
 @pytest.fixture(scope="module")
-def network(tmp_path_factory, piper):
+def network(tmp_path_factory, piper, degraded):
     """An honest Piper miner, a degraded one, a dead axon, and a gateway wallet that is
     registered with a validator permit (miners answer nobody else)."""
     tmp = tmp_path_factory.mktemp("gwnet")
     net = make_net(tmp, miners=3)
-    honest, degraded, dead = (w.hotkey.ss58_address for w in net.miners)
+    honest, worse, dead = (w.hotkey.ss58_address for w in net.miners)
     servers = [
         ThreadServer(create_app(Miner(honest, net.chain, {"tts": piper}))),
-        ThreadServer(create_app(Miner(degraded, net.chain, {"tts": DegradedTTS()}))),
+        ThreadServer(create_app(Miner(worse, net.chain, {"tts": degraded}))),
     ]
-    for hotkey, server in zip((honest, degraded), servers, strict=True):
+    for hotkey, server in zip((honest, worse), servers, strict=True):
         server.__enter__()
         net.chain.serve_axon(hotkey, "127.0.0.1", server.port)
     net.chain.serve_axon(dead, "127.0.0.1", free_port())  # nothing listens there
     net.gateway = create_wallet("gateway", path=str(tmp / "wallets"))
     g = net.gateway
     net.chain.register(g.hotkey.ss58_address, g.coldkeypub.ss58_address, 50.0, True)
-    hotkeys = {"honest": honest, "degraded": degraded, "dead": dead}
+    hotkeys = {"honest": honest, "degraded": worse, "dead": dead}
     net.uids = {name: net.chain.neuron(h).uid for name, h in hotkeys.items()}
     net.tmp = tmp
     yield net
@@ -116,6 +115,14 @@ def test_fails_over_when_the_best_miner_is_dead(network, tmp_path):
     assert r.headers["content-type"] == "audio/wav" and r.content[:4] == b"RIFF"
     assert int(r.headers["x-chorus-miner-uid"]) == network.uids["honest"]
     assert log_lines(log_path)[0]["attempts"] == 2
+
+
+def test_a_request_the_miner_refuses_is_422_without_failover(network, tmp_path):
+    server, log_path = start_gateway(network, tmp_path, {"honest": 0.9, "degraded": 0.5})
+    with server:
+        r = speak(server.url, voice="no-such-voice")
+    assert r.status_code == 422 and "no-such-voice" in r.json()["error"]["message"]
+    assert log_lines(log_path)[0]["status"] == 422
 
 
 def test_no_live_or_scored_miner_is_503_with_a_reason(network, tmp_path):
@@ -193,7 +200,7 @@ def test_keys_file_and_hashing(tmp_path):
 
 def test_official_openai_client_gets_real_speech(network, tmp_path, transcriber):
     server, _ = start_gateway(network, tmp_path, {"honest": 0.9, "degraded": 0.3})
-    text = "The gateway speaks through the best miner on the network."
+    text = "Please bring the blue book to the kitchen table before dinner."
     with server:
         client = openai.OpenAI(base_url=server.url + "/v1", api_key=SECRET, max_retries=0)
         speech = client.audio.speech.create(
