@@ -160,14 +160,15 @@ class TokenBucket:
 
     rate: float
     burst: float
-    tokens: float = -1.0
-    stamp: float = field(default_factory=time.monotonic)
+    tokens: float = field(init=False)
+    stamp: float = field(init=False, default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.tokens = self.burst  # a new key may burst at once
 
     def take(self) -> float:
         """0 if a request may go now, else the seconds until one may."""
         now = time.monotonic()
-        if self.tokens < 0:
-            self.tokens = self.burst
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
         if self.tokens >= 1:
@@ -203,6 +204,14 @@ class GatewaySettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
 
+class RateLimited(Exception):
+    """A key over its rate limit; ``wait`` is how long until it may ask again."""
+
+    def __init__(self, wait: float):
+        super().__init__(f"retry in {wait:.1f} s")
+        self.wait = wait
+
+
 @dataclass
 class Served:
     data: bytes
@@ -224,12 +233,14 @@ class Gateway:
     ):
         if not keys:
             raise ValueError("the gateway needs at least one API key")
+        self.settings = settings or GatewaySettings()
+        if not (self.settings.rate > 0 and self.settings.burst >= 1):
+            raise ValueError("the rate limit needs a rate above 0 and a burst of at least 1")
         self.wallet = wallet
         self.hotkey = wallet.hotkey.ss58_address
         self.chain = chain
         self.store = store
         self.keys = keys
-        self.settings = settings or GatewaySettings()
         self.log = log or RequestLog(sys.stdout)
         self.buckets: dict[str, TokenBucket] = {}
         self.client: MinerClient | None = None
@@ -318,12 +329,6 @@ class Gateway:
         raise GatewayError(
             503, "every miner tried failed: " + "; ".join(failures)[:500], "service_unavailable"
         )
-
-
-class RateLimited(Exception):
-    def __init__(self, wait: float):
-        super().__init__(f"retry in {wait:.1f} s")
-        self.wait = wait
 
 
 async def _read_json(request: Request, limit: int) -> Any:

@@ -225,6 +225,7 @@ def test_cli_serves_the_gateway_and_refuses_bad_setups(network, tmp_path, capsys
         "needs API keys": ["--wallet", "gateway", "--state", str(tmp_path)],
         "no validator state": ["--wallet", "gateway", *nowhere],
         "needs a validator permit": ["--wallet", "miner-0", *no_permit],
+        "rate above 0": ["--wallet", "gateway", *no_permit, "--rate", "0"],
     }
     for reason, argv in refusals.items():
         assert main(["gateway", *common, *argv]) == 2
