@@ -188,12 +188,13 @@ class Note:
 
 @dataclass
 class Part:
-    """One instrument's line: its GM program, channel, mixer settings and notes."""
+    """One instrument's line: its GM program, channel, its level in the mix (dB relative
+    to the drums, measured while it plays), reverb send and notes."""
 
     instrument: str
     program: int
     channel: int
-    volume: int
+    level_db: float
     reverb: int
     notes: list[Note]
 
@@ -447,24 +448,24 @@ class Composer:
         channel = iter(c for c in range(16) if c != DRUM_CHANNEL)
         reverb = self.style.reverb
 
-        def add(name: str, volume: int, notes: list[Note], rev: int = reverb) -> None:
+        def add(name: str, level_db: float, notes: list[Note], rev: int = reverb) -> None:
             program = INSTRUMENTS[name][0]
             ch = DRUM_CHANNEL if name == "drums" else next(channel)
-            parts.append(Part(name, program, ch, volume, rev, notes))
+            parts.append(Part(name, program, ch, level_db, rev, notes))
 
         if "drums" in by_role:
-            add("drums", 100, self.drums(bars), min(reverb, 40))
+            add("drums", 0.0, self.drums(bars), min(reverb, 40))
         for name in by_role.get("bass", [])[:1]:
-            add(name, 100, self.bass(degrees), 15)
+            add(name, -3.0, self.bass(degrees), 15)
         power = self.style.comp == "power"
         for name in comps[:2]:
             is_power = power and name.endswith("guitar")
-            add(name, 84, self.comp(degrees, COMP[self.style.comp], 52, 76, 82, is_power))
+            add(name, -6.0, self.comp(degrees, COMP[self.style.comp], 52, 76, 82, is_power))
         for name in by_role.get("pad", [])[:2]:
-            add(name, 70, self.comp(degrees, COMP["block"], 55, 79, 70, False), reverb + 20)
+            add(name, -9.0, self.comp(degrees, COMP["block"], 55, 79, 70, False), reverb + 20)
         first = 2 if bars >= 8 else (1 if bars >= 4 else 0)
         for name in leads[:1]:
-            add(name, 96, self.melody(degrees, INSTRUMENTS[name][2], first))
+            add(name, -2.0, self.melody(degrees, INSTRUMENTS[name][2], first))
         return parts
 
 
@@ -494,41 +495,38 @@ class FluidRenderer:
         self.synth.set_reverb(roomsize=0.7, damping=0.4, width=0.9, level=0.6)
         self.lock = threading.Lock()
 
-    def render(self, parts: list[Part], seconds: float) -> np.ndarray:
-        events: list[tuple[float, int, int, int, int]] = []  # (time, order, ch, key, vel)
-        for part in parts:
-            for n in part.notes:
-                events.append((n.start, 1, part.channel, n.pitch, n.velocity))
-                events.append((n.start + n.duration, 0, part.channel, n.pitch, 0))
-        events.sort()
+    def render(self, parts: list[Part], seconds: float) -> list[np.ndarray]:
+        """One mono stem per part, so that `mix` can balance them whatever the levels of
+        the SoundFont's samples."""
         total = int(round(seconds * self.rate))
-        chunks: list[np.ndarray] = []
         with self.lock:
-            s = self.synth
-            s.system_reset()
-            for part in parts:
-                bank = 128 if part.channel == DRUM_CHANNEL else 0
-                s.program_select(part.channel, self.sfid, bank, part.program)
-                s.cc(part.channel, 7, part.volume)
-                s.cc(part.channel, 91, part.reverb)
-            cursor = 0
-            for t, on, ch, key, vel in events:
-                at = min(total, int(round(t * self.rate)))
-                if at > cursor:
-                    chunks.append(s.get_samples(at - cursor))
-                    cursor = at
-                if on:
-                    s.noteon(ch, key, vel)
-                else:
-                    s.noteoff(ch, key)
-            if total > cursor:
-                chunks.append(s.get_samples(total - cursor))
-            for part in parts:
-                s.cc(part.channel, 120, 0)  # all sound off, then let the reverb ring out
-            # so the next piece starts from silence, on FluidSynth's 64-sample block grid
-            # (events land on block boundaries; the same phase makes renders repeatable)
-            flush = 2 * self.rate
-            s.get_samples(flush + (-(max(total, cursor) + flush)) % 64)
+            return [self._stem(part, total) for part in parts]
+
+    def _stem(self, part: Part, total: int) -> np.ndarray:
+        events = sorted([(n.start, 1, n.pitch, n.velocity) for n in part.notes]
+                        + [(n.start + n.duration, 0, n.pitch, 0) for n in part.notes])
+        s, ch = self.synth, part.channel
+        s.system_reset()
+        s.program_select(ch, self.sfid, 128 if ch == DRUM_CHANNEL else 0, part.program)
+        s.cc(ch, 91, part.reverb)
+        chunks: list[np.ndarray] = []
+        cursor = 0
+        for t, on, key, vel in events:
+            at = min(total, int(round(t * self.rate)))
+            if at > cursor:
+                chunks.append(s.get_samples(at - cursor))
+                cursor = at
+            if on:
+                s.noteon(ch, key, vel)
+            else:
+                s.noteoff(ch, key)
+        if total > cursor:
+            chunks.append(s.get_samples(total - cursor))
+        s.cc(ch, 120, 0)  # all sound off, then let the reverb ring out so the next stem
+        # starts from silence, on FluidSynth's 64-sample block grid (events land on block
+        # boundaries; keeping the same phase makes renders repeatable)
+        flush = 2 * self.rate
+        s.get_samples(flush + (-(max(total, cursor) + flush)) % 64)
         stereo = np.concatenate(chunks).astype(np.float32).reshape(-1, 2) / 32768.0
         return stereo.mean(axis=1)
 
@@ -578,33 +576,54 @@ class NumpyRenderer:
             x = np.diff(noise, prepend=0.0) * np.exp(-t * (8 if n.pitch == CRASH else 45))
         return (x * amp * 0.35).astype(np.float32)
 
-    def render(self, parts: list[Part], seconds: float) -> np.ndarray:
+    def render(self, parts: list[Part], seconds: float) -> list[np.ndarray]:
         total = int(round(seconds * self.rate))
-        out = np.zeros(total + int(2 * self.rate), dtype=np.float32)
         rng = np.random.default_rng(0)
+        stems = []
         for part in parts:
-            gain = part.volume / 127
+            out = np.zeros(total + int(2 * self.rate), dtype=np.float32)
             for n in part.notes:
                 at = int(round(n.start * self.rate))
                 if at >= total:
                     continue
                 drum = part.channel == DRUM_CHANNEL
                 x = self.drum(n, rng) if drum else self.tone(n, part.program)
-                out[at:at + x.size] += gain * x[: out.size - at]
-        return out[:total]
+                out[at:at + x.size] += x[: out.size - at]
+            stems.append(out[:total])
+        return stems
+
+
+def mix(stems: list[np.ndarray], parts: list[Part], rate: int) -> np.ndarray:
+    """Sum the stems at their parts' levels. A stem's loudness is taken while it plays
+    (the 90th percentile of 50 ms frames), so a sparse melody is not pushed up for its
+    rests, and SoundFont instruments of very different sample levels sit in balance."""
+    out = np.zeros_like(stems[0]) if stems else np.zeros(0, np.float32)
+    frame = int(0.05 * rate)
+    for stem, part in zip(stems, parts, strict=True):
+        n = stem.size // frame
+        if n == 0:
+            continue
+        loud = np.percentile(np.sqrt((stem[: n * frame].reshape(n, frame) ** 2).mean(1)), 90)
+        if loud > 1e-6:
+            out += stem * (10 ** (part.level_db / 20) / loud)
+    return out
 
 
 def master(x: np.ndarray, rate: int, seconds: float) -> np.ndarray:
     """High-pass at 25 Hz (some SoundFont samples carry a DC offset that would eat the
-    headroom), level to about -16 dBFS RMS with peaks below -1 dBFS, fade in/out, and cut
-    to exactly ``seconds``."""
+    headroom), level to about -17 dBFS RMS, round off the few peaks above -4.4 dBFS with a
+    soft knee so none passes -0.9 dBFS, fade in/out, and cut to exactly ``seconds``."""
     total = int(round(seconds * rate))
     x = sosfilt(butter(2, 25.0, "highpass", fs=rate, output="sos"), x[:total])
     x = np.pad(x, (0, max(0, total - x.size))).astype(np.float32)
     rms = float(np.sqrt(np.mean(x**2))) if x.size else 0.0
     peak = float(np.max(np.abs(x))) if x.size else 0.0
     if rms > 0:
-        x *= min(0.16 / rms, 0.89 / peak)
+        x *= min(0.14 / rms, 1.8 / peak)
+    knee, ceiling = 0.6, 0.9
+    over = np.abs(x) > knee
+    x[over] = np.sign(x[over]) * (
+        knee + (ceiling - knee) * np.tanh((np.abs(x[over]) - knee) / (ceiling - knee)))
     fade_in = min(total, int(0.005 * rate))
     x[:fade_in] *= np.linspace(0.0, 1.0, fade_in, dtype=np.float32)
     fade = min(total, int(min(1.5, 0.15 * seconds) * rate))
@@ -654,5 +673,6 @@ class SymbolicMusic:
         log.info("composing %s %s in %s %s at %g BPM for %s", plan.mood, plan.genre,
                  NOTE_NAMES[plan.tonic], plan.mode, plan.bpm, ", ".join(plan.instruments))
         parts = Composer(plan, rng).compose(duration)
-        audio = self.renderer.render(parts, duration + 0.5)
+        stems = self.renderer.render(parts, duration + 0.5)
+        audio = mix(stems, parts, self.sample_rate)
         return master(audio, self.sample_rate, duration), self.sample_rate
