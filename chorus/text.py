@@ -35,6 +35,12 @@ TIME_RE = re.compile(
     r"\b(\d{1,2})(?::([0-5]\d)(?:\s*([ap])\.?m\b\.?)?|\.([0-5]\d)\s*([ap])\.?m\b\.?)",
     re.IGNORECASE,
 )
+# Whisper also writes "at 10.45" or "at 1045" for a spoken time; after "at", "before"...
+# a 1-12 hour with two minute digits is read as a time ("at 1200 meters" is not one).
+CUED_TIME_RE = re.compile(
+    r"\b(at|by|before|after|until|from)\s+(1[0-2]|0?[1-9])(\.?)([0-5]\d)\b(?![.,]\d)",
+    re.IGNORECASE,
+)
 ISO_DATE_RE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
 US_DATE_RE = re.compile(r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b")
 MONTH_RE = "|".join(MONTHS)
@@ -104,8 +110,8 @@ def _percent(m: re.Match) -> str:
     return f"{'minus ' if sign else ''}{_cardinal(number)} percent"
 
 
-def _time(m: re.Match) -> str:
-    hour, minute, half = m.group(1), int(m.group(2) or m.group(4)), m.group(3) or m.group(5)
+def _clock(hour: str, minute: int, half: str | None = None) -> str:
+    """A clock time as said: "three thirty", "nine oh five", "twelve o'clock", "seven p.m."."""
     said = _cardinal(hour)
     if minute == 0:
         said += "" if half else " o'clock"
@@ -114,6 +120,17 @@ def _time(m: re.Match) -> str:
     else:
         said += f" {_cardinal(str(minute))}"
     return f"{said} {half.lower()}.m." if half else said
+
+
+def _time(m: re.Match) -> str:
+    return _clock(m.group(1), int(m.group(2) or m.group(4)), m.group(3) or m.group(5))
+
+
+def _cued_time(m: re.Match) -> str:
+    cue, hour, dot, minute = m.groups()
+    if not dot and minute == "00":
+        return m.group(0)
+    return f"{cue} {_clock(hour, int(minute))}"
 
 
 def _date(year: str, month: str, day: str) -> str | None:
@@ -146,6 +163,7 @@ def spell_out(text: str) -> str:
     text = ISO_DATE_RE.sub(_iso_date, text)
     text = US_DATE_RE.sub(_us_date, text)
     text = TIME_RE.sub(_time, text)
+    text = CUED_TIME_RE.sub(_cued_time, text)
     text = DAY_MONTH_RE.sub(lambda m: f"the {_ordinal(m.group(1))} of {m.group(2)}", text)
     text = MONTH_DAY_RE.sub(lambda m: f"{m.group(1)} {_ordinal(m.group(2))}", text)
     text = ORDINAL_RE.sub(lambda m: _ordinal(m.group(1)), text)

@@ -21,6 +21,8 @@ from chorus.text import normalize, spell_out, word_error_rate
         ("in the 1990s", "in the nineteen nineties"),
         ("At 3:30, 9:05 or 12:00.", "At three thirty, nine oh five or twelve o'clock."),
         ("at 7:15 p.m.", "at seven fifteen p.m."),
+        ("at 1045 or before 9.15", "at ten forty-five or before nine fifteen"),
+        ("at 1200 meters", "at one thousand two hundred meters"),
         ("March 3rd, 2024", "March third, twenty twenty-four"),
         ("on 14 March", "on the fourteenth of March"),
         ("on 2023-07-14", "on July fourteenth twenty twenty-three"),
@@ -43,6 +45,7 @@ def test_spell_out(written: str, spoken: str) -> None:
     [
         ("The meeting starts at 3:30 p.m.", "the meeting starts at three thirty PM"),
         ("at 3.30pm", "at three thirty p.m."),
+        ("leaves at 10.45", "leaves at ten forty-five"),
         ("Tickets cost $12.50", "tickets cost twelve dollars and fifty cents"),
         ("Twenty-four", "twenty four"),
         ("It’s — well — o’clock!", "its well oclock"),
