@@ -32,6 +32,7 @@ from chorus.store import Answer, ValidatorStore
 log = logging.getLogger("chorus.validator")
 
 ANSWER_LIMITS = audio.AudioLimits(max_seconds=180.0)
+RETRY_FIRST_S, RETRY_MAX_S = 1.0, 60.0  # backoff while the chain is unreachable
 
 
 @dataclass
@@ -232,7 +233,7 @@ class Validator:
     ) -> None:
         """Run ``rounds`` rounds (forever if None) until ``stop`` is set."""
         client = MinerClient(self.wallet)
-        done = 0
+        done, backoff = 0, RETRY_FIRST_S
         try:
             while rounds is None or done < rounds:
                 if stop is not None and stop.is_set():
@@ -240,10 +241,11 @@ class Validator:
                 try:
                     report = await self.run_round(client)
                 except ChainError as e:
-                    log.warning("chain unavailable, retrying in 5 s: %s", e)
-                    await asyncio.sleep(5)
+                    log.warning("chain unavailable, retrying in %.0f s: %s", backoff, e)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, RETRY_MAX_S)
                     continue
-                done += 1
+                done, backoff = done + 1, RETRY_FIRST_S
                 if on_round:
                     on_round(report)
                 if self.settings.round_interval_s:

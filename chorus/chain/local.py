@@ -43,8 +43,11 @@ CREATE TABLE IF NOT EXISTS weights (
 class LocalChain:
     """The local chain backend; see chorus.chain.Chain for the interface."""
 
-    def __init__(self, path: str | Path, block_seconds: float | None = None):
+    def __init__(
+        self, path: str | Path, block_seconds: float | None = None, busy_timeout_s: float = 10.0
+    ):
         self.path = Path(path).expanduser()
+        self.busy_timeout_s = busy_timeout_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._tx() as db:
             db.executescript(SCHEMA)
@@ -60,9 +63,8 @@ class LocalChain:
     @contextmanager
     def _tx(self):
         try:
-            with closing(sqlite3.connect(self.path, timeout=10.0)) as db:
+            with closing(sqlite3.connect(self.path, timeout=self.busy_timeout_s)) as db:
                 db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA busy_timeout=10000")
                 with db:
                     yield db
         except sqlite3.OperationalError as e:
