@@ -645,8 +645,9 @@ class SymbolicMusic:
         path = find_soundfont(soundfont)
         self.renderer: FluidRenderer | NumpyRenderer
         if path is None:
-            log.warning("no General MIDI SoundFont found (apt install fluid-soundfont-gm); "
-                        "music uses the built-in numpy synthesizer")
+            where = soundfont or "in " + ", ".join(SOUNDFONTS)
+            log.warning("no General MIDI SoundFont found (%s; apt install fluid-soundfont-gm); "
+                        "music uses the built-in numpy synthesizer", where)
             self.renderer, self.model = NumpyRenderer(self.sample_rate), "symbolic+numpy-synth"
             return
         try:

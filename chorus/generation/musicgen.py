@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from chorus.generation import BackendError
 from chorus.generation.music import master
 
 
@@ -27,7 +28,7 @@ class MusicGen:
     def __init__(self, weights: str | None = None, tokenizer: str | None = None,
                  device: str | None = None, guidance_scale: float = 3.0, seed: int = 0) -> None:
         if not weights or not Path(weights).is_dir():
-            raise ValueError("musicgen needs weights=/path/to/a local MusicGen model folder "
+            raise BackendError("musicgen needs weights=/path/to/a local MusicGen model folder "
                              f"(got {weights!r}); weights are never downloaded")
         import torch
         from transformers import AutoTokenizer, MusicgenForConditionalGeneration

@@ -5,7 +5,8 @@ sensible loudness and a clear signal over its noise floor. ``adherence`` measure
 prompt asked for and a signal can show: tempo (onset autocorrelation with a harmonic comb,
 so the estimate is precise to a fraction of a BPM; a clean double or half counts), key and
 mode (Krumhansl–Schmuckler on a chroma summary), the duration, whether drums are
-present when asked for or refused, and the energy. The prompt is read with
+present when asked for or refused, whether a bass line is there when one was named, and
+the energy. The prompt is read with
 `parse_music_prompt`, so a validator's generated prompts and a person's free text both work.
 Everything is numpy/librosa feature extraction: about a tenth of a second for 15 s of music.
 """
@@ -31,7 +32,8 @@ N_FFT = 2048
 MAJOR_PROFILE = np.array([.748, .060, .488, .082, .670, .460, .096, .715, .104, .366, .057, .400])
 MINOR_PROFILE = np.array([.712, .084, .474, .618, .049, .460, .105, .747, .404, .067, .133, .330])
 
-WEIGHTS = {"tempo_bpm": 0.3, "key": 0.3, "duration": 0.2, "drums": 0.1, "energy": 0.1}
+WEIGHTS = {"tempo_bpm": 0.35, "key": 0.35, "drums": 0.1, "bass": 0.05, "energy": 0.15}
+BASS_INSTRUMENTS = ("bass", "slap bass", "upright bass", "synth bass")
 TEMPO_TOLERANCE = 0.04  # ±4 % is full credit; credit falls to zero at three times that
 
 
@@ -132,8 +134,8 @@ class MusicEvaluator:
         t0 = time.perf_counter()
         asked = parse_music_prompt(prompt)
         raw = to_mono_float(samples)
-        seconds = raw.size / rate if rate else 0.0
-        if raw.size < rate * 0.5 or not np.isfinite(raw).all():
+        seconds = raw.size / rate if rate > 0 else 0.0
+        if rate <= 0 or raw.size < rate * 0.5 or not np.isfinite(raw).all():
             metrics = {"quality": 0.0, "adherence": 0.0, "seconds_audio": round(seconds, 3)}
             return Score(0.0, metrics, time.perf_counter() - t0, "too short or not finite")
         x = resample(raw, rate, RATE)
@@ -147,8 +149,9 @@ class MusicEvaluator:
             adherence, aparts, found = self._adherence(x, S, mel, asked, seconds, duration)
         qparts["snr"] = self._snr(mel)
         quality *= 0.5 + 0.5 * (qparts["loudness"] + qparts["snr"]) / 2
-        reason = next((k for k in ("not_silent", "not_noise", "no_clipping")
-                       if qparts[k] < 0.5), None)
+        gates = {**qparts, "duration": aparts.get("duration", 1.0)}
+        reason = next((k for k in ("not_silent", "not_noise", "no_clipping", "duration")
+                       if gates[k] < 0.5), None)
         metrics = {
             "quality": round(quality, 4),
             "adherence": round(adherence, 4),
@@ -190,17 +193,21 @@ class MusicEvaluator:
     def _adherence(self, x: np.ndarray, S: np.ndarray, mel: np.ndarray, asked: MusicPrompt,
                    seconds: float, duration: float | None
                    ) -> tuple[float, dict[str, float], dict[str, object]]:
-        """Weighted mean of the parts the prompt asked for, plus what was found."""
+        """The weighted mean of the musical parts the prompt asked for, times the duration
+        match; plus what was found."""
         onset = librosa.onset.onset_strength(S=librosa.power_to_db(mel), sr=RATE,
                                              hop_length=HOP)
         bpm, strength = estimate_tempo(onset, RATE / HOP)
         tonic, mode, key_r = estimate_key(self._chroma(x))
         drums = self._percussive_share(S)
         energy = self._energy(onset, RATE / HOP, S, drums)
+        low = float(S[librosa.fft_frequencies(sr=RATE, n_fft=N_FFT) < 180].sum()
+                    / (S.sum() + 1e-12))
         found: dict[str, object] = {
             "tempo_bpm": round(bpm, 2), "tempo_strength": round(strength, 3),
             "key": f"{NOTE_NAMES[tonic]} {mode}", "key_strength": round(key_r, 3),
             "percussive_share": round(drums, 3), "energy_index": round(energy, 3),
+            "low_share": round(low, 3),
         }
         parts: dict[str, float | None] = {
             "tempo_bpm": tempo_match(bpm, asked),
@@ -208,13 +215,18 @@ class MusicEvaluator:
             "duration": None if duration is None else _ramp(
                 abs(seconds - duration), max(0.1, 0.25 * duration), 0.1),
             "drums": self._drums_match(drums, asked),
+            # a bass line puts a fifth or more of the energy below 180 Hz; without one it
+            # is near zero (a kick drum alone also passes: this is a coarse check)
+            "bass": (_ramp(low, 0.05, 0.15)
+                     if any(i in BASS_INSTRUMENTS for i in asked.instruments) else None),
             "energy": self._energy_match(energy, asked.energy),
         }
         present = {k: v for k, v in parts.items() if v is not None}
-        if not present:
-            return 1.0, {}, found
-        total = sum(WEIGHTS[k] for k in present)
-        return sum(WEIGHTS[k] * v for k, v in present.items()) / total, present, found
+        musical = {k: v for k, v in present.items() if k != "duration"}
+        total = sum(WEIGHTS[k] for k in musical)
+        mean = sum(WEIGHTS[k] * v for k, v in musical.items()) / total if musical else 1.0
+        # a truncated or overlong answer is not what was asked, however well it plays
+        return mean * present.get("duration", 1.0), present, found
 
     @staticmethod
     def _chroma(x: np.ndarray) -> np.ndarray:
