@@ -126,6 +126,8 @@ def test_numpy_synthesizer_fallback_keeps_tempo_and_key(evaluator: MusicEvaluato
 def test_plan_fills_blanks_from_genre_and_mood(backend: SymbolicMusic) -> None:
     plan = backend.plan("a sad song")
     assert plan.mode == "minor" and 40 <= plan.bpm <= 210 and plan.instruments
+    plan = backend.plan("relaxing piano music")
+    assert plan.mood == "calm" and plan.genre in ("jazz", "ambient", "classical", "bossa nova")
     asked = parse_music_prompt(FUNK)
     plan = backend.plan(FUNK)
     assert (plan.bpm, plan.mode, plan.genre) == (asked.bpm, asked.mode, asked.genre)

@@ -212,9 +212,23 @@ class Plan:
     energy: str
 
 
+def pick_genre(prompt: MusicPrompt, rng: random.Random) -> str:
+    """The asked genre, else one that suits the asked mood and instruments ("relaxing
+    piano music" should not come out as metal)."""
+    if prompt.genre:
+        return prompt.genre
+
+    def fit(name: str) -> int:
+        g = GENRES[name]
+        return 2 * (prompt.mood in g.moods) + len(set(prompt.instruments) & set(g.instruments))
+
+    best = max(fit(name) for name in GENRES)
+    return rng.choice(sorted(name for name in GENRES if fit(name) == best))
+
+
 def plan_music(prompt: MusicPrompt, rng: random.Random) -> Plan:
     """Fill what the prompt leaves out from its genre and mood (and chance)."""
-    genre = prompt.genre or rng.choice(sorted(GENRES))
+    genre = pick_genre(prompt, rng)
     info = GENRES[genre]
     mood = prompt.mood or rng.choice(info.moods)
     mood_mode, mood_energy = MOODS[mood]
