@@ -11,6 +11,7 @@ tiny randomly initialised network. Nothing is downloaded.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -83,7 +84,14 @@ def load_envelope_net(path: str | Path) -> EnvelopeNet:
             raise WeightsError(f"{path} is not a {FORMAT} checkpoint")
         net = EnvelopeNet(EnvelopeNetConfig(**ckpt["config"]))
         net.load_state_dict(ckpt["state"])
-    except (RuntimeError, TypeError, KeyError, AttributeError) as e:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        RuntimeError,
+        TypeError,
+        KeyError,
+        AttributeError,
+    ) as e:
         raise WeightsError(f"cannot load EnvelopeNet weights from {path}: {e}") from None
     return net.eval()
 
