@@ -72,6 +72,19 @@ def _register_hint(args) -> str:
     return f"chorus chain register --wallet {args.wallet} --hotkey {args.hotkey}"
 
 
+def _permit_hint(args) -> str:
+    """How to get a validator permit on the chosen chain."""
+    if args.chain == "bittensor":
+        return (
+            f"stake to it with `btcli stake add --netuid {args.netuid} --network {args.network}"
+            f" --wallet {args.wallet} --hotkey {args.hotkey}`; permits go to the top stakers"
+        )
+    return (
+        f"run `chorus chain register --wallet {args.wallet} --hotkey {args.hotkey}"
+        " --validator --stake 1000`"
+    )
+
+
 def _wallet(args):
     from chorus.auth import load_wallet
 
@@ -203,11 +216,20 @@ def cmd_miner(args) -> int:
 
 
 def load_evaluators(services) -> dict:
-    evaluators = {}
-    if "tts" in services:
+    """One evaluator per service, sharing the speech models between TTS and cloning."""
+    evaluators: dict = {}
+    if "tts" in services or "clone" in services:
         from chorus.scoring.tts import TTSEvaluator
 
         evaluators["tts"] = TTSEvaluator()
+    if "clone" in services:
+        from chorus.scoring.clone import CloneEvaluator
+
+        evaluators["clone"] = CloneEvaluator(tts_evaluator=evaluators["tts"])
+    if "music" in services:
+        from chorus.scoring.music import MusicEvaluator
+
+        evaluators["music"] = MusicEvaluator()
     return evaluators
 
 
@@ -221,10 +243,9 @@ def cmd_validator(args) -> int:
     me = chain.neuron(wallet.hotkey.ss58_address)
     if me is None or not me.validator_permit:
         raise UsageError(
-            f"{args.wallet}/{args.hotkey} needs a validator permit; run `chorus chain register"
-            f" --wallet {args.wallet} --hotkey {args.hotkey} --validator --stake 1000`"
+            f"{args.wallet}/{args.hotkey} needs a validator permit; {_permit_hint(args)}"
         )
-    services = tuple(args.services.split(","))
+    services = tuple(s.strip() for s in args.services.split(",") if s.strip())
     settings = ValidatorSettings(
         services=services,
         batch_size=args.batch_size,
@@ -234,6 +255,7 @@ def cmd_validator(args) -> int:
         round_interval_s=args.round_interval,
         seed=args.seed,
         corpus=args.corpus,
+        voices=args.voices,
     )
     state = Path(args.state or chorus_home() / f"validator-{me.uid}")
     store = ValidatorStore(state / "state.sqlite", state / "samples", args.max_samples)
@@ -329,8 +351,14 @@ def cmd_generate(args) -> int:
     from chorus import audio
     from chorus.generation import load_backend
 
-    backend = load_backend("tts", args.backend)
-    samples, rate = backend.synthesize(args.text, args.voice)
+    backend = load_backend(args.service, args.backend)
+    if args.service == "tts":
+        samples, rate = backend.synthesize(args.text, args.voice)
+    elif args.service == "clone":
+        ref, ref_rate = audio.read(args.reference)
+        samples, rate = backend.clone(args.text, ref, ref_rate)
+    else:
+        samples, rate = backend.compose(args.prompt, args.duration)
     path = audio.write(args.output, samples, rate)
     print(f"wrote {path} ({len(samples) / rate:.2f} s at {rate} Hz, {backend.model})")
     return 0
@@ -340,14 +368,19 @@ def cmd_evaluate(args) -> int:
     from chorus import audio
 
     samples, rate = audio.read(args.audio)
-    from chorus.scoring.tts import TTSEvaluator
-
-    result = TTSEvaluator().evaluate(samples, rate, args.text)
+    evaluator = load_evaluators({args.service})[args.service]
+    if args.service == "tts":
+        result = evaluator.evaluate(samples, rate, args.text)
+    elif args.service == "clone":
+        ref, ref_rate = audio.read(args.reference)
+        result = evaluator.evaluate(samples, rate, args.text, ref, ref_rate)
+    else:
+        result = evaluator.evaluate(samples, rate, args.prompt, args.duration)
     if args.json:
         print(json.dumps(result.to_json()))
     else:
         for key, value in result.to_json().items():
-            print(f"{key:>12}: {value}")
+            print(f"{key:>20}: {value}")
     return 0
 
 
@@ -389,7 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8091)
     p.add_argument("--axon-host", default=None, help="address published on the chain")
-    p.add_argument("--tts-backend", default="piper", help="tts backend name, or none")
+    p.add_argument("--tts-backend", default="piper", help="tts backend (piper, degraded) or none")
+    p.add_argument("--clone-backend", default="none", help="clone backend (world, neural) or none")
+    p.add_argument("--music-backend", default="none", help="music backend (symbolic) or none")
     p.add_argument("--min-stake", type=float, default=0.0, help="minimum caller stake")
     p.add_argument("--blacklist", nargs="*", help="hotkeys to refuse")
     p.add_argument(
@@ -415,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", default=None, help="state folder (default ~/.chorus/validator-UID)")
     p.add_argument("--max-samples", type=int, default=50, help="audio samples kept")
     p.add_argument("--corpus", default=None, help="extra prompt sentences, one per line")
+    p.add_argument("--voices", default=None, help="folder of reference recordings for clone")
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(func=cmd_validator)
 
@@ -455,22 +491,43 @@ def build_parser() -> argparse.ArgumentParser:
     gen = p.add_subparsers(dest="service", required=True)
     g = gen.add_parser("tts", help="text to speech")
     g.add_argument("text")
-    g.add_argument("-o", "--output", required=True)
     g.add_argument("--backend", default="piper")
     g.add_argument("--voice", default=None)
-    g.set_defaults(func=cmd_generate)
+    g2 = gen.add_parser("clone", help="text in the voice of a reference recording")
+    g2.add_argument("text")
+    g2.add_argument("--reference", required=True, help="WAV/FLAC of the voice to clone")
+    g2.add_argument("--backend", default="world")
+    g3 = gen.add_parser("music", help="music that follows a text prompt")
+    g3.add_argument("prompt")
+    g3.add_argument("--duration", type=float, default=15.0, help="seconds (default 15)")
+    g3.add_argument("--backend", default="symbolic")
+    for each in (g, g2, g3):
+        each.add_argument("-o", "--output", required=True, help="WAV or FLAC file to write")
+        each.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("evaluate", help="score an audio file as a validator would")
     ev = p.add_subparsers(dest="service", required=True)
     e = ev.add_parser("tts", help="speech against the text it should say")
-    e.add_argument("audio")
     e.add_argument("--text", required=True)
-    e.add_argument("--json", action="store_true")
-    e.set_defaults(func=cmd_evaluate)
+    e2 = ev.add_parser("clone", help="cloned speech against its text and reference voice")
+    e2.add_argument("--text", required=True)
+    e2.add_argument("--reference", required=True, help="the reference recording")
+    e3 = ev.add_parser("music", help="music against the prompt it should follow")
+    e3.add_argument("--prompt", required=True)
+    e3.add_argument("--duration", type=float, default=None, help="asked duration (s)")
+    for each in (e, e2, e3):
+        each.add_argument("audio")
+        each.add_argument("--json", action="store_true", help="print one JSON object")
+        each.set_defaults(func=cmd_evaluate)
+
     p = sub.add_parser("bench", help="time generation and evaluation per service")
     p.add_argument("--service", default="all", choices=["tts", "clone", "music", "all"])
-    p.add_argument("--duration", type=float, default=None,
-                   help="seconds of audio (default 30 for tts and clone, 15 for music)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds of audio (default 30 for tts and clone, 15 for music)",
+    )
     p.add_argument("--runs", type=int, default=5, help="timed runs after one warm-up")
     p.add_argument("--json", action="store_true", help="print JSON rows instead of tables")
     p.add_argument("--output", default=None, help="also write the tables into this Markdown file")

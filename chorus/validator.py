@@ -24,8 +24,9 @@ from chorus import audio
 from chorus.chain import Chain, ChainError, Neuron
 from chorus.client import CallResult, MinerClient
 from chorus.fingerprint import COPY_THRESHOLD, ReplayMemory, fingerprint, similarity
+from chorus.music_prompts import music_prompts
 from chorus.prompts import SpeechPrompts
-from chorus.protocol import TTSRequest
+from chorus.protocol import CloneRequest, MusicRequest, TTSRequest
 from chorus.scoring import Score
 from chorus.store import Answer, ValidatorStore
 
@@ -45,6 +46,8 @@ class ValidatorSettings:
     round_interval_s: float = 0.0
     seed: int | None = None
     corpus: str | None = None
+    voices: str | None = None  # folder of reference recordings (default: built-in bank)
+    music_seconds: tuple[float, float] = (5.0, 15.0)
 
 
 @dataclass
@@ -85,10 +88,33 @@ class Validator:
         self.rng = random.Random(self.settings.seed)
         self.speech = SpeechPrompts(seed=self.settings.seed, corpus=self.settings.corpus)
         self.replays = ReplayMemory()
-        self.task_makers: dict[str, Callable[[], Task]] = {"tts": self._tts_task}
+        self.task_makers: dict[str, Callable[[], Task]] = {
+            "tts": self._tts_task,
+            "clone": self._clone_task,
+            "music": self._music_task,
+        }
         unknown = [s for s in self.settings.services if s not in self.task_makers]
-        if unknown:
-            raise ValueError(f"validator cannot test {unknown}; it knows {list(self.task_makers)}")
+        if unknown or not self.settings.services:
+            raise ValueError(
+                f"validator cannot test {unknown or 'nothing'}; it knows {list(self.task_makers)}"
+            )
+        self.voice_bank = self._voice_bank() if "clone" in self.settings.services else None
+        self.music = (
+            music_prompts(self.settings.seed) if "music" in self.settings.services else None
+        )
+
+    def _voice_bank(self):
+        from chorus.voices import VoiceBank
+
+        if self.settings.voices:
+            return VoiceBank.from_folder(self.settings.voices)
+        bank = VoiceBank.builtin()
+        if not bank.voices:
+            raise ValueError(
+                "no reference voices for clone: install the Festival voices "
+                f"({'; '.join(sorted(set(bank.missing.values())))}) or pass --voices DIR"
+            )
+        return bank
 
     # -- tasks -----------------------------------------------------------------------
 
@@ -102,6 +128,36 @@ class Validator:
             score=lambda samples, rate: evaluator.evaluate(samples, rate, prompt.text),
         )
 
+    def _clone_task(self) -> Task:
+        assert self.voice_bank is not None
+        prompt = self.speech.next(sentences=self.rng.choice([1, 2]))
+        voice = self.rng.choice(self.voice_bank.voices)
+        ref, ref_rate = self.voice_bank.reference(
+            voice, np.random.default_rng(self.rng.getrandbits(32))
+        )
+        evaluator = self.evaluators["clone"]
+        return Task(
+            service="clone",
+            prompt=f"[{voice}] {prompt.text}",
+            request=CloneRequest(text=prompt.text, reference=audio.encode(ref, ref_rate, "flac")),
+            score=lambda samples, rate: evaluator.evaluate(
+                samples, rate, prompt.text, ref, ref_rate
+            ),
+        )
+
+    def _music_task(self) -> Task:
+        assert self.music is not None
+        asked = next(self.music)
+        lo, hi = self.settings.music_seconds
+        duration = round(self.rng.uniform(lo, hi), 1)
+        evaluator = self.evaluators["music"]
+        return Task(
+            service="music",
+            prompt=f"{asked.text} ({duration:g} s)",
+            request=MusicRequest(prompt=asked.text, duration=duration),
+            score=lambda samples, rate: evaluator.evaluate(samples, rate, asked.text, duration),
+        )
+
     # -- one round -------------------------------------------------------------------
 
     def miners(self) -> list[Neuron]:
@@ -113,7 +169,7 @@ class Validator:
     async def run_round(self, client: MinerClient) -> RoundReport:
         start = time.perf_counter()
         round_no = self.store.last_round() + 1
-        service = self.settings.services[round_no % len(self.settings.services)]
+        service = self.settings.services[(round_no - 1) % len(self.settings.services)]
         task = self.task_makers[service]()
         miners = self.miners()
         report = RoundReport(round_no, service, task.prompt)
