@@ -219,9 +219,10 @@ class VoiceBank:
     def recordings(self, name: str) -> list[Path]:
         """The reference files of ``name``, rendering and caching Festival clips if needed."""
         if name not in self._recordings:
+            if name in self.missing:
+                raise VoiceBankError(f"voice {name!r} is not installed: {self.missing[name]}")
             if name not in self._festival:
-                hint = f"; not installed: {sorted(self.missing)}" if self.missing else ""
-                raise VoiceBankError(f"unknown voice {name!r}; this bank has {self.voices}{hint}")
+                raise VoiceBankError(f"unknown voice {name!r}; this bank has {self.voices}")
             self._recordings[name] = self._render(self._festival[name])
         return self._recordings[name]
 

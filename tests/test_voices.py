@@ -63,3 +63,12 @@ def test_bad_folders_are_clear_errors(tmp_path):
         VoiceBank.from_folder(tmp_path / "missing")
     with pytest.raises(VoiceBankError, match="no .wav or .flac"):
         VoiceBank.from_folder(tmp_path)
+
+
+def test_missing_festival_degrades_with_clear_message(monkeypatch, tmp_path):
+    """Without Festival the bank is empty and says which apt packages would fill it."""
+    monkeypatch.setattr("chorus.voices.FESTIVAL_DIRS", (tmp_path,))
+    bank = VoiceBank.builtin(tmp_path / "cache")
+    assert bank.voices == [] and "kal" in bank.missing
+    with pytest.raises(VoiceBankError, match="apt-get install festival festvox-kallpc16k"):
+        bank.reference("kal")

@@ -17,6 +17,9 @@ earn little. Two cheats are caught on top of that:
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import librosa
 import numpy as np
@@ -26,6 +29,7 @@ from chorus.generation.tts import PiperTTS
 from chorus.scoring import Score
 from chorus.scoring.speaker import SPEAKER_RATE, SpeakerEncoder
 from chorus.scoring.tts import TTSEvaluator
+from chorus.voices import VoiceBank
 
 SIMILARITY_RANGE = (0.6, 0.85)  # cosine scoring 0 and 1
 MAX_COPIED = 0.25  # share of answer frames copied from the reference that zeroes the score
@@ -133,3 +137,59 @@ class CloneEvaluator:
             speaker_score=round(speaker_score(similarity), 4), stock_penalty=stock_penalty
         )
         return Score(score, metrics, time.perf_counter() - start)
+
+
+BENCH_TEXTS = (
+    "Our train leaves the station at half past seven every morning.",
+    "She bought three green apples and a loaf of bread at the market.",
+    "Could you please turn off the lights before you leave the office?",
+)
+
+
+@dataclass
+class VoiceRow:
+    """One voice of the bank, averaged over ``BENCH_TEXTS``."""
+
+    voice: str
+    description: str
+    clone_similarity: float
+    stock_similarity: float
+    wer: float
+    score: float
+
+
+def voice_table(
+    backend: Any, evaluator: CloneEvaluator, bank: VoiceBank, texts: Sequence[str] = BENCH_TEXTS
+) -> list[VoiceRow]:
+    """Clone every voice of ``bank`` with ``backend`` and score it: how close the clone is to
+    the reference, how close unconverted Piper is, and the clone's WER and score."""
+    rows = []
+    for name in bank.voices:
+        reference, ref_rate = bank.reference(name)
+        stats = []
+        for text in texts:
+            audio, rate = backend.clone(text, reference, ref_rate)
+            result = evaluator.evaluate(audio, rate, text, reference, ref_rate)
+            stock, stock_rate = evaluator.stock.synthesize(text)
+            stock_sim = evaluator.speaker.similarity(stock, stock_rate, reference, ref_rate)
+            m = result.metrics
+            stats.append((m["speaker_similarity"] or 0.0, stock_sim, m["wer"] or 1.0, result.score))
+        mean = np.mean(stats, axis=0)
+        rows.append(VoiceRow(name, bank.describe(name), *(round(float(v), 3) for v in mean)))
+    return rows
+
+
+def format_voice_table(rows: list[VoiceRow]) -> str:
+    """A Markdown table of ``voice_table`` rows with a mean row at the bottom."""
+    lines = [
+        "| voice | speaker | similarity of clone | similarity of stock Piper | WER | score |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.voice} | {r.description} | {r.clone_similarity:.3f} | "
+            f"{r.stock_similarity:.3f} | {r.wer:.3f} | {r.score:.3f} |"
+        )
+    means = np.mean([[r.clone_similarity, r.stock_similarity, r.wer, r.score] for r in rows], 0)
+    lines.append("| **mean** | | " + " | ".join(f"**{v:.3f}**" for v in means) + " |")
+    return "\n".join(lines)
