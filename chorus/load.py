@@ -1,0 +1,170 @@
+"""Load a miner with concurrent signed requests and report what it did under pressure.
+
+A miner should answer what it can, refuse the rest quickly with 429 (its queue is
+bounded), and never fall over or grow without bound. ``hammer`` measures exactly that:
+status counts, latency percentiles for the answered requests, and throughput.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from chorus.auth import sign
+from chorus.protocol import TTSRequest
+
+SENTENCES = [
+    "The lighthouse keeper counted forty ships before the storm arrived.",
+    "Fresh bread and warm soup were waiting for the travellers at the inn.",
+    "Our train was delayed by twenty minutes because of snow on the tracks.",
+    "She painted the garden fence a bright shade of yellow last spring.",
+]
+
+
+@dataclass
+class LoadReport:
+    requests: int
+    concurrency: int
+    seconds: float
+    statuses: dict[str, int] = field(default_factory=dict)
+    latency_p50_s: float | None = None
+    latency_p90_s: float | None = None
+    latency_p99_s: float | None = None
+    latency_max_s: float | None = None
+    throughput_rps: float = 0.0  # answered (200) requests per second
+    rejected_p50_s: float | None = None  # how fast a 429 comes back
+
+
+async def hammer(
+    url: str,
+    miner_hotkey: str,
+    wallet,
+    requests: int = 50,
+    concurrency: int = 50,
+    timeout: float = 120.0,
+) -> LoadReport:
+    """Send ``requests`` TTS requests, ``concurrency`` at a time, each signed afresh."""
+    gate = asyncio.Semaphore(concurrency)
+    statuses: Counter[str] = Counter()
+    ok_latency: list[float] = []
+    rejected_latency: list[float] = []
+
+    async def one(client: httpx.AsyncClient, i: int) -> None:
+        body = TTSRequest(text=f"{SENTENCES[i % len(SENTENCES)]} Request {i}.")
+        raw = body.model_dump_json(exclude_none=True).encode()
+        async with gate:
+            headers = sign(wallet, "POST", "/v1/tts", raw, miner_hotkey)
+            start = time.perf_counter()
+            try:
+                r = await client.post(url + "/v1/tts", content=raw, headers=headers)
+                status = str(r.status_code)
+            except httpx.HTTPError as e:
+                status = type(e).__name__
+            elapsed = time.perf_counter() - start
+        statuses[status] += 1
+        if status == "200":
+            ok_latency.append(elapsed)
+        elif status == "429":
+            rejected_latency.append(elapsed)
+
+    start = time.perf_counter()
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+        await asyncio.gather(*(one(client, i) for i in range(requests)))
+    seconds = time.perf_counter() - start
+
+    def pct(values: list[float], q: float) -> float | None:
+        return round(float(np.percentile(values, q)), 3) if values else None
+
+    return LoadReport(
+        requests=requests,
+        concurrency=concurrency,
+        seconds=round(seconds, 2),
+        statuses=dict(statuses),
+        latency_p50_s=pct(ok_latency, 50),
+        latency_p90_s=pct(ok_latency, 90),
+        latency_p99_s=pct(ok_latency, 99),
+        latency_max_s=pct(ok_latency, 100),
+        throughput_rps=round(len(ok_latency) / seconds, 2) if seconds else 0.0,
+        rejected_p50_s=pct(rejected_latency, 50),
+    )
+
+
+def rss_mb(pid: int, field_name: str = "VmRSS") -> float:
+    """Resident (VmRSS) or peak resident (VmHWM) memory of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1]) / 1024
+    raise ValueError(f"{field_name} not found for pid {pid}")
+
+
+class MinerProcess:
+    """A real ``chorus miner`` process on a throwaway local chain, for load runs."""
+
+    def __init__(self, workdir, max_queue: int = 8, port: int | None = None):
+        import socket
+
+        from chorus.auth import create_wallet
+        from chorus.chain.local import LocalChain
+
+        self.dir = workdir
+        wallets = str(workdir / "wallets")
+        self.chain = LocalChain(workdir / "chain.sqlite")
+        self.validator = create_wallet("validator", path=wallets)
+        miner = create_wallet("miner", path=wallets)
+        self.chain.register(
+            self.validator.hotkey.ss58_address, self.validator.coldkeypub.ss58_address, 1000.0, True
+        )
+        self.chain.register(miner.hotkey.ss58_address, miner.coldkeypub.ss58_address)
+        self.hotkey = miner.hotkey.ss58_address
+        if port is None:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.args = [
+            "miner",
+            "--wallet",
+            "miner",
+            "--wallet-path",
+            wallets,
+            "--chain-path",
+            str(self.chain.path),
+            "--port",
+            str(port),
+            "--max-queue",
+            str(max_queue),
+        ]
+
+    def __enter__(self) -> MinerProcess:
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "chorus.cli", *self.args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("miner exited during start-up")
+            try:
+                httpx.get(self.url + "/health", timeout=1)
+                return self
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError("miner did not start within 120 s")
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except Exception:
+            self.proc.kill()
