@@ -287,7 +287,48 @@ def write_report(path: Path, section: str, body: str) -> None:
     path.write_text(text)
 
 
-def main(service: str, duration: float | None, runs: int, as_json: bool, output: str | None) -> int:
+def load_bench(requests: int, max_queue: int = 8) -> str:
+    """A real miner process under ``requests`` concurrent signed TTS requests."""
+    import asyncio
+    import tempfile
+
+    from chorus.load import MinerProcess, hammer, rss_mb
+
+    with tempfile.TemporaryDirectory() as tmp, MinerProcess(Path(tmp), max_queue) as miner:
+        idle = rss_mb(miner.proc.pid)
+        print(f"[load] {requests} concurrent requests, queue {max_queue}", file=sys.stderr)
+        r = asyncio.run(hammer(miner.url, miner.hotkey, miner.validator, requests, requests))
+        peak = rss_mb(miner.proc.pid, "VmHWM")
+    statuses = ", ".join(f"{k}: {v}" for k, v in sorted(r.statuses.items()))
+    return "\n".join(
+        [
+            f"#### Miner under load: {requests} concurrent signed TTS requests (queue {max_queue})",
+            "| Answers | p50 (s) | p90 (s) | p99 (s) | max (s) | 429 p50 (s) "
+            "| Throughput (answers/s) | Wall (s) | RSS idle / peak (MB) |",
+            "|---|---|---|---|---|---|---|---|---|",
+            f"| {statuses} | {r.latency_p50_s} | {r.latency_p90_s} | {r.latency_p99_s} | "
+            f"{r.latency_max_s} | {r.rejected_p50_s} | {r.throughput_rps} | {r.seconds} | "
+            f"{idle:.0f} / {peak:.0f} |",
+            "",
+        ]
+    )
+
+
+def main(
+    service: str,
+    duration: float | None,
+    runs: int,
+    as_json: bool,
+    output: str | None,
+    load: int = 0,
+) -> int:
+    if load:
+        table = load_bench(load)
+        print(table)
+        if output:
+            write_report(Path(output), "load", f"Measured on: {machine()}.\n\n{table}")
+            print(f"wrote {output}")
+        return 0
     if runs < 1:
         raise ValueError("--runs must be at least 1")
     if duration is not None and not 1 <= duration <= 120:

@@ -387,7 +387,7 @@ def cmd_evaluate(args) -> int:
 def cmd_bench(args) -> int:
     from chorus.bench import main as bench
 
-    return bench(args.service, args.duration, args.runs, args.json, args.output)
+    return bench(args.service, args.duration, args.runs, args.json, args.output, args.load)
 
 
 # -- parser -----------------------------------------------------------------------------
@@ -531,6 +531,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=5, help="timed runs after one warm-up")
     p.add_argument("--json", action="store_true", help="print JSON rows instead of tables")
     p.add_argument("--output", default=None, help="also write the tables into this Markdown file")
+    p.add_argument(
+        "--load",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: N concurrent signed requests against a real miner process",
+    )
     p.set_defaults(func=cmd_bench)
     return parser
 
