@@ -36,7 +36,8 @@ def _tempo_ok(found: float, asked: float) -> bool:
 
 
 def test_tempo_and_key_are_found_in_most_generated_pieces(
-        backend: SymbolicMusic, evaluator: MusicEvaluator) -> None:
+    backend: SymbolicMusic, evaluator: MusicEvaluator
+) -> None:
     ours = keys = librosa_ok = 0
     n = 30
     for p in itertools.islice(music_prompts(seed=7), n):
@@ -54,7 +55,8 @@ def test_tempo_and_key_are_found_in_most_generated_pieces(
 
 
 def test_bad_answers_score_clearly_below_faithful_music(
-        backend: SymbolicMusic, evaluator: MusicEvaluator) -> None:
+    backend: SymbolicMusic, evaluator: MusicEvaluator
+) -> None:
     music, rate = backend.compose(FUNK, 10.0)
     other, _ = backend.compose(OTHER, 10.0)
     n = music.size
@@ -79,7 +81,8 @@ def test_bad_answers_score_clearly_below_faithful_music(
 
 
 def test_evaluator_reads_free_text_and_checks_duration(
-        backend: SymbolicMusic, evaluator: MusicEvaluator) -> None:
+    backend: SymbolicMusic, evaluator: MusicEvaluator
+) -> None:
     prompt = "slow sad piano ballad in F sharp minor at 72 bpm, no drums"
     samples, rate = backend.compose(prompt, 8.0)
     assert "drums" not in backend.plan(prompt).instruments
@@ -91,13 +94,12 @@ def test_evaluator_reads_free_text_and_checks_duration(
 
 
 @pytest.mark.parametrize("seconds", [1.0, 7.3, 60.0])
-def test_duration_is_exact_and_the_mix_has_headroom(backend: SymbolicMusic,
-                                                     seconds: float) -> None:
+def test_duration_is_exact_and_the_mix_has_headroom(backend: SymbolicMusic, seconds: float) -> None:
     samples, rate = backend.compose(FUNK, seconds)
     assert rate >= 32000 and samples.dtype == np.float32 and samples.ndim == 1
     assert abs(samples.size / rate - seconds) <= 0.1
     assert np.isfinite(samples).all() and 0.3 < np.abs(samples).max() <= 0.9
-    assert np.abs(samples[-int(0.01 * rate):]).max() < 0.01  # faded out, no click
+    assert np.abs(samples[-int(0.01 * rate) :]).max() < 0.01  # faded out, no click
     for bad in (0.5, 61.0):
         with pytest.raises(ValueError):
             backend.compose(FUNK, bad)
@@ -112,8 +114,9 @@ def test_same_prompt_same_music_and_prompt_changes_the_music(backend: SymbolicMu
     assert backend.plan(FUNK) == backend.plan(FUNK)
 
 
-def test_numpy_synthesizer_fallback_keeps_tempo_and_key(evaluator: MusicEvaluator,
-                                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_numpy_synthesizer_fallback_keeps_tempo_and_key(
+    evaluator: MusicEvaluator, caplog: pytest.LogCaptureFixture
+) -> None:
     fallback = SymbolicMusic(soundfont="/nonexistent/none.sf2")
     assert "numpy" in fallback.model
     assert "SoundFont" in caplog.text

@@ -26,23 +26,48 @@ def tiny_musicgen(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
     folder = tmp_path_factory.mktemp("musicgen-tiny")
-    text = T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2,
-                    decoder_start_token_id=0, pad_token_id=0)
-    audio = EncodecConfig(sampling_rate=32000, num_filters=4, codebook_size=32, codebook_dim=8,
-                          hidden_size=8, upsampling_ratios=[8, 5, 4, 4], num_residual_layers=1,
-                          num_lstm_layers=1, target_bandwidths=[2.2], audio_channels=1)
-    decoder = MusicgenDecoderConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1,
-                                    num_attention_heads=2, ffn_dim=32,
-                                    num_codebooks=audio.num_quantizers,
-                                    pad_token_id=32, bos_token_id=32)
-    config = MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(),
-                            decoder=decoder.to_dict())
+    text = T5Config(
+        vocab_size=64,
+        d_model=16,
+        d_kv=4,
+        d_ff=32,
+        num_layers=1,
+        num_heads=2,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+    )
+    audio = EncodecConfig(
+        sampling_rate=32000,
+        num_filters=4,
+        codebook_size=32,
+        codebook_dim=8,
+        hidden_size=8,
+        upsampling_ratios=[8, 5, 4, 4],
+        num_residual_layers=1,
+        num_lstm_layers=1,
+        target_bandwidths=[2.2],
+        audio_channels=1,
+    )
+    decoder = MusicgenDecoderConfig(
+        vocab_size=32,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        ffn_dim=32,
+        num_codebooks=audio.num_quantizers,
+        pad_token_id=32,
+        bos_token_id=32,
+    )
+    config = MusicgenConfig(
+        text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict()
+    )
     MusicgenForConditionalGeneration(config).save_pretrained(folder)
     words = ["<pad>", "</s>", "<unk>", "funk", "groove", "in", "E", "minor", "at", "BPM"]
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
-                            unk_token="<unk>").save_pretrained(folder)
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    ).save_pretrained(folder)
     return folder
 
 

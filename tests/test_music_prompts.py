@@ -33,7 +33,8 @@ def test_generated_prompts_are_reproducible_and_parse_back_to_their_truth() -> N
 
 def test_parser_reads_free_text() -> None:
     p = parse_music_prompt(
-        "An upbeat funk groove in E minor at 112 BPM with slap bass, electric piano and drums")
+        "An upbeat funk groove in E minor at 112 BPM with slap bass, electric piano and drums"
+    )
     assert (p.genre, p.bpm, p.key, p.mode) == ("funk", 112.0, "E", "minor")
     assert p.instruments == ("slap bass", "electric piano", "drums")
     assert p.mood is None and p.energy is None  # "upbeat" is a tempo word here

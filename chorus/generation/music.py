@@ -72,12 +72,27 @@ INSTRUMENTS: dict[str, tuple[int, str, int]] = {
 
 # Drum grids, one character per sixteenth: X accent, x normal, g ghost, . rest.
 KICK, SNARE, RIM, CLAP, HAT, OPEN_HAT, RIDE, CRASH, TOM_LO, TOM_HI, SHAKER = (
-    36, 38, 37, 39, 42, 46, 51, 49, 45, 50, 70)
+    36,
+    38,
+    37,
+    39,
+    42,
+    46,
+    51,
+    49,
+    45,
+    50,
+    70,
+)
 GROOVES: dict[str, dict[int, str]] = {
     "pop": {KICK: "X.....x.X.x.....", SNARE: "....X.......X...", HAT: "x.x.x.x.x.x.x.x."},
     "rock": {KICK: "X.....x.X.x.....", SNARE: "....X.......X...", HAT: "X.x.X.x.X.x.X.x."},
-    "four": {KICK: "X...X...X...X...", CLAP: "....X.......X...", HAT: "x.x.x.x.x.x.x.x.",
-             OPEN_HAT: "..x...x...x...x."},
+    "four": {
+        KICK: "X...X...X...X...",
+        CLAP: "....X.......X...",
+        HAT: "x.x.x.x.x.x.x.x.",
+        OPEN_HAT: "..x...x...x...x.",
+    },
     "funk": {KICK: "X.....x...x....x", SNARE: "....X..g.g..X..g", HAT: "xgxgxgxgxgxgxgxg"},
     "boombap": {KICK: "X......x..x.....", SNARE: "....X.......X...", HAT: "x.x.x.x.x.x.x.x."},
     "swing": {RIDE: "x...x..gx...x..g", HAT: "....x.......x...", KICK: "g.......g......."},
@@ -139,39 +154,129 @@ class Style:
 
 
 STYLES: dict[str, Style] = {
-    "pop": Style(((0, 4, 5, 3), (0, 5, 3, 4), (0, 3, 0, 4)), ((0, 5, 6, 0), (0, 3, 5, 4)),
-                 "pop", "eighths", "pulse"),
-    "rock": Style(((0, 3, 4, 3), (0, 4, 5, 3)), ((0, 5, 6, 0), (0, 6, 5, 4)),
-                  "rock", "eighths", "power", harmonic_minor=False, reverb=35),
-    "jazz": Style(((0, 5, 1, 4), (0, 1, 4, 0)), ((0, 1, 4, 0), (0, 3, 1, 4)),
-                  "swing", "walking", "charleston", swing=0.64, sevenths=True),
-    "funk": Style(((0, 3, 0, 3), (0, 0, 3, 4)), ((0, 3, 0, 3), (0, 0, 6, 4)),
-                  "funk", "funk", "stabs", swing=0.54, sevenths=True, reverb=25),
-    "blues": Style(((0, 3, 0, 0, 3, 3, 0, 0, 4, 3, 0, 4),),
-                   ((0, 3, 0, 0, 3, 3, 0, 0, 4, 3, 0, 4),),
-                   "shuffle", "boogie", "pulse", swing=0.66, sevenths=True),
-    "electronic": Style(((0, 4, 5, 3), (0, 3, 5, 4)), ((0, 5, 6, 0), (0, 6, 5, 4)),
-                        "four", "octave", "arp16"),
-    "hip hop": Style(((0, 5, 3, 4),), ((0, 5, 3, 4), (0, 3, 5, 4)),
-                     "boombap", "hiphop", "sparse", swing=0.56, sevenths=True, reverb=30),
-    "lofi": Style(((0, 5, 1, 4), (0, 3, 1, 4)), ((0, 3, 5, 4), (0, 5, 3, 4)),
-                  "boombap", "hiphop", "sparse", swing=0.6, sevenths=True),
-    "ambient": Style(((0, 3, 0, 5), (0, 5, 3, 0)), ((0, 5, 3, 0), (0, 6, 5, 0)),
-                     None, "pedal", "arp", sevenths=True, reverb=100),
-    "classical": Style(((0, 3, 4, 0), (0, 5, 3, 4)), ((0, 3, 4, 0), (0, 5, 3, 4)),
-                       None, "halves", "arp", reverb=80),
-    "cinematic": Style(((0, 4, 5, 3), (0, 3, 5, 4)), ((0, 5, 6, 0), (0, 5, 3, 4)),
-                       "cinematic", "pedal", "arp16", reverb=90),
-    "folk": Style(((0, 3, 0, 4), (0, 4, 5, 3)), ((0, 6, 5, 4), (0, 3, 0, 4)),
-                  "folk", "root_fifth", "strum", reverb=45),
-    "reggae": Style(((0, 3, 0, 4), (0, 3, 4, 3)), ((0, 3, 0, 4), (0, 6, 5, 0)),
-                    "onedrop", "reggae", "skank", swing=0.55),
-    "bossa nova": Style(((0, 1, 4, 0), (0, 5, 1, 4)), ((0, 3, 1, 4),),
-                        "bossa", "bossa", "bossa", sevenths=True, reverb=45),
-    "synthwave": Style(((0, 4, 5, 3),), ((0, 5, 3, 4), (0, 3, 6, 4)),
-                       "pop", "octave", "arp16", reverb=70),
-    "metal": Style(((0, 3, 4, 0),), ((0, 0, 5, 6), (0, 5, 6, 4)),
-                   "metal", "eighths", "power", harmonic_minor=False, reverb=25),
+    "pop": Style(
+        ((0, 4, 5, 3), (0, 5, 3, 4), (0, 3, 0, 4)),
+        ((0, 5, 6, 0), (0, 3, 5, 4)),
+        "pop",
+        "eighths",
+        "pulse",
+    ),
+    "rock": Style(
+        ((0, 3, 4, 3), (0, 4, 5, 3)),
+        ((0, 5, 6, 0), (0, 6, 5, 4)),
+        "rock",
+        "eighths",
+        "power",
+        harmonic_minor=False,
+        reverb=35,
+    ),
+    "jazz": Style(
+        ((0, 5, 1, 4), (0, 1, 4, 0)),
+        ((0, 1, 4, 0), (0, 3, 1, 4)),
+        "swing",
+        "walking",
+        "charleston",
+        swing=0.64,
+        sevenths=True,
+    ),
+    "funk": Style(
+        ((0, 3, 0, 3), (0, 0, 3, 4)),
+        ((0, 3, 0, 3), (0, 0, 6, 4)),
+        "funk",
+        "funk",
+        "stabs",
+        swing=0.54,
+        sevenths=True,
+        reverb=25,
+    ),
+    "blues": Style(
+        ((0, 3, 0, 0, 3, 3, 0, 0, 4, 3, 0, 4),),
+        ((0, 3, 0, 0, 3, 3, 0, 0, 4, 3, 0, 4),),
+        "shuffle",
+        "boogie",
+        "pulse",
+        swing=0.66,
+        sevenths=True,
+    ),
+    "electronic": Style(
+        ((0, 4, 5, 3), (0, 3, 5, 4)), ((0, 5, 6, 0), (0, 6, 5, 4)), "four", "octave", "arp16"
+    ),
+    "hip hop": Style(
+        ((0, 5, 3, 4),),
+        ((0, 5, 3, 4), (0, 3, 5, 4)),
+        "boombap",
+        "hiphop",
+        "sparse",
+        swing=0.56,
+        sevenths=True,
+        reverb=30,
+    ),
+    "lofi": Style(
+        ((0, 5, 1, 4), (0, 3, 1, 4)),
+        ((0, 3, 5, 4), (0, 5, 3, 4)),
+        "boombap",
+        "hiphop",
+        "sparse",
+        swing=0.6,
+        sevenths=True,
+    ),
+    "ambient": Style(
+        ((0, 3, 0, 5), (0, 5, 3, 0)),
+        ((0, 5, 3, 0), (0, 6, 5, 0)),
+        None,
+        "pedal",
+        "arp",
+        sevenths=True,
+        reverb=100,
+    ),
+    "classical": Style(
+        ((0, 3, 4, 0), (0, 5, 3, 4)), ((0, 3, 4, 0), (0, 5, 3, 4)), None, "halves", "arp", reverb=80
+    ),
+    "cinematic": Style(
+        ((0, 4, 5, 3), (0, 3, 5, 4)),
+        ((0, 5, 6, 0), (0, 5, 3, 4)),
+        "cinematic",
+        "pedal",
+        "arp16",
+        reverb=90,
+    ),
+    "folk": Style(
+        ((0, 3, 0, 4), (0, 4, 5, 3)),
+        ((0, 6, 5, 4), (0, 3, 0, 4)),
+        "folk",
+        "root_fifth",
+        "strum",
+        reverb=45,
+    ),
+    "reggae": Style(
+        ((0, 3, 0, 4), (0, 3, 4, 3)),
+        ((0, 3, 0, 4), (0, 6, 5, 0)),
+        "onedrop",
+        "reggae",
+        "skank",
+        swing=0.55,
+    ),
+    "bossa nova": Style(
+        ((0, 1, 4, 0), (0, 5, 1, 4)),
+        ((0, 3, 1, 4),),
+        "bossa",
+        "bossa",
+        "bossa",
+        sevenths=True,
+        reverb=45,
+    ),
+    "synthwave": Style(
+        ((0, 4, 5, 3),), ((0, 5, 3, 4), (0, 3, 6, 4)), "pop", "octave", "arp16", reverb=70
+    ),
+    "metal": Style(
+        ((0, 3, 4, 0),),
+        ((0, 0, 5, 6), (0, 5, 6, 4)),
+        "metal",
+        "eighths",
+        "power",
+        harmonic_minor=False,
+        reverb=25,
+    ),
 }
 ENERGY_VELOCITY = {"low": 0.72, "medium": 0.88, "high": 1.0}
 
@@ -321,8 +426,10 @@ class Composer:
             if bar % 4 == 0 and self.plan.energy != "low" and groove not in ("swing", "soft"):
                 notes.append(self.note(bar, 0, 4, CRASH, 90 if bar else 75))
             if bar % 4 == 3 and self.plan.energy == "high" and bars - bar > 2:
-                notes += [self.note(bar, s, 1, p, 95)
-                          for s, p in ((12, TOM_HI), (13, TOM_HI), (14, TOM_LO), (15, TOM_LO))]
+                notes += [
+                    self.note(bar, s, 1, p, 95)
+                    for s, p in ((12, TOM_HI), (13, TOM_HI), (14, TOM_LO), (15, TOM_LO))
+                ]
         return notes
 
     def drum_grid(self, pitch: int, grid: str) -> str:
@@ -345,13 +452,17 @@ class Composer:
                 root -= 12
             nxt = degrees[bar + 1] if bar + 1 < len(degrees) else 0
             next_root = 36 + (self.chord(nxt)[0] - 36) % 12
-            pitch_of = {"R": root, "F": root + (chord[2] - chord[0]) % 12, "O": root + 12,
-                        "T": root + (chord[1] - chord[0]) % 12,
-                        "A": next_root - 1 if next_root > root else next_root + 1}
+            pitch_of = {
+                "R": root,
+                "F": root + (chord[2] - chord[0]) % 12,
+                "O": root + 12,
+                "T": root + (chord[1] - chord[0]) % 12,
+                "A": next_root - 1 if next_root > root else next_root + 1,
+            }
             figure = "R" + "-" * 15 if bar == len(degrees) - 1 else grid
             for step, ch in enumerate(figure):
                 if ch in pitch_of:
-                    length = 1 + len(figure[step + 1:]) - len(figure[step + 1:].lstrip("-"))
+                    length = 1 + len(figure[step + 1 :]) - len(figure[step + 1 :].lstrip("-"))
                     vel = 100 if step % 4 == 0 else 84
                     notes.append(self.note(bar, step, length, pitch_of[ch], vel))
         return notes
@@ -376,8 +487,9 @@ class Composer:
                     best, best_cost = v, cost
         return best
 
-    def comp(self, degrees: list[int], figure: str, low: int, high: int, vel: float,
-             power: bool) -> list[Note]:
+    def comp(
+        self, degrees: list[int], figure: str, low: int, high: int, vel: float, power: bool
+    ) -> list[Note]:
         """A chordal part playing ``figure`` each bar with voice-led chords."""
         notes: list[Note] = []
         previous: list[int] = []
@@ -396,7 +508,7 @@ class Composer:
             for step, ch in enumerate(grid):
                 if ch in "-.":
                     continue
-                hold = 1 + len(grid[step + 1:]) - len(grid[step + 1:].lstrip("-"))
+                hold = 1 + len(grid[step + 1 :]) - len(grid[step + 1 :].lstrip("-"))
                 length = hold if ch.isupper() or ch == "a" else 0.6
                 accent = 1.0 if step % 4 == 0 else 0.85
                 if ch == "a":
@@ -501,8 +613,9 @@ class FluidRenderer:
 
         self.rate = rate
         # chorus off: its free-running LFO would make two renders of one piece differ
-        self.synth = fluidsynth.Synth(gain=0.25, samplerate=float(rate),
-                                      **{"synth.chorus.active": 0})
+        self.synth = fluidsynth.Synth(
+            gain=0.25, samplerate=float(rate), **{"synth.chorus.active": 0}
+        )
         self.sfid = self.synth.sfload(str(soundfont))
         if self.sfid < 0:
             raise RuntimeError(f"FluidSynth cannot load SoundFont {soundfont}")
@@ -517,8 +630,10 @@ class FluidRenderer:
             return [self._stem(part, total) for part in parts]
 
     def _stem(self, part: Part, total: int) -> np.ndarray:
-        events = sorted([(n.start, 1, n.pitch, n.velocity) for n in part.notes]
-                        + [(n.start + n.duration, 0, n.pitch, 0) for n in part.notes])
+        events = sorted(
+            [(n.start, 1, n.pitch, n.velocity) for n in part.notes]
+            + [(n.start + n.duration, 0, n.pitch, 0) for n in part.notes]
+        )
         s, ch = self.synth, part.channel
         s.system_reset()
         s.program_select(ch, self.sfid, 128 if ch == DRUM_CHANNEL else 0, part.program)
@@ -566,11 +681,12 @@ class NumpyRenderer:
             env = np.minimum(1.0, t / 0.15)
         elif family in (7, 8, 9, 10):  # winds and leads: steady, a touch of vibrato
             vib = 1 + 0.004 * np.sin(2 * np.pi * 5.5 * t)
-            wave = sum(np.sin(2 * np.pi * f0 * k * t * vib) / k ** 1.5 for k in range(1, 6))
+            wave = sum(np.sin(2 * np.pi * f0 * k * t * vib) / k**1.5 for k in range(1, 6))
             env = np.minimum(1.0, t / 0.03)
         else:  # keys, guitars, mallets: bright attack, decaying harmonics
-            wave = sum(np.sin(2 * np.pi * f0 * k * t) * np.exp(-t * 1.5 * k) / k
-                       for k in range(1, 8))
+            wave = sum(
+                np.sin(2 * np.pi * f0 * k * t) * np.exp(-t * 1.5 * k) / k for k in range(1, 8)
+            )
             env = np.exp(-t * 1.2)
         release = np.clip((length - t) / 0.3, 0.0, 1.0) if family not in (0, 1, 3) else 1.0
         return (wave * env * release * (n.velocity / 127) * 0.2).astype(np.float32)
@@ -602,7 +718,7 @@ class NumpyRenderer:
                     continue
                 drum = part.channel == DRUM_CHANNEL
                 x = self.drum(n, rng) if drum else self.tone(n, part.program)
-                out[at:at + x.size] += x[: out.size - at]
+                out[at : at + x.size] += x[: out.size - at]
             stems.append(out[:total])
         return stems
 
@@ -637,11 +753,12 @@ def master(x: np.ndarray, rate: int, seconds: float) -> np.ndarray:
     knee, ceiling = 0.6, 0.9
     over = np.abs(x) > knee
     x[over] = np.sign(x[over]) * (
-        knee + (ceiling - knee) * np.tanh((np.abs(x[over]) - knee) / (ceiling - knee)))
+        knee + (ceiling - knee) * np.tanh((np.abs(x[over]) - knee) / (ceiling - knee))
+    )
     fade_in = min(total, int(0.005 * rate))
     x[:fade_in] *= np.linspace(0.0, 1.0, fade_in, dtype=np.float32)
     fade = min(total, int(min(1.5, 0.15 * seconds) * rate))
-    x[total - fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32) ** 2
+    x[total - fade :] *= np.linspace(1.0, 0.0, fade, dtype=np.float32) ** 2
     return x
 
 
@@ -660,16 +777,22 @@ class SymbolicMusic:
         self.renderer: FluidRenderer | NumpyRenderer
         if path is None:
             where = soundfont or "in " + ", ".join(SOUNDFONTS)
-            log.warning("no General MIDI SoundFont found (%s; apt install fluid-soundfont-gm); "
-                        "music uses the built-in numpy synthesizer", where)
+            log.warning(
+                "no General MIDI SoundFont found (%s; apt install fluid-soundfont-gm); "
+                "music uses the built-in numpy synthesizer",
+                where,
+            )
             self.renderer, self.model = NumpyRenderer(self.sample_rate), "symbolic+numpy-synth"
             return
         try:
             self.renderer = FluidRenderer(path, self.sample_rate)
             self.model = f"symbolic+fluidsynth:{path.name}"
         except (ImportError, OSError, RuntimeError) as e:
-            log.warning("FluidSynth unavailable (%s; apt install libfluidsynth3); "
-                        "music uses the built-in numpy synthesizer", e)
+            log.warning(
+                "FluidSynth unavailable (%s; apt install libfluidsynth3); "
+                "music uses the built-in numpy synthesizer",
+                e,
+            )
             self.renderer, self.model = NumpyRenderer(self.sample_rate), "symbolic+numpy-synth"
 
     def plan(self, prompt: str) -> Plan:
@@ -685,8 +808,15 @@ class SymbolicMusic:
             raise ValueError(f"duration must be {self.min_seconds:g}-{self.max_seconds:g} s")
         rng = self._rng(prompt)
         plan = plan_music(parse_music_prompt(prompt), rng)
-        log.info("composing %s %s in %s %s at %g BPM for %s", plan.mood, plan.genre,
-                 NOTE_NAMES[plan.tonic], plan.mode, plan.bpm, ", ".join(plan.instruments))
+        log.info(
+            "composing %s %s in %s %s at %g BPM for %s",
+            plan.mood,
+            plan.genre,
+            NOTE_NAMES[plan.tonic],
+            plan.mode,
+            plan.bpm,
+            ", ".join(plan.instruments),
+        )
         parts = Composer(plan, rng).compose(duration)
         stems = self.renderer.render(parts, duration + 0.5)
         audio = mix(stems, parts, self.sample_rate)

@@ -25,18 +25,29 @@ class MusicGen:
     name = "musicgen"
     min_seconds, max_seconds = 1.0, 60.0
 
-    def __init__(self, weights: str | None = None, tokenizer: str | None = None,
-                 device: str | None = None, guidance_scale: float = 3.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        weights: str | None = None,
+        tokenizer: str | None = None,
+        device: str | None = None,
+        guidance_scale: float = 3.0,
+        seed: int = 0,
+    ) -> None:
         if not weights or not Path(weights).is_dir():
-            raise BackendError("musicgen needs weights=/path/to/a local MusicGen model folder "
-                             f"(got {weights!r}); weights are never downloaded")
+            raise BackendError(
+                "musicgen needs weights=/path/to/a local MusicGen model folder "
+                f"(got {weights!r}); weights are never downloaded"
+            )
         import torch
         from transformers import AutoTokenizer, MusicgenForConditionalGeneration
 
         self.torch = torch
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.net = MusicgenForConditionalGeneration.from_pretrained(
-            weights, local_files_only=True).to(self.device).eval()
+        self.net = (
+            MusicgenForConditionalGeneration.from_pretrained(weights, local_files_only=True)
+            .to(self.device)
+            .eval()
+        )
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or weights, local_files_only=True)
         audio = self.net.config.audio_encoder
         self.sample_rate = int(audio.sampling_rate)
@@ -55,7 +66,11 @@ class MusicGen:
         with self.lock, self.torch.inference_mode():
             self.torch.manual_seed(zlib.crc32(prompt.encode()) ^ self.seed)
             out = self.net.generate(
-                input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                do_sample=True, guidance_scale=self.guidance_scale, max_new_tokens=frames)
+                input_ids=inputs["input_ids"],
+                attention_mask=inputs["attention_mask"],
+                do_sample=True,
+                guidance_scale=self.guidance_scale,
+                max_new_tokens=frames,
+            )
         samples = out[0].float().mean(dim=0).cpu().numpy()
         return master(samples, self.sample_rate, duration), self.sample_rate

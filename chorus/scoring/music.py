@@ -29,8 +29,12 @@ N_FFT = 2048
 
 # Temperley's (Kostka-Payne) key profiles, tonic first: on our tests they find the key
 # more often than Krumhansl-Kessler's, which over-reward the relative major/minor.
-MAJOR_PROFILE = np.array([.748, .060, .488, .082, .670, .460, .096, .715, .104, .366, .057, .400])
-MINOR_PROFILE = np.array([.712, .084, .474, .618, .049, .460, .105, .747, .404, .067, .133, .330])
+MAJOR_PROFILE = np.array(
+    [0.748, 0.060, 0.488, 0.082, 0.670, 0.460, 0.096, 0.715, 0.104, 0.366, 0.057, 0.400]
+)
+MINOR_PROFILE = np.array(
+    [0.712, 0.084, 0.474, 0.618, 0.049, 0.460, 0.105, 0.747, 0.404, 0.067, 0.133, 0.330]
+)
 
 WEIGHTS = {"tempo_bpm": 0.35, "key": 0.35, "drums": 0.1, "bass": 0.05, "energy": 0.15}
 BASS_INSTRUMENTS = ("bass", "slap bass", "upright bass", "synth bass")
@@ -127,8 +131,9 @@ class MusicEvaluator:
         t = np.arange(RATE) / RATE
         self.evaluate(np.sin(2 * np.pi * 220 * t).astype(np.float32), RATE, "C major, 120 BPM")
 
-    def evaluate(self, samples: np.ndarray, rate: int, prompt: str,
-                 duration: float | None = None) -> Score:
+    def evaluate(
+        self, samples: np.ndarray, rate: int, prompt: str, duration: float | None = None
+    ) -> Score:
         """Score ``samples`` (mono or channels-last) at ``rate`` against ``prompt``; the
         answer should last ``duration`` seconds when given."""
         t0 = time.perf_counter()
@@ -150,8 +155,10 @@ class MusicEvaluator:
         qparts["snr"] = self._snr(mel)
         quality *= 0.5 + 0.5 * (qparts["loudness"] + qparts["snr"]) / 2
         gates = {**qparts, "duration": aparts.get("duration", 1.0)}
-        reason = next((k for k in ("not_silent", "not_noise", "no_clipping", "duration")
-                       if gates[k] < 0.5), None)
+        reason = next(
+            (k for k in ("not_silent", "not_noise", "no_clipping", "duration") if gates[k] < 0.5),
+            None,
+        )
         metrics = {
             "quality": round(quality, 4),
             "adherence": round(adherence, 4),
@@ -190,35 +197,48 @@ class MusicEvaluator:
         snr_db = 10 * np.log10(mel.mean(axis=1).sum() / floor + 1e-12)
         return _ramp(float(snr_db), 3.0, 12.0)
 
-    def _adherence(self, x: np.ndarray, S: np.ndarray, mel: np.ndarray, asked: MusicPrompt,
-                   seconds: float, duration: float | None
-                   ) -> tuple[float, dict[str, float], dict[str, object]]:
+    def _adherence(
+        self,
+        x: np.ndarray,
+        S: np.ndarray,
+        mel: np.ndarray,
+        asked: MusicPrompt,
+        seconds: float,
+        duration: float | None,
+    ) -> tuple[float, dict[str, float], dict[str, object]]:
         """The weighted mean of the musical parts the prompt asked for, times the duration
         match; plus what was found."""
-        onset = librosa.onset.onset_strength(S=librosa.power_to_db(mel), sr=RATE,
-                                             hop_length=HOP)
+        onset = librosa.onset.onset_strength(S=librosa.power_to_db(mel), sr=RATE, hop_length=HOP)
         bpm, strength = estimate_tempo(onset, RATE / HOP)
         tonic, mode, key_r = estimate_key(self._chroma(x))
         drums = self._percussive_share(S)
         energy = self._energy(onset, RATE / HOP, S, drums)
-        low = float(S[librosa.fft_frequencies(sr=RATE, n_fft=N_FFT) < 180].sum()
-                    / (S.sum() + 1e-12))
+        low = float(
+            S[librosa.fft_frequencies(sr=RATE, n_fft=N_FFT) < 180].sum() / (S.sum() + 1e-12)
+        )
         found: dict[str, object] = {
-            "tempo_bpm": round(bpm, 2), "tempo_strength": round(strength, 3),
-            "key": f"{NOTE_NAMES[tonic]} {mode}", "key_strength": round(key_r, 3),
-            "percussive_share": round(drums, 3), "energy_index": round(energy, 3),
+            "tempo_bpm": round(bpm, 2),
+            "tempo_strength": round(strength, 3),
+            "key": f"{NOTE_NAMES[tonic]} {mode}",
+            "key_strength": round(key_r, 3),
+            "percussive_share": round(drums, 3),
+            "energy_index": round(energy, 3),
             "low_share": round(low, 3),
         }
         parts: dict[str, float | None] = {
             "tempo_bpm": tempo_match(bpm, asked),
             "key": key_match(tonic, mode, asked),
-            "duration": None if duration is None else _ramp(
-                abs(seconds - duration), max(0.1, 0.25 * duration), 0.1),
+            "duration": None
+            if duration is None
+            else _ramp(abs(seconds - duration), max(0.1, 0.25 * duration), 0.1),
             "drums": self._drums_match(drums, asked),
             # a bass line puts a fifth or more of the energy below 180 Hz; without one it
             # is near zero (a kick drum alone also passes: this is a coarse check)
-            "bass": (_ramp(low, 0.05, 0.15)
-                     if any(i in BASS_INSTRUMENTS for i in asked.instruments) else None),
+            "bass": (
+                _ramp(low, 0.05, 0.15)
+                if any(i in BASS_INSTRUMENTS for i in asked.instruments)
+                else None
+            ),
             "energy": self._energy_match(energy, asked.energy),
         }
         present = {k: v for k, v in parts.items() if v is not None}
@@ -257,12 +277,20 @@ class MusicEvaluator:
         """0..1 arousal from three classic correlates: onsets per second, brightness
         (spectral centroid) and the percussive share. Coarse: low vs high is reliable,
         medium less so, hence its small weight."""
-        peaks = librosa.util.peak_pick(onset, pre_max=3, post_max=3, pre_avg=10, post_avg=10,
-                                       delta=0.3 * float(onset.std()), wait=4)
+        peaks = librosa.util.peak_pick(
+            onset,
+            pre_max=3,
+            post_max=3,
+            pre_avg=10,
+            post_avg=10,
+            delta=0.3 * float(onset.std()),
+            wait=4,
+        )
         rate = peaks.size / (onset.size / fps)
         centroid = float(librosa.feature.spectral_centroid(S=np.sqrt(S), sr=RATE).mean())
-        return (_ramp(rate, 1.0, 8.0) + _ramp(centroid, 1200.0, 3200.0)
-                + _ramp(percussive, 0.02, 0.3)) / 3
+        return (
+            _ramp(rate, 1.0, 8.0) + _ramp(centroid, 1200.0, 3200.0) + _ramp(percussive, 0.02, 0.3)
+        ) / 3
 
     @staticmethod
     def _energy_match(energy: float, asked: str | None) -> float | None:
