@@ -8,7 +8,7 @@ SYSTEM_STAMP := $(VENV)/.system-packages
 # Debian packages chorus uses where apt exists: Festival voices for the voice-cloning bank,
 # a General MIDI SoundFont and FluidSynth for music, Chromium for the dashboard test.
 # Without them chorus still runs: the voice bank reports what is missing, music falls back
-# to its built-in synthesizer, and the browser test is skipped with the reason.
+# to its built-in synthesizer, and the browser test fails saying what to install.
 APT_PACKAGES := festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
 	festvox-itapc16k festvox-italp16k festvox-czech-dita festvox-czech-machac \
 	festvox-ca-ona-hts festvox-suopuhe-lj festvox-suopuhe-mv \

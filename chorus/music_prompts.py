@@ -358,6 +358,9 @@ _KEY_RE = re.compile(
     r"\b([A-G])(#|♯|♭|b(?=m\b|[^a-z]|$)|[ -]sharp\b|[ -]flat\b)?[ -]?"
     r"(major|minor|maj\b|min\b|m\b|dorian|aeolian|ionian)?",
 )
+_LOWER_KEY_RE = re.compile(
+    r"\b(?:in|key of)\s+([a-g])(#|♯|♭|b|[ -]sharp|[ -]flat)?[ -](major|minor)\b", re.I
+)
 _BPM_RE = re.compile(
     r"(\d{2,3}(?:\.\d+)?)\s*(?:-|\s)?(?:bpm|beats per minute|beats a minute|beats/min)",
     re.IGNORECASE,
@@ -375,14 +378,22 @@ def _find_key(text: str) -> tuple[str | None, str | None]:
         before = text[max(0, m.start() - 12) : m.start()].lower()
         if not mode_word and not re.search(r"(key of|in the key|\bkey)\s*$", before):
             continue  # a bare capital letter ("A calm piece") is not a key
-        if letter == "A" and mode_word in ("", "m") and not re.search(r"(in|of)\s*$", before):
-            continue  # "A m..." at a sentence start is an article
+        after = text[m.end() : m.end() + 4].lower()
+        if (
+            letter == "A"
+            and (mode_word in ("", "m") or re.match(r"[ -]key", after))
+            and not re.search(r"(in|of)\s*$", before)
+        ):
+            continue  # "A m...", "A minor-key ballad": an article, not the key of A
         mode = None
         if mode_word in ("major", "maj", "ionian"):
             mode = "major"
         elif mode_word in ("minor", "min", "m", "aeolian", "dorian"):
             mode = "minor"
         return _key_name(letter, _accidental(acc)), mode
+    lower = _LOWER_KEY_RE.search(text)  # "in c minor": lower case only after "in"/"key of"
+    if lower:
+        return _key_name(lower.group(1), _accidental(lower.group(2))), lower.group(3).lower()
     mode_only = re.search(r"\b(major|minor)[ -](key|tonality|mode|scale)\b", text, re.I)
     return None, (mode_only.group(1).lower() if mode_only else None)
 
