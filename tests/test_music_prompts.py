@@ -51,6 +51,10 @@ def test_parser_reads_free_text() -> None:
     p = parse_music_prompt("Epic orchestral score in the key of D with choir and brass, tempo 90")
     assert (p.genre, p.mood, p.key, p.mode, p.bpm) == ("classical", "epic", "D", None, 90.0)
 
+    assert parse_music_prompt("a slow waltz in c minor").key == "C"
+    p = parse_music_prompt("A minor-key ballad")  # an article and a mode, not A minor
+    assert (p.key, p.mode) == (None, "minor")
+
     p = parse_music_prompt("A calm high-energy piece")  # "A" is an article, not a key
     assert (p.key, p.mode, p.mood, p.energy) == (None, None, "calm", "high")
 
