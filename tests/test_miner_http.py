@@ -193,3 +193,86 @@ def test_full_queue_answers_429_and_keeps_serving(miner, net):
     codes = asyncio.run(burst())
     assert codes.count(200) >= 1 and codes.count(429) >= 1, codes
     assert post(miner, net.validator, {"text": "Still here."}).status_code == 200
+
+
+# -- clone and music routes ----------------------------------------------------------------
+
+
+def _b64(samples, rate, fmt="WAV", subtype="PCM_16") -> str:
+    import base64
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, samples, rate, format=fmt, subtype=subtype)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.fixture(scope="module")
+def media_miner(net, piper_backend):
+    from chorus.generation.clone import WorldClone
+    from chorus.generation.music import SymbolicMusic
+
+    hotkey = net.miners[0].hotkey.ss58_address
+    backends = {"clone": WorldClone(tts=piper_backend), "music": SymbolicMusic()}
+    with ThreadServer(create_app(Miner(hotkey, net.chain, backends))) as s:
+        s.hotkey = hotkey
+        yield s
+
+
+def _voice(seconds: float, rate: int = 16000) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * 140 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("reference", "problem"),
+    [
+        ("bm90IGF1ZGlv", "not a readable"),  # base64 of "not audio"
+        ("%%%not base64%%%", "not valid base64"),
+        (_b64(np.zeros(0, np.float32), 16000), "at least"),
+        (_b64(np.zeros(3600 * 16000, np.float32), 16000, "FLAC"), "at most"),  # an hour
+        (_b64(_voice(4, 8000), 8000), "sample rate"),
+        (_b64(np.tile(_voice(4)[:, None], (1, 6)), 16000), "channels"),
+        (_b64(np.where(np.arange(64000) % 50, _voice(4), np.nan), 16000, subtype="FLOAT"), "NaN"),
+        (_b64(np.full(64000, np.inf, np.float32), 16000, subtype="FLOAT"), "NaN"),
+        (_b64(np.zeros(64000, np.float32), 16000), "silent"),
+    ],
+    ids=[
+        "corrupt",
+        "not-base64",
+        "zero-length",
+        "hour",
+        "8khz",
+        "six-channels",
+        "nan",
+        "inf",
+        "silent",
+    ],
+)
+def test_bad_reference_audio_gets_422_with_reason(media_miner, net, reference, problem):
+    payload = {"text": "Hello there.", "reference": reference}
+    r = post(media_miner, net.validator, payload, path="/v1/clone")
+    assert r.status_code == 422, r.text
+    assert problem in r.json()["error"]
+
+
+@pytest.mark.parametrize("duration", [0, 0.5, 61, -3, "long", None])
+def test_music_duration_out_of_range_is_422(media_miner, net, duration):
+    r = post(
+        media_miner, net.validator, {"prompt": "calm piano", "duration": duration}, path="/v1/music"
+    )
+    assert r.status_code == 422 and "duration" in r.text
+
+
+def test_music_is_exactly_the_asked_duration(media_miner, net):
+    r = post(
+        media_miner,
+        net.validator,
+        {"prompt": "upbeat funk in E minor at 112 BPM", "duration": 4.3},
+        path="/v1/music",
+    )
+    assert r.status_code == 200, r.text
+    samples, rate = audio.decode(r.json()["audio"])
+    assert rate >= 32000 and abs(len(samples) / rate - 4.3) <= 0.1
