@@ -443,15 +443,19 @@ class Composer:
         return grid
 
     def bass(self, degrees: list[int]) -> list[Note]:
+        """The style's bass figure on each chord, roots between G1 and F#2 (E2 for E), and
+        approach notes a semitone from the next root."""
         grid = BASS[self.style.bass]
         notes: list[Note] = []
+
+        def root_of(degree: int) -> int:
+            root = 36 + (self.chord(degree)[0] - 36) % 12
+            return root - 12 if root > 43 else root
+
         for bar, degree in enumerate(degrees):
             chord = self.chord(degree)
-            root = 36 + (chord[0] - 36) % 12
-            if root > 43:
-                root -= 12
-            nxt = degrees[bar + 1] if bar + 1 < len(degrees) else 0
-            next_root = 36 + (self.chord(nxt)[0] - 36) % 12
+            root = root_of(degree)
+            next_root = root_of(degrees[bar + 1] if bar + 1 < len(degrees) else 0)
             pitch_of = {
                 "R": root,
                 "F": root + (chord[2] - chord[0]) % 12,
@@ -542,7 +546,12 @@ class Composer:
             for i, step in enumerate(steps):
                 if step % 8 == 0:
                     tones = [p for p in scale_pitches if p % 12 in chord]
-                    pitch = min(tones, key=lambda p: abs(p - pitch) + 0.3 * abs(p - center))
+                    # the nearest chord tone, near the register centre, and not the same
+                    # note again unless nothing else is close (repeats make a line static)
+                    pitch = min(
+                        tones,
+                        key=lambda p: abs(p - pitch) + 0.3 * abs(p - center) + 3.5 * (p == pitch),
+                    )
                 else:
                     idx = scale_pitches.index(pitch) if pitch in scale_pitches else 0
                     move = moves[step + half] * (-1 if half and (bar // 4) % 2 else 1)
