@@ -180,8 +180,8 @@ STYLES: dict[str, Style] = {
         sevenths=True,
     ),
     "funk": Style(
-        ((0, 3, 0, 3), (0, 0, 3, 4)),
-        ((0, 3, 0, 3), (0, 0, 6, 4)),
+        ((0, 3, 0, 4), (0, 0, 3, 4)),
+        ((0, 3, 0, 4), (0, 0, 6, 4)),
         "funk",
         "funk",
         "stabs",
@@ -383,7 +383,10 @@ class Composer:
 
     def chord(self, degree: int) -> list[int]:
         """Pitch classes of the chord on a scale degree, root first."""
-        size = 4 if self.style.sevenths and degree != 0 else 3  # a plain tonic anchors the key
+        # Sevenths where they point at the key: ii7 and V7 always, IV7/vi7 in major. A plain
+        # tonic anchors the key; a minor key's iv7 or VI7 would spell its relative major.
+        colour = (1, 4, 3, 5) if self.plan.mode == "major" else (1, 4)
+        size = 4 if self.style.sevenths and degree in colour else 3
         pcs = [self.scale[(degree + 2 * i) % 7] for i in range(size)]
         if self.plan.mode == "minor" and self.style.harmonic_minor and degree == 4:
             pcs[1] = (pcs[1] + 1) % 12  # major V: the leading tone says "minor key"
@@ -598,7 +601,7 @@ class Composer:
             add(name, -6.0, self.comp(degrees, COMP[self.style.comp], 52, 76, 82, is_power))
         for name in by_role.get("pad", [])[:2]:
             add(name, -9.0, self.comp(degrees, COMP["block"], 55, 79, 70, False), reverb + 20)
-        first = 2 if bars >= 8 else (1 if bars >= 4 else 0)
+        first = 2 if bars >= 8 else 0  # the tune enters on the tonic chord
         for name in leads[:1]:
             add(name, -2.0, self.melody(degrees, INSTRUMENTS[name][2], first))
         return parts
