@@ -15,7 +15,7 @@ import pytest
 from chorus.generation import load_backend
 from chorus.generation.music import SymbolicMusic
 from chorus.music_prompts import music_prompts, parse_music_prompt
-from chorus.scoring.music import MusicEvaluator
+from chorus.scoring.music import MusicEvaluator, key_match, tempo_match
 
 FUNK = "An upbeat funk groove in E minor at 112 BPM with slap bass, electric piano and drums"
 OTHER = "A dreamy synthwave track in Bb major at 86 BPM with synth lead, synth bass and drums"
@@ -135,3 +135,20 @@ def test_plan_fills_blanks_from_genre_and_mood(backend: SymbolicMusic) -> None:
     plan = backend.plan(FUNK)
     assert (plan.bpm, plan.mode, plan.genre) == (asked.bpm, asked.mode, asked.genre)
     assert set(asked.instruments) <= set(plan.instruments)
+
+
+def test_tempo_and_key_credit_rules() -> None:
+    asked = parse_music_prompt("E minor at 112 BPM")
+    assert tempo_match(112 * 1.035, asked) == 1.0 and tempo_match(224.0, asked) == 1.0
+    assert tempo_match(56.5, asked) == 1.0  # a clean half counts
+    assert 0.0 < tempo_match(112 * 1.08, asked) < 1.0
+    assert tempo_match(150.0, asked) == 0.0 and tempo_match(112 * 1.5, asked) == 0.0
+    slow = parse_music_prompt("a slow ballad")
+    assert tempo_match(70.0, slow) == 1.0 and tempo_match(140.0, slow) == 0.0
+    assert tempo_match(100.0, parse_music_prompt("in E minor")) is None
+    e, g, a, b = 4, 7, 9, 11
+    assert key_match(e, "minor", asked) == 1.0
+    assert key_match(g, "major", asked) == key_match(e, "major", asked) == 0.3  # relative, parallel
+    assert key_match(b, "minor", asked) == key_match(a, "minor", asked) == 0.3  # a fifth away
+    assert key_match(1, "major", asked) == 0.0
+    assert key_match(e, "major", parse_music_prompt("a minor-key piece")) == 0.0
