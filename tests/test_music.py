@@ -23,7 +23,7 @@ OTHER = "A dreamy synthwave track in Bb major at 86 BPM with synth lead, synth b
 
 @pytest.fixture(scope="module")
 def backend() -> SymbolicMusic:
-    return load_backend("music", "symbolic")
+    return load_backend("music", "symbolic", seed=0)  # reproducible pieces
 
 
 @pytest.fixture(scope="module")

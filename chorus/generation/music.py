@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import secrets
 import threading
 import zlib
 from dataclasses import dataclass, replace
@@ -776,15 +777,16 @@ def master(x: np.ndarray, rate: int, seconds: float) -> np.ndarray:
 
 class SymbolicMusic:
     """The CPU music backend: parse, plan, compose, render (``soundfont=/path`` to choose
-    the SoundFont, ``seed=N`` to vary the pieces; the same prompt and seed give the same
-    music)."""
+    the SoundFont, ``seed=N`` to fix the pieces; the same prompt and seed give the same
+    music). Without a seed each process picks its own, so two honest miners running this
+    backend compose differently and are not taken for copies of each other."""
 
     name = "symbolic"
     sample_rate = 44100
     min_seconds, max_seconds = 1.0, 60.0
 
-    def __init__(self, soundfont: str | None = None, seed: int = 0) -> None:
-        self.seed = int(seed)
+    def __init__(self, soundfont: str | None = None, seed: int | None = None) -> None:
+        self.seed = secrets.randbits(31) if seed is None else int(seed)
         path = find_soundfont(soundfont)
         self.renderer: FluidRenderer | NumpyRenderer
         if path is None:
