@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 from chorus import __version__
@@ -281,6 +282,7 @@ def cmd_localnet(args) -> int:
         out=Path(args.out),
         base_port=args.port,
         alpha=args.alpha,
+        timeout=args.timeout,
     )
 
 
@@ -460,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo-out", help="folder for chain, wallets, samples")
     p.add_argument("--port", type=int, default=18091, help="first miner port")
     p.add_argument("--alpha", type=float, default=0.5, help="validator moving-average alpha")
+    p.add_argument("--timeout", type=float, default=20.0, help="seconds per miner answer")
     p.set_defaults(func=cmd_localnet)
 
     p = sub.add_parser("dashboard", help="a web page of a validator's scores and samples")
@@ -543,6 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # resemblyzer's webrtcvad and pyworld import pkg_resources, which warns on every start.
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"

@@ -20,6 +20,11 @@ from pathlib import Path
 import httpx
 
 LINEUP = ["piper", "degraded", "hang"]
+BACKENDS = {
+    # the honest miner serves every service; the degraded one only a worse TTS
+    "piper": ["--tts-backend", "piper", "--clone-backend", "world", "--music-backend", "symbolic"],
+    "degraded": ["--tts-backend", "degraded"],
+}
 VALIDATOR_STAKE = 1000.0
 
 
@@ -98,7 +103,7 @@ class LocalNet:
                 chain.serve_axon(hk, "127.0.0.1", port)
             else:
                 cmd = _chorus(
-                    "miner", *self.common(f"miner-{i}"), "--port", str(port), "--tts-backend", kind
+                    "miner", *self.common(f"miner-{i}"), "--port", str(port), *BACKENDS[kind]
                 )
             self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
             print(f"  miner-{i}: {kind:<9} on 127.0.0.1:{port} (log {log.name})", flush=True)
@@ -122,16 +127,18 @@ class LocalNet:
                 time.sleep(0.5)
         print("  all miners are up", flush=True)
 
-    def run_validator(self, rounds: int, alpha: float) -> int:
+    def run_validator(self, rounds: int, alpha: float, timeout: float) -> int:
         cmd = _chorus(
             "validator",
             *self.common("validator"),
+            "--services",
+            ",".join(services()),
             "--rounds",
             str(rounds),
             "--alpha",
             str(alpha),
             "--timeout",
-            "8",
+            str(timeout),
             "--weights-interval",
             "2",
             "--state",
@@ -169,33 +176,55 @@ class LocalNet:
         store = ValidatorStore(self.state / "state.sqlite", self.state / "samples")
         weights = next(iter(chain.weights().values()), {})
         rows = [
-            f"{'rank':>4} {'uid':>4}  {'hotkey':<12} {'backend':<9} {'score':>6} "
-            f"{'mean':>6} {'WER':>6} {'MOS':>5} {'fails':>5} {'weight':>7}"
+            f"{'rank':>4} {'uid':>4}  {'hotkey':<12} {'backend':<9} {'score':>6} {'tts':>6} "
+            f"{'clone':>6} {'music':>6} {'WER':>6} {'MOS':>5} {'fails':>5} {'weight':>7}"
         ]
+
+        def num(value: float | None, fmt: str) -> str:
+            return "-" if value is None else format(value, fmt)
+
         for rank, r in enumerate(store.summary(), 1):
-            wer = f"{r['wer']:.3f}" if r["wer"] is not None else "-"
-            mos = f"{r['mos']:.2f}" if r["mos"] is not None else "-"
+            per = r["services"]
             rows.append(
                 f"{rank:>4} {r['uid']:>4}  {r['hotkey'][:10] + '..':<12} "
-                f"{self.kinds.get(r['uid'], '?'):<9} {r['score']:>6.3f} {r['mean_score']:>6.3f} "
-                f"{wer:>6} {mos:>5} {r['failed']:>5} {weights.get(r['uid'], 0.0):>7.3f}"
+                f"{self.kinds.get(r['uid'], '?'):<9} {r['score']:>6.3f} "
+                + " ".join(f"{num(per.get(s), '.3f'):>6}" for s in ("tts", "clone", "music"))
+                + f" {num(r['wer'], '.3f'):>6} {num(r['mos'], '.2f'):>5} {r['failed']:>5}"
+                f" {weights.get(r['uid'], 0.0):>7.3f}"
             )
         return "\n".join(rows)
 
 
-def run_localnet(miners: int, rounds: int, out: Path, base_port: int, alpha: float) -> int:
+def services() -> list[str]:
+    """Every service, less voice cloning when no reference voices are installed."""
+    from chorus.voices import VoiceBank
+
+    bank = VoiceBank.builtin()
+    if bank.voices:
+        return ["tts", "clone", "music"]
+    print(
+        f"no reference voices for cloning ({sorted(set(bank.missing.values()))}); "
+        "the demo tests tts and music only",
+        flush=True,
+    )
+    return ["tts", "music"]
+
+
+def run_localnet(
+    miners: int, rounds: int, out: Path, base_port: int, alpha: float, timeout: float = 20.0
+) -> int:
     if miners < 1 or rounds < 1:
         raise ValueError("--miners and --rounds must be at least 1")
     start = time.monotonic()
     with LocalNet(out, miners, base_port) as net:
         net.setup()
         net.start_miners()
-        code = net.run_validator(rounds, alpha)
+        code = net.run_validator(rounds, alpha, timeout)
         net.stop()
         if code != 0:
             print(f"validator exited with code {code}", file=sys.stderr)
             return code
-        print("\nleaderboard (score = moving average; mean = mean raw score per answer)")
+        print("\nleaderboard (score = moving average; tts/clone/music = mean raw score per answer)")
         print(net.leaderboard())
         print(f"\naudio samples: {net.state / 'samples'}")
     print(f"localnet finished in {time.monotonic() - start:.0f} s")

@@ -202,13 +202,20 @@ class ValidatorStore:
         return out
 
     def summary(self) -> list[dict[str, Any]]:
-        """Per miner: moving-average score, mean raw score, mean WER and MOS, failures."""
+        """Per miner: moving-average score, mean raw score (overall and per service), mean
+        WER and MOS of its speech answers, and failures."""
         with self._tx() as db:
             rows = db.execute(
                 "SELECT uid, hotkey, AVG(score), COUNT(*), SUM(error IS NOT NULL),"
                 " AVG(json_extract(metrics, '$.wer')),"
                 " AVG(json_extract(metrics, '$.mos.p808')) FROM answers GROUP BY uid, hotkey"
             ).fetchall()
+            per_service = db.execute(
+                "SELECT uid, hotkey, service, AVG(score) FROM answers GROUP BY uid, hotkey, service"
+            ).fetchall()
+        services: dict[tuple[int, str], dict[str, float]] = {}
+        for uid, hotkey, service, mean in per_service:
+            services.setdefault((uid, hotkey), {})[service] = mean
         ema = self.scores()
         out = []
         for uid, hotkey, mean, n, failed, wer, mos in rows:
@@ -221,6 +228,7 @@ class ValidatorStore:
                     "hotkey": hotkey,
                     "score": current.score,
                     "mean_score": mean,
+                    "services": services.get((uid, hotkey), {}),
                     "answers": n,
                     "failed": failed,
                     "wer": wer,
