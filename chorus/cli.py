@@ -118,6 +118,10 @@ def cmd_wallet(args) -> int:
 
 
 def cmd_chain(args) -> int:
+    if args.action == "init" and args.chain != "local":
+        raise UsageError(
+            "`chorus chain init` creates a local chain; a Bittensor subnet exists already"
+        )
     chain = _open_chain(args)
     if args.action == "init":
         if args.block_seconds is not None:
@@ -269,7 +273,28 @@ def cmd_validator(args) -> int:
     def show(report) -> None:
         print(format_round(report), flush=True)
 
-    asyncio.run(validator.run(rounds=args.rounds, on_round=show))
+    async def run() -> None:
+        server = None
+        if args.dashboard_port:
+            import uvicorn
+
+            from chorus.dashboard import create_dashboard_app
+
+            app = create_dashboard_app(store, chain, me.uid)
+            config = uvicorn.Config(
+                app, host=args.dashboard_host, port=args.dashboard_port, log_level="warning"
+            )
+            server = uvicorn.Server(config)
+            print(f"dashboard on http://{args.dashboard_host}:{args.dashboard_port}/", flush=True)
+        served = asyncio.create_task(server.serve()) if server else None
+        try:
+            await validator.run(rounds=args.rounds, on_round=show)
+        finally:
+            if served is not None:
+                server.should_exit = True
+                await served
+
+    asyncio.run(run())
     return 0
 
 
@@ -453,6 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=int, default=50, help="audio samples kept")
     p.add_argument("--corpus", default=None, help="extra prompt sentences, one per line")
     p.add_argument("--voices", default=None, help="folder of reference recordings for clone")
+    p.add_argument(
+        "--dashboard-port", type=int, default=None, help="also serve the dashboard on this port"
+    )
+    p.add_argument("--dashboard-host", default="127.0.0.1", help="dashboard address")
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(func=cmd_validator)
 

@@ -65,3 +65,62 @@ def test_generate_then_evaluate_tts(tmp_path):
     result = json.loads(r.stdout)
     assert {"score", "wer", "transcript", "mos", "seconds"} <= result.keys()
     assert result["score"] > 0.6 and result["wer"] < 0.2
+
+
+def test_chain_init_is_only_for_the_local_chain(tmp_path):
+    r = chorus("chain", "init", "--chain", "bittensor", "--netuid", "1", home=tmp_path)
+    assert r.returncode == 2 and "local chain" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_running_validator_serves_its_dashboard(tmp_path):
+    import socket
+    import time
+
+    import httpx
+
+    from chorus.generation.tts import PiperTTS
+    from chorus.miner import Miner, create_app
+    from tests.servers import ThreadServer, free_port, make_net
+
+    net = make_net(tmp_path, miners=2)
+    honest, slow = (w.hotkey.ss58_address for w in net.miners)
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(8)  # never answers: keeps each round open for the timeout
+    net.chain.serve_axon(slow, "127.0.0.1", hole.getsockname()[1])
+    port = free_port()
+    env = {**os.environ, "CHORUS_WALLET_PATH": str(tmp_path / "wallets")}
+    args = [
+        "validator",
+        "--wallet",
+        "validator",
+        "--chain-path",
+        str(net.chain.path),
+        "--state",
+        str(tmp_path / "state"),
+        "--rounds",
+        "3",
+        "--timeout",
+        "4",
+        "--dashboard-port",
+        str(port),
+    ]
+    with ThreadServer(create_app(Miner(honest, net.chain, {"tts": PiperTTS()}))) as server:
+        net.chain.serve_axon(honest, "127.0.0.1", server.port)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "chorus.cli", *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        page, deadline = "", time.monotonic() + 120
+        while honest[:10] not in page and time.monotonic() < deadline:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/", timeout=2).text
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        assert proc.poll() is None, proc.stderr.read()  # served while the loop runs
+        assert honest[:10] in page and "<audio" in page
+        assert proc.wait(180) == 0
+    hole.close()
