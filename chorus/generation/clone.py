@@ -18,6 +18,7 @@ and cached, so a validator reusing a voice costs only the conversion.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -107,7 +108,7 @@ def _smooth(v: np.ndarray, k: int) -> np.ndarray:
 
 
 class WorldClone:
-    """Piper speech converted toward the reference voice with WORLD; CPU only, ~10x real time."""
+    """Piper speech converted toward the reference voice with WORLD; CPU only."""
 
     name = "world"
 
@@ -117,6 +118,7 @@ class WorldClone:
         self.model = f"world-vc+{self.tts.model}"
         self._calibration: World | None = None
         self._profiles: OrderedDict[str, VoiceProfile] = OrderedDict()
+        self._lock = threading.Lock()  # miners call backends from worker threads
 
     def clone(
         self, text: str, reference: np.ndarray, reference_rate: int
@@ -132,19 +134,21 @@ class WorldClone:
         """The (cached) profile of a reference recording."""
         ref = resample(to_mono_float(reference), rate, RATE)
         key = hashlib.sha1(ref.tobytes()).hexdigest()
-        if key in self._profiles:
-            self._profiles.move_to_end(key)
-            return self._profiles[key]
-        world = World.analyse(ref)
-        if world.voiced.sum() < MIN_VOICED_FRAMES:
-            raise CloneError("the reference recording has no voiced speech to clone")
-        mean, std = world.log_f0_stats()
-        profile = VoiceProfile(mean, std, world.mean_log_envelope(), self.speaker.embed(ref, RATE))
-        self._choose_warp(profile)
-        self._profiles[key] = profile
-        if len(self._profiles) > PROFILE_CACHE:
-            self._profiles.popitem(last=False)
-        return profile
+        with self._lock:
+            if key in self._profiles:
+                self._profiles.move_to_end(key)
+                return self._profiles[key]
+            world = World.analyse(ref)
+            if world.voiced.sum() < MIN_VOICED_FRAMES:
+                raise CloneError("the reference recording has no voiced speech to clone")
+            mean, std = world.log_f0_stats()
+            embedding = self.speaker.embed(ref, RATE)
+            profile = VoiceProfile(mean, std, world.mean_log_envelope(), embedding)
+            self._choose_warp(profile)
+            self._profiles[key] = profile
+            if len(self._profiles) > PROFILE_CACHE:
+                self._profiles.popitem(last=False)
+            return profile
 
     def _choose_warp(self, profile: VoiceProfile) -> None:
         """Analysis-by-synthesis: render the calibration sentence at each warp factor and

@@ -1,9 +1,9 @@
 """Voice-cloning scoring: did the miner say the prompt (the TTS scorer), in the reference's
 voice (speaker similarity), without cheating?
 
-score = tts_score x speaker_score x stock_penalty, where speaker_score maps cosine similarity
-linearly from ``SIMILARITY_RANGE`` onto [0, 1], so different-speaker levels (about 0.4-0.67)
-earn little. Two cheats are caught on top of that:
+score = tts_score x speaker_score x stock_penalty x (1 - copied), where speaker_score maps
+cosine similarity linearly from ``SIMILARITY_RANGE`` onto [0, 1], so different-speaker levels
+(about 0.4-0.67) earn little. Two cheats are caught on top of that:
 
 - replaying or splicing the reference instead of speaking: the answer's log-mel frames are
   found in the reference in long runs of consecutive near-identical frames (``copied``);
@@ -38,6 +38,7 @@ COPY_DISTANCE = 2.0  # RMS dB difference per mel band under which two frames are
 FLOOR_DB = 40.0
 COPY_RUN = 10  # consecutive matching frames (100 ms) that make a copy, not a coincidence
 HOP = 160  # 10 ms at 16 kHz
+COPY_BLOCK = 2000
 
 
 def _frames(samples: np.ndarray) -> np.ndarray:
@@ -60,14 +61,16 @@ def copied_fraction(answer: np.ndarray, reference: np.ndarray) -> float:
     a, r = _frames(answer), _frames(reference)
     if len(a) == 0 or len(r) == 0:
         return 0.0
-    d2 = (a**2).sum(1)[:, None] + (r**2).sum(1)[None, :] - 2 * a @ r.T
-    near = d2 < COPY_DISTANCE**2 * a.shape[1]
+    a, r = a.astype(np.float32), r.astype(np.float32)
+    r2, limit = (r**2).sum(1), COPY_DISTANCE**2 * a.shape[1]
     run = np.zeros(len(r), dtype=np.int32)
     longest = np.zeros(len(a), dtype=np.int32)
-    for i in range(len(a)):
-        shifted = np.concatenate(([0], run[:-1]))
-        run = np.where(near[i], shifted + 1, 0)
-        longest[i] = run.max()
+    for start in range(0, len(a), COPY_BLOCK):  # blocks keep a 2-minute pair under 100 MB
+        block = a[start : start + COPY_BLOCK]
+        near = (block**2).sum(1)[:, None] + r2[None, :] - 2 * block @ r.T < limit
+        for i, row in enumerate(near, start):
+            run = np.where(row, np.concatenate(([0], run[:-1])) + 1, 0)
+            longest[i] = run.max()
     copied = np.zeros(len(a), dtype=bool)
     for i in np.flatnonzero(longest >= COPY_RUN):
         copied[i - longest[i] + 1 : i + 1] = True
@@ -172,8 +175,8 @@ def voice_table(
             result = evaluator.evaluate(audio, rate, text, reference, ref_rate)
             stock, stock_rate = evaluator.stock.synthesize(text)
             stock_sim = evaluator.speaker.similarity(stock, stock_rate, reference, ref_rate)
-            m = result.metrics
-            stats.append((m["speaker_similarity"] or 0.0, stock_sim, m["wer"] or 1.0, result.score))
+            sim, wer = result.metrics["speaker_similarity"], result.metrics["wer"]
+            stats.append((sim or 0.0, stock_sim, 1.0 if wer is None else wer, result.score))
         mean = np.mean(stats, axis=0)
         rows.append(VoiceRow(name, bank.describe(name), *(round(float(v), 3) for v in mean)))
     return rows
