@@ -467,7 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validator", help="query miners, score them, set weights")
     _wallet_args(p, "validator")
     _chain_args(p)
-    p.add_argument("--services", default="tts", help="comma-separated services to test")
+    p.add_argument(
+        "--services", default="tts,clone,music", help="comma-separated services to test"
+    )
     p.add_argument("--rounds", type=int, default=None, help="stop after N rounds")
     p.add_argument("--alpha", type=float, default=0.9, help="moving-average weight of the past")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per miner answer")

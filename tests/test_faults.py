@@ -128,6 +128,8 @@ def test_validator_killed_mid_round_restarts_with_scores_intact(net):
         str(state),
         "--timeout",
         "4",
+        "--services",
+        "tts",
         "--alpha",
         "0.5",
     )
