@@ -246,7 +246,9 @@ class VoiceBank:
             if not path.exists():
                 samples, rate = trim(*render_festival(voice, text))
                 peak = float(np.max(np.abs(samples))) or 1.0
-                tmp = write(path.with_suffix(".tmp.wav"), samples * (0.9 / peak), rate)
+                tmp = write(
+                    path.with_suffix(f".{os.getpid()}.tmp.wav"), samples * (0.9 / peak), rate
+                )
                 tmp.replace(path)
             paths.append(path)
         return paths
