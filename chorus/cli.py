@@ -86,6 +86,18 @@ def _permit_hint(args) -> str:
     )
 
 
+def _with_permit(args, why: str):
+    """The wallet, the chain and the wallet's neuron, which must hold a validator permit."""
+    wallet = _wallet(args)
+    chain = _open_chain(args)
+    me = chain.neuron(wallet.hotkey.ss58_address)
+    if me is None or not me.validator_permit:
+        raise UsageError(
+            f"{args.wallet}/{args.hotkey} needs a validator permit{why}; {_permit_hint(args)}"
+        )
+    return wallet, chain, me
+
+
 def _wallet(args):
     from chorus.auth import load_wallet
 
@@ -243,13 +255,7 @@ def cmd_validator(args) -> int:
     from chorus.store import ValidatorStore
     from chorus.validator import Validator, ValidatorSettings, format_round
 
-    wallet = _wallet(args)
-    chain = _open_chain(args)
-    me = chain.neuron(wallet.hotkey.ss58_address)
-    if me is None or not me.validator_permit:
-        raise UsageError(
-            f"{args.wallet}/{args.hotkey} needs a validator permit; {_permit_hint(args)}"
-        )
+    wallet, chain, me = _with_permit(args, "")
     services = tuple(s.strip() for s in args.services.split(",") if s.strip())
     settings = ValidatorSettings(
         services=services,
@@ -346,15 +352,7 @@ def cmd_gateway(args) -> int:
     keys = load_keys(args.api_keys, args.api_key)
     if not keys:
         raise UsageError("the gateway needs API keys: --api-key KEY or --api-keys FILE")
-    wallet = _wallet(args)
-    chain = _open_chain(args)
-    me = chain.neuron(wallet.hotkey.ss58_address)
-    if me is None or not me.validator_permit:
-        raise UsageError(
-            f"{args.wallet}/{args.hotkey} needs a validator permit (miners answer no one else);"
-            f" run `chorus chain register --wallet {args.wallet} --hotkey {args.hotkey}"
-            " --validator --stake 1000`"
-        )
+    wallet, chain, _ = _with_permit(args, " (miners answer no one else)")
     settings = GatewaySettings(
         timeout_s=args.timeout, max_attempts=args.max_attempts, rate=args.rate, burst=args.burst
     )
@@ -467,9 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validator", help="query miners, score them, set weights")
     _wallet_args(p, "validator")
     _chain_args(p)
-    p.add_argument(
-        "--services", default="tts,clone,music", help="comma-separated services to test"
-    )
+    p.add_argument("--services", default="tts,clone,music", help="comma-separated services to test")
     p.add_argument("--rounds", type=int, default=None, help="stop after N rounds")
     p.add_argument("--alpha", type=float, default=0.9, help="moving-average weight of the past")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per miner answer")

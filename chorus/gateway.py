@@ -36,9 +36,11 @@ from chorus.protocol import (
     DEFAULT_MAX_BODY_BYTES,
     MAX_MUSIC_SECONDS,
     MIN_MUSIC_SECONDS,
+    BodyError,
     CloneRequest,
     MusicRequest,
     TTSRequest,
+    read_body,
 )
 from chorus.store import ValidatorStore
 
@@ -49,6 +51,7 @@ OPENAI_VOICES = frozenset(
     ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer")
     + ("verse", "marin", "cedar")
 )
+BODY_TIMEOUT_S = 10.0  # a client trickling its body gets 408 instead of holding a worker
 SCORE_WINDOW = 20  # a miner's most recent answers per service that rank it
 
 
@@ -333,14 +336,12 @@ class Gateway:
 
 async def _read_json(request: Request, limit: int) -> Any:
     """The body as JSON, refusing more than ``limit`` bytes while reading it."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise GatewayError(413, f"body exceeds the {limit}-byte limit")
-        chunks.append(chunk)
     try:
-        return json.loads(b"".join(chunks))
+        raw = await read_body(request, limit, BODY_TIMEOUT_S)
+    except BodyError as e:
+        raise GatewayError(e.status, e.reason) from None
+    try:
+        return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise GatewayError(400, "body is not valid JSON") from None
 

@@ -31,11 +31,13 @@ from chorus.protocol import (
     REQUESTS,
     ROUTES,
     AudioResponse,
+    BodyError,
     CloneRequest,
     InfoResponse,
     MusicRequest,
     ServiceInfo,
     TTSRequest,
+    read_body,
 )
 
 log = logging.getLogger("chorus.miner")
@@ -94,31 +96,14 @@ class Miner:
         }
         return InfoResponse(version=__version__, hotkey=self.hotkey, services=services)
 
-    async def read_body(self, request: Request) -> bytes:
-        limit = self.settings.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise Refusal(413, f"body of {declared} bytes exceeds the {limit}-byte limit")
-        chunks: list[bytes] = []
-        size = 0
-
-        async def collect() -> None:
-            nonlocal size
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise Refusal(413, f"body exceeds the {limit}-byte limit")
-                chunks.append(chunk)
-
-        try:
-            await asyncio.wait_for(collect(), self.settings.body_timeout_s)
-        except TimeoutError:
-            raise Refusal(408, "request body was not received in time") from None
-        return b"".join(chunks)
-
     async def handle(self, service: str, request: Request) -> JSONResponse:
         try:
-            body = await self.read_body(request)
+            try:
+                body = await read_body(
+                    request, self.settings.max_body_bytes, self.settings.body_timeout_s
+                )
+            except BodyError as e:
+                raise Refusal(e.status, e.reason) from None
             path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             try:
                 self.gatekeeper.check(request.headers, body, request.method, path)

@@ -7,9 +7,11 @@ caller meant; every limit is here so client and server agree on it.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.requests import Request
 
 PROTOCOL_VERSION = "1"
 SERVICES = ("tts", "clone", "music")
@@ -111,3 +113,35 @@ class ErrorResponse(BaseModel):
 
     error: str
     detail: str | list | None = None
+
+
+class BodyError(Exception):
+    """A request body refused while reading it: HTTP ``status`` (413 or 408) and a reason."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The raw body, refusing more than ``limit`` bytes (declared or sent) and a body that
+    is not complete within ``timeout_s`` (a client trickling bytes to hold a worker)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyError(413, f"body of {declared} bytes exceeds the {limit}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+
+    async def collect() -> None:
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyError(413, f"body exceeds the {limit}-byte limit")
+            chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(collect(), timeout_s)
+    except TimeoutError:
+        raise BodyError(408, "request body was not received in time") from None
+    return b"".join(chunks)
