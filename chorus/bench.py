@@ -287,6 +287,84 @@ def write_report(path: Path, section: str, body: str) -> None:
     path.write_text(text)
 
 
+def validator_round(miners: int = 10, seconds: float = 30.0) -> dict:
+    """Run in a child process: every evaluator loaded (as a validator testing all three
+    services holds them), then one round of ``miners`` answers of ``seconds`` of TTS scored
+    end to end the way the validator does it: decode, copy check, evaluate."""
+    import tempfile
+
+    from chorus import audio
+    from chorus.auth import create_wallet
+    from chorus.chain import Neuron
+    from chorus.cli import load_evaluators
+    from chorus.client import CallResult
+    from chorus.generation.tts import PiperTTS
+    from chorus.protocol import AudioResponse
+    from chorus.store import ValidatorStore
+    from chorus.validator import Validator, ValidatorSettings
+
+    tmp = Path(tempfile.mkdtemp())
+    evaluators = load_evaluators({"tts", "clone", "music"})
+    print(f"[validator] evaluators loaded; making {miners} answers", file=sys.stderr, flush=True)
+    validator = Validator(
+        create_wallet("bench", path=str(tmp)),
+        None,
+        ValidatorStore(tmp / "state.sqlite"),
+        evaluators,
+        ValidatorSettings(services=("tts",), seed=1),
+    )
+    task = validator._tts_task()
+    text = speech_text(seconds, seed=3)
+    task.prompt, task.score = text, lambda x, r: evaluators["tts"].evaluate(x, r, text)
+    tts = PiperTTS()
+    results = []
+    for uid in range(miners):
+        samples, rate = tts.synthesize(text)
+        answer = AudioResponse(
+            audio=audio.encode(samples, rate, "flac"),
+            format="flac",
+            sample_rate=rate,
+            duration_s=len(samples) / rate,
+            model="piper",
+            synthesis_s=0.0,
+        )
+        neuron = Neuron(uid, f"hk{uid}", "ck", "127.0.0.1", 1, 0.0, False)
+        results.append((neuron, CallResult(200, 0.1 * uid, answer=answer)))
+    start = time.perf_counter()
+    received = [validator.receive(n, task, r) for n, r in results]
+    validator.reject_copies(1, received)
+    for answer, clip in received:
+        if clip is not None and answer.error is None:
+            validator.score(answer, task, clip)
+    elapsed = time.perf_counter() - start
+    scores = [a.score for a, _ in received]
+    return {
+        "miners": miners,
+        "audio_s": round(len(samples) / rate, 1),
+        "round_s": round(elapsed, 2),
+        "per_answer_s": round(elapsed / miners, 2),
+        "mean_score": round(float(np.mean(scores)), 3),
+        "peak_rss_mb": round(peak_rss_mb()),
+    }
+
+
+def validator_bench() -> str:
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        r = pool.apply(validator_round)
+    return "\n".join(
+        [
+            "#### Validator throughput",
+            "| Answers in the round | Audio per answer (s) | Round scored in (s) | Per answer (s) "
+            "| Mean score | Peak RSS, every evaluator loaded (MB) |",
+            "|---|---|---|---|---|---|",
+            f"| {r['miners']} | {r['audio_s']} | {r['round_s']} | {r['per_answer_s']} | "
+            f"{r['mean_score']} | {r['peak_rss_mb']} |",
+            "",
+        ]
+    )
+
+
 def load_bench(requests: int, max_queue: int = 8) -> str:
     """A real miner process under ``requests`` concurrent signed TTS requests."""
     import asyncio
@@ -321,7 +399,15 @@ def main(
     as_json: bool,
     output: str | None,
     load: int = 0,
+    validator: bool = False,
 ) -> int:
+    if validator:
+        table = validator_bench()
+        print(table)
+        if output:
+            write_report(Path(output), "validator", f"Measured on: {machine()}.\n\n{table}")
+            print(f"wrote {output}")
+        return 0
     if load:
         table = load_bench(load)
         print(table)

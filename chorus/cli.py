@@ -412,7 +412,9 @@ def cmd_evaluate(args) -> int:
 def cmd_bench(args) -> int:
     from chorus.bench import main as bench
 
-    return bench(args.service, args.duration, args.runs, args.json, args.output, args.load)
+    return bench(
+        args.service, args.duration, args.runs, args.json, args.output, args.load, args.validator
+    )
 
 
 # -- parser -----------------------------------------------------------------------------
@@ -567,6 +569,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="N",
         help="instead: N concurrent signed requests against a real miner process",
+    )
+    p.add_argument(
+        "--validator",
+        action="store_true",
+        help="instead: score one round of 10 miners' 30 s TTS answers, every evaluator loaded",
     )
     p.set_defaults(func=cmd_bench)
     return parser
