@@ -215,8 +215,15 @@ def media_miner(net, piper_backend):
     from chorus.generation.music import SymbolicMusic
 
     hotkey = net.miners[0].hotkey.ss58_address
-    backends = {"clone": WorldClone(tts=piper_backend), "music": SymbolicMusic()}
-    with ThreadServer(create_app(Miner(hotkey, net.chain, backends))) as s:
+    backends = {
+        "tts": piper_backend,
+        "clone": WorldClone(tts=piper_backend),
+        "music": SymbolicMusic(),
+    }
+    settings = MinerSettings(
+        policy=AccessPolicy(min_stake=10.0, blacklist=frozenset({net.banned.hotkey.ss58_address}))
+    )
+    with ThreadServer(create_app(Miner(hotkey, net.chain, backends, settings))) as s:
         s.hotkey = hotkey
         yield s
 
@@ -276,3 +283,25 @@ def test_music_is_exactly_the_asked_duration(media_miner, net):
     assert r.status_code == 200, r.text
     samples, rate = audio.decode(r.json()["audio"])
     assert rate >= 32000 and abs(len(samples) / rate - 4.3) <= 0.1
+
+
+@pytest.mark.parametrize(
+    ("path", "payload"),
+    [
+        ("/v1/tts", {"text": TEXT}),
+        ("/v1/clone", {"text": TEXT, "reference": "UklGRg=="}),
+        ("/v1/music", {"prompt": "calm piano", "duration": 5}),
+    ],
+)
+def test_every_route_refuses_bad_callers_before_any_work(media_miner, net, path, payload):
+    served = httpx.get(media_miner.url + "/health").json()["served"]
+    raw = json.dumps(payload).encode()
+    assert httpx.post(media_miner.url + path, content=raw).status_code == 401
+    forged = sign(net.validator, "POST", path, raw + b" ", media_miner.hotkey)
+    assert httpx.post(media_miner.url + path, content=raw, headers=forged).status_code == 401
+    for who in (net.stranger, net.outsider, net.poor, net.banned):
+        r = post(media_miner, who, payload, path=path)
+        assert r.status_code == 403, (who, r.text)
+    big = post(media_miner, net.validator, None, path=path, body=b"x" * (9 * 1024 * 1024))
+    assert big.status_code == 413
+    assert httpx.get(media_miner.url + "/health").json()["served"] == served
