@@ -16,4 +16,6 @@ def test_two_sentence_answers_are_transcribed_to_the_end(piper, transcriber):
     for _ in range(8):
         samples, rate = piper.synthesize(TEXT)
         transcript = transcriber.transcribe(samples, rate)
-        assert word_error_rate(TEXT, transcript) < 0.2, transcript
+        # A transcript that stops at the first sentence misses half the words (WER ~0.5);
+        # tiny.en's ordinary slips on a full one stay well under 0.35.
+        assert "sky" in transcript.lower() and word_error_rate(TEXT, transcript) < 0.35, transcript

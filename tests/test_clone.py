@@ -22,7 +22,10 @@ from chorus.scoring.tts import TTSEvaluator
 from chorus.voices import FESTIVAL_PACKAGES, VoiceBank
 
 TEXT = "Our train leaves the station at half past seven every morning."
-VOICES = ("kal", "slt")  # a male and a female speaker, both unlike the Piper voice
+# A male and a female speaker, both unlike the Piper voice. (kal, US male, is the bank's
+# nearest voice to Piper: its clone gains only ~0.1 similarity over stock, too close to
+# test a margin on.)
+VOICES = ("mv", "slt")
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +89,12 @@ def test_honest_clone_beats_every_cheat(voice, world, evaluator, references, pip
 
 
 def test_speaker_similarity_separates_speakers(speaker, references, piper):
-    (kal, kal_rate), (slt, slt_rate) = references["kal"], references["slt"]
-    half = kal.size // 2
-    same = speaker.similarity(kal[:half], kal_rate, kal[half:], kal_rate)
-    different = speaker.similarity(kal, kal_rate, slt, slt_rate)
+    (male, male_rate), (slt, slt_rate) = references["mv"], references["slt"]
+    half = male.size // 2
+    same = speaker.similarity(male[:half], male_rate, male[half:], male_rate)
+    different = speaker.similarity(male, male_rate, slt, slt_rate)
     assert same > 0.8 > different + 0.1, (same, different)
-    assert speaker.similarity(np.zeros(RATE, dtype=np.float32), RATE, kal, kal_rate) == 0.0
+    assert speaker.similarity(np.zeros(RATE, dtype=np.float32), RATE, male, male_rate) == 0.0
 
 
 def test_reference_without_speech_is_refused(world):
