@@ -365,6 +365,37 @@ def validator_bench() -> str:
     )
 
 
+def voices_table() -> str:
+    """Run in a child process: clone every voice of the built-in bank and score it."""
+    from chorus.generation.clone import WorldClone
+    from chorus.scoring.clone import CloneEvaluator, format_voice_table, voice_table
+    from chorus.voices import VoiceBank
+
+    bank = VoiceBank.builtin()
+    if not bank.voices:
+        raise ValueError("no Festival voices installed; see `make system-packages`")
+    print(f"[voices] cloning {len(bank.voices)} voices", file=sys.stderr, flush=True)
+    evaluator = CloneEvaluator()
+    backend = WorldClone(tts=evaluator.stock, speaker=evaluator.speaker)
+    return format_voice_table(voice_table(backend, evaluator, bank))
+
+
+def voices_bench() -> str:
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        table = pool.apply(voices_table)
+    return "\n".join(
+        [
+            "#### Voice cloning per voice (the `world` backend on the built-in voice bank)",
+            "Similarity is the Resemblyzer cosine to the reference; stock Piper is the same text "
+            "unconverted; WER by Whisper tiny.en; score by the validator's CloneEvaluator.",
+            "",
+            table,
+            "",
+        ]
+    )
+
+
 def load_bench(requests: int, max_queue: int = 8) -> str:
     """A real miner process under ``requests`` concurrent signed TTS requests."""
     import asyncio
@@ -400,14 +431,19 @@ def main(
     output: str | None,
     load: int = 0,
     validator: bool = False,
+    voices: bool = False,
 ) -> int:
-    if validator:
-        table = validator_bench()
-        print(table)
-        if output:
-            write_report(Path(output), "validator", f"Measured on: {machine()}.\n\n{table}")
-            print(f"wrote {output}")
-        return 0
+    for wanted, section, make in (
+        (validator, "validator", validator_bench),
+        (voices, "voices", voices_bench),
+    ):
+        if wanted:
+            table = make()
+            print(table)
+            if output:
+                write_report(Path(output), section, f"Measured on: {machine()}.\n\n{table}")
+                print(f"wrote {output}")
+            return 0
     if load:
         table = load_bench(load)
         print(table)

@@ -413,7 +413,14 @@ def cmd_bench(args) -> int:
     from chorus.bench import main as bench
 
     return bench(
-        args.service, args.duration, args.runs, args.json, args.output, args.load, args.validator
+        args.service,
+        args.duration,
+        args.runs,
+        args.json,
+        args.output,
+        args.load,
+        args.validator,
+        args.voices,
     )
 
 
@@ -574,6 +581,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--validator",
         action="store_true",
         help="instead: score one round of 10 miners' 30 s TTS answers, every evaluator loaded",
+    )
+    p.add_argument(
+        "--voices",
+        action="store_true",
+        help="instead: clone every voice of the built-in bank; the per-voice table",
     )
     p.set_defaults(func=cmd_bench)
     return parser
