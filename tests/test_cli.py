@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -118,10 +119,8 @@ def test_running_validator_serves_its_dashboard(tmp_path):
         )
         page, deadline = "", time.monotonic() + 120
         while honest[:10] not in page and time.monotonic() < deadline:
-            try:
+            with contextlib.suppress(httpx.HTTPError):
                 page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text
-            except httpx.HTTPError:
-                pass
             time.sleep(0.3)
         assert proc.poll() is None, proc.stderr.read()  # served while the loop runs
         assert honest[:10] in page and "<audio" in page
