@@ -4,12 +4,14 @@ that ``speechmos`` ships, several times faster than ``speechmos.dnsmos.run``.
 speechmos scores 9.01 s windows that start every second, each with its own onnxruntime call.
 Windows overlap by 8 s, and 95% of the cost is the P.835 model's four full-resolution 3x3
 convolutions, which only see one STFT frame either side per layer. So we split that model
-before its first pooling: the conv stack runs once over the clip's frames (a window starts
+after its first pooling: the conv stack runs once over the clip's frames (a window starts
 every 100 frames), and each window's only differences, the 4 frames at either edge where its
-own zero padding is seen, are recomputed from 8-frame runs. The rest of the graph (pooling,
-small convs, dense head) and the P.808 model run per window, batched, on exactly
-speechmos's inputs. Where the CPU computes bfloat16 natively the shared conv stack runs in
-bf16 through torch/oneDNN (about 2x faster than fp32); scores move by < 0.01 MOS.
+own zero padding is seen, are recomputed from 8-frame runs; with fp32 this reproduces
+speechmos to ~1e-5 MOS. The rest of the graph (small convs, dense head) and the P.808 model
+run per window, batched; P.808's STFT frames are shared too. Where the CPU computes bfloat16
+natively the shared conv stack runs in bf16 through torch/oneDNN (about 2x faster than fp32
+here), which moves scores by < 0.01 MOS. A single window (clips up to 10 s) gains only
+from bf16; the sharing pays from 12 s on (30 s: 7 windows over 15 s of frames).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ MAX_BATCH = 8  # windows per tail / P.808 call
 KEYS = ("p808", "ovrl", "sig", "bak")
 
 # Tensor names in sig_bak_ovr.onnx: the frames (B, T, 320) feeding its STFT, the output of
-# the first pooling's output (B, 32, T / 2, 80), and the model's output.
+# its first pooling (B, 32, T / 2, 80), where we split it, and the model's output.
 P835_FRAMES = "mos_estimator_logpow/concat:0"
 P835_SPLIT = "mos_estimator_logpow/conv2d_3/Relu:0_pooling0"
 P835_OUT = "Identity:0"
@@ -215,24 +217,61 @@ class _TorchStack:
                 w = torch.nn.functional.pad(w, (0, 0, 0, 0, 0, 7))
             w = w.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
             self.convs.append((w, b.to(torch.bfloat16)))
+        self.tail_convs = []
+        for name in ("conv2d_4", "conv2d_5", "conv2d_6"):
+            w = tensor(name, 1).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+            self.tail_convs.append((w, tensor(name, 2).to(torch.bfloat16)))
+        self.dense = [
+            (
+                tensor(f"mos_estimator_logpow/{name}/MatMul_add", 1),
+                tensor(f"mos_estimator_logpow/{name}/BiasAdd_add", 1),
+            )
+            for name in ("dense", "dense_1", "dense_3")
+        ]
 
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
+    def _run(self, fn: Callable[[], np.ndarray]) -> np.ndarray:
         torch = self.torch
         before = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         try:
             with torch.inference_mode():
-                spectrum = torch.from_numpy(np.ascontiguousarray(frames)) @ self.stft
-                half = spectrum.shape[-1] // 2
-                power = spectrum[..., :half].square() + spectrum[..., half:].square()
-                h = torch.log10(power.clamp_min(1e-12)).to(torch.bfloat16)
-                h = torch.nn.functional.pad(h.unsqueeze(-1), (0, 7)).permute(0, 3, 1, 2)
-                for w, b in self.convs:
-                    h = torch.nn.functional.conv2d(h, w, b, padding=1).relu_()
-                h = torch.nn.functional.max_pool2d(h, 2)
-                return h.float().contiguous().numpy()
+                return fn()
         finally:
             torch.set_num_threads(before)
+
+    def stack(self, frames: np.ndarray) -> np.ndarray:
+        """(B, T, 320) frames -> (B, T / 2, 80, 32) pooled maps, time-major, as the int16
+        bit patterns of bf16 (numpy has no bf16; slicing and copying need none)."""
+        torch, F = self.torch, self.torch.nn.functional
+
+        def run() -> np.ndarray:
+            spectrum = torch.from_numpy(np.ascontiguousarray(frames)) @ self.stft
+            half = spectrum.shape[-1] // 2
+            power = spectrum[..., :half].square() + spectrum[..., half:].square()
+            h = torch.log10(power.clamp_min(1e-12)).to(torch.bfloat16)
+            h = F.pad(h.unsqueeze(-1), (0, 7)).permute(0, 3, 1, 2)
+            for w, b in self.convs:
+                h = F.conv2d(h, w, b, padding=1).relu_()
+            h = F.max_pool2d(h, 2).permute(0, 2, 3, 1).contiguous()
+            return h.view(torch.int16).numpy()
+
+        return self._run(run)
+
+    def tail(self, maps: np.ndarray) -> np.ndarray:
+        """(n, 450, 80, 32) maps from ``stack`` -> (n, 3) raw P.835 outputs."""
+        torch, F = self.torch, self.torch.nn.functional
+
+        def run() -> np.ndarray:
+            h = torch.from_numpy(maps).view(torch.bfloat16).permute(0, 3, 1, 2)
+            for i, (w, b) in enumerate(self.tail_convs):
+                h = F.conv2d(h, w, b, padding=1).relu_()
+                h = F.max_pool2d(h, 2) if i < 2 else h.amax(dim=(2, 3)).float()
+            for i, (w, b) in enumerate(self.dense):
+                h = torch.addmm(b, h, w)
+                h = h.relu_() if i < 2 else h
+            return h.numpy()
+
+        return self._run(run)
 
 
 class DNSMOS:
@@ -261,12 +300,24 @@ class DNSMOS:
         if bf16 is None:
             bf16 = "CUDAExecutionProvider" not in providers and native_bf16()
         self.bf16 = bf16
+        # _stack: (B, T, 320) frames -> (B, T / 2, ...) pooled maps, time first;
+        # _tail: (n, 450, ...) maps of whole windows -> (n, 3) raw P.835 outputs.
         if bf16:
-            self._stack: Callable[[np.ndarray], np.ndarray] = _TorchStack(p835, threads)
+            torch_stack = _TorchStack(p835, threads)
+            self._stack, self._tail = torch_stack.stack, torch_stack.tail
         else:
             front = load(_subgraph(p835, P835_FRAMES, P835_SPLIT, 3))
-            self._stack = lambda x: front.run(None, {P835_FRAMES: np.ascontiguousarray(x)})[0]
-        self.p835_tail = load(_subgraph(p835, P835_SPLIT, P835_OUT, 4))
+            tail = load(_subgraph(p835, P835_SPLIT, P835_OUT, 4))
+
+            def stack(x: np.ndarray) -> np.ndarray:
+                maps = front.run(None, {P835_FRAMES: np.ascontiguousarray(x)})[0]
+                return maps.transpose(0, 2, 1, 3)
+
+            def tail_fn(maps: np.ndarray) -> np.ndarray:
+                maps = np.ascontiguousarray(maps.transpose(0, 2, 1, 3))
+                return tail.run(None, {P835_SPLIT: maps})[0]
+
+            self._stack, self._tail = stack, tail_fn
         self.p808 = load(str(models / "model_v8.onnx"))
         # The first call pays librosa's, onnxruntime's and oneDNN's lazy set-up; pay it now
         # rather than in the first answer's evaluation time.
@@ -312,23 +363,23 @@ class DNSMOS:
             hi = min(lo + CHUNK, end)
             a, b = max(begin, lo - HALO), min(end, hi + HALO)
             part = self._stack(stft_frames(audio, a, b)[None])[0]
-            part = part[:, (lo - a) // POOL : (hi - a) // POOL]
-            buffer = part if buffer is None else np.concatenate([buffer, part], axis=1)
+            part = part[(lo - a) // POOL : (hi - a) // POOL]
+            buffer = part if buffer is None else np.concatenate([buffer, part])
             ready = [s for s in todo if s * hop + FRAMES <= hi]
             for i in range(0, len(ready), MAX_BATCH):
                 batch = ready[i : i + MAX_BATCH]
                 offsets = [(s * hop - buffer_start) // POOL for s in batch]
-                maps = np.stack([buffer[:, o : o + width] for o in offsets])
+                maps = np.stack([buffer[o : o + width] for o in offsets])
                 for n, s in enumerate(batch):
                     if s != run[0]:
-                        maps[n, :, : HALO // POOL] = edges[s][0]
+                        maps[n, : HALO // POOL] = edges[s][0]
                     if s != run[-1]:
-                        maps[n, :, -HALO // POOL :] = edges[s][1]
-                out.append(self.p835_tail.run(None, {P835_SPLIT: maps})[0])
+                        maps[n, -HALO // POOL :] = edges[s][1]
+                out.append(self._tail(maps))
             todo = todo[len(ready) :]
             if todo:  # drop frames no pending window needs
                 keep = (todo[0] * hop - buffer_start) // POOL
-                buffer, buffer_start = buffer[:, keep:], todo[0] * hop
+                buffer, buffer_start = buffer[keep:], todo[0] * hop
         return np.concatenate(out)
 
     def _edges(self, audio: np.ndarray, run: list[int]) -> dict[int, list[np.ndarray]]:
@@ -343,9 +394,9 @@ class DNSMOS:
         maps = self._stack(np.stack(frames))
         edges: dict[int, list] = {s: [None, None] for s in run}
         for s, m in zip(run[1:], maps[: len(run) - 1], strict=True):
-            edges[s][0] = m[:, : HALO // POOL]
+            edges[s][0] = m[: HALO // POOL]
         for s, m in zip(run[:-1], maps[len(run) - 1 :], strict=True):
-            edges[s][1] = m[:, -HALO // POOL :]
+            edges[s][1] = m[-HALO // POOL :]
         return edges
 
 
