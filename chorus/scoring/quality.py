@@ -9,8 +9,9 @@ every 100 frames), and each window's only differences, the 4 frames at either ed
 own zero padding is seen, are recomputed from 8-frame runs; with fp32 this reproduces
 speechmos to ~1e-5 MOS. The rest of the graph (small convs, dense head) and the P.808 model
 run per window, batched; P.808's STFT frames are shared too. Where the CPU computes bfloat16
-natively the shared conv stack runs in bf16 through torch/oneDNN (about 2x faster than fp32
-here), which moves scores by < 0.01 MOS. A single window (clips up to 10 s) gains only
+natively the P.835 convolutions run in bf16 through torch/oneDNN (about 2x faster than fp32
+here), which moves scores by < 0.01 MOS; P.808 stays fp32 onnxruntime (cheap, and its
+1-channel first layer gains nothing in bf16). A single window (clips up to 10 s) gains only
 from bf16; the sharing pays from 12 s on (30 s: 7 windows over 15 s of frames).
 """
 
@@ -191,8 +192,8 @@ def native_bf16() -> bool:
 
 
 class _TorchStack:
-    """The P.835 STFT, log power, four full-resolution convs and first pooling in torch,
-    convolutions in bf16 channels-last (oneDNN). Weights are the ONNX file's.
+    """The P.835 model in torch, split as ``DNSMOS`` needs it, convolutions in bf16
+    channels-last (oneDNN). Weights are the ONNX file's; outputs match it to < 0.01 MOS.
 
     It runs on ``threads`` torch threads (1 when 0), set around each call: oneDNN's OpenMP
     barriers spin, and on a busy 2-core machine a second thread cost more CPU and wall
@@ -282,8 +283,12 @@ class DNSMOS:
     has it natively and no GPU is used); False matches speechmos's fp32 scores to ~1e-5."""
 
     def __init__(self, threads: int = 0, bf16: bool | None = None):
-        import onnx
         import onnxruntime as ort
+
+        try:
+            import onnx
+        except ImportError as e:  # a dependency since the split graphs
+            raise ImportError("DNSMOS needs the onnx package (onnx==1.23.2)") from e
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
