@@ -17,8 +17,10 @@ from bf16; the sharing pays from 12 s on (30 s: 7 windows over 15 s of frames).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache, partial
 from importlib import resources
 
@@ -35,7 +37,7 @@ FRAMES = 900  # frames per window, in both models
 WINDOW_HOP_FRAMES = HOP_SAMPLES // FRAME_HOP
 HALO = 4  # four 3x3 convs (padding 1) before the first pooling: each reaches a frame further
 POOL = 2  # the first pooling halves time and frequency; windows start on even frames
-CHUNK = 600  # frames per shared conv-stack run: bounds memory on two-minute clips
+CHUNK = 600  # most frames per shared conv-stack call: bounds its memory (~25 MB in bf16)
 MAX_BATCH = 8  # windows per tail / P.808 call
 KEYS = ("p808", "ovrl", "sig", "bak")
 
@@ -195,15 +197,14 @@ class _TorchStack:
     """The P.835 model in torch, split as ``DNSMOS`` needs it, convolutions in bf16
     channels-last (oneDNN). Weights are the ONNX file's; outputs match it to < 0.01 MOS.
 
-    It runs on ``threads`` torch threads (1 when 0), set around each call: oneDNN's OpenMP
-    barriers spin, and on a busy 2-core machine a second thread cost more CPU and wall
-    time than it saved (30 s clip: 1.1 CPU-s / 1.5 s wall with 2, 0.72 / 0.76 with 1)."""
+    Each call runs on one torch thread (``DNSMOS`` runs calls side by side); the process's
+    torch thread count is put back after each call."""
 
-    def __init__(self, model, threads: int):
+    def __init__(self, model):
         import torch
         from onnx import numpy_helper
 
-        self.torch, self.threads = torch, threads or 1
+        self.torch, self.threads = torch, torch.get_num_threads()
         weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
         nodes = {node.name: node for node in model.graph.node}
 
@@ -232,13 +233,12 @@ class _TorchStack:
 
     def _run(self, fn: Callable[[], np.ndarray]) -> np.ndarray:
         torch = self.torch
-        before = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
+        torch.set_num_threads(1)
         try:
             with torch.inference_mode():
                 return fn()
         finally:
-            torch.set_num_threads(before)
+            torch.set_num_threads(self.threads)
 
     def stack(self, frames: np.ndarray) -> np.ndarray:
         """(B, T, 320) frames -> (B, T / 2, 80, 32) pooled maps, time-major, as the int16
@@ -278,9 +278,13 @@ class _TorchStack:
 class DNSMOS:
     """Both DNSMOS models, loaded once. ``score`` returns MOS values on the 1-5 scale.
 
-    ``threads``: per model call, 0 for onnxruntime's default (see ``_TorchStack`` for the
-    bf16 stack). ``bf16``: run the shared P.835 conv stack in bfloat16 (None: where the CPU
-    has it natively and no GPU is used); False matches speechmos's fp32 scores to ~1e-5."""
+    ``threads``: how many model calls run at once (0: one per core). Each call is single-
+    threaded; the work is split into independent pieces (chunks of frames, batches of
+    windows) instead: OpenMP's spinning barriers inside oneDNN made 2 intra-op threads
+    cost more CPU and wall time than 1 on a busy 2-core machine, while whole pieces on
+    separate threads just wait for a core. ``bf16``: run the P.835 convolutions in bfloat16
+    (None: where the CPU has it natively and no GPU is used); False matches speechmos's
+    fp32 scores to ~1e-5."""
 
     def __init__(self, threads: int = 0, bf16: bool | None = None):
         import onnxruntime as ort
@@ -290,10 +294,10 @@ class DNSMOS:
         except ImportError as e:  # a dependency since the split graphs
             raise ImportError("DNSMOS needs the onnx package (onnx==1.23.2)") from e
 
+        self.workers = threads or os.cpu_count() or 1
+        self._pool = ThreadPoolExecutor(self.workers, "dnsmos") if self.workers > 1 else None
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        # Spinning workers burn a core between the many small calls, on a shared machine.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.intra_op_num_threads = 1
         models = resources.files("speechmos") / "dnsmos_models"
         available = ort.get_available_providers()
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
@@ -308,7 +312,7 @@ class DNSMOS:
         # _stack: (B, T, 320) frames -> (B, T / 2, ...) pooled maps, time first;
         # _tail: (n, 450, ...) maps of whole windows -> (n, 3) raw P.835 outputs.
         if bf16:
-            torch_stack = _TorchStack(p835, threads)
+            torch_stack = _TorchStack(p835)
             self._stack, self._tail = torch_stack.stack, torch_stack.tail
         else:
             front = load(_subgraph(p835, P835_FRAMES, P835_SPLIT, 3))
@@ -329,6 +333,9 @@ class DNSMOS:
         tone = 0.1 * np.sin(2 * np.pi * 220 * np.arange(WINDOW_SAMPLES + RATE) / RATE)
         self.score(tone.astype(np.float32), RATE)
 
+    def _map(self, fn: Callable, items: Sequence) -> list:
+        return list(self._pool.map(fn, items) if self._pool else map(fn, items))
+
     def score(self, samples: np.ndarray, rate: int) -> dict[str, float]:
         """Mean MOS over speechmos's windows: keys ``p808``, ``ovrl``, ``sig``, ``bak``."""
         audio = np.clip(resample(to_mono_float(samples), rate, RATE), -1.0, 1.0)
@@ -338,13 +345,14 @@ class DNSMOS:
         """Scores of 16 kHz float32 audio already at least one window long."""
         starts = window_starts(audio.size)
         raw = np.concatenate([self._p835(audio, run) for run in groups(starts)])
-        p808 = [
-            self.p808.run(None, {"input_1": p808_features(audio, starts[i : i + MAX_BATCH])})[0]
-            for i in range(0, len(starts), MAX_BATCH)
-        ]
+
+        def p808(batch: Sequence[int]) -> np.ndarray:
+            return self.p808.run(None, {"input_1": p808_features(audio, batch)})[0]
+
+        batches = [starts[i : i + MAX_BATCH] for i in range(0, len(starts), MAX_BATCH)]
         sig, bak, ovrl = raw.T
         return {
-            "p808": float(np.mean(np.concatenate(p808))),
+            "p808": float(np.mean(np.concatenate(self._map(p808, batches)))),
             "ovrl": float(np.mean(P835_FITS["ovrl"](ovrl))),
             "sig": float(np.mean(P835_FITS["sig"](sig))),
             "bak": float(np.mean(P835_FITS["bak"](bak))),
@@ -353,45 +361,47 @@ class DNSMOS:
     def _p835(self, audio: np.ndarray, run: list[int]) -> np.ndarray:
         """(len(run), 3) raw P.835 outputs of consecutive windows ``run`` (seconds).
 
-        The conv stack runs over the run's frames in chunks, each with HALO frames of
-        context either side, clipped at the run's ends (the outer windows' own edges). Its
-        pooled output for a window is that slice, with HALO / 2 pooled frames at each inner
-        edge taken from 8-frame runs that see the window's zero padding. All offsets are
-        even, so pooling pairs the same frames as in a lone window. Windows go through the
-        tail as soon as their frames are done: memory stays at about two chunks."""
-        hop, width = WINDOW_HOP_FRAMES, FRAMES // POOL
-        edges = self._edges(audio, run)
+        The conv stack runs over the run's frames in chunks (a multiple of the worker
+        count), each with HALO frames of context either side, clipped at the run's ends
+        (the outer windows' own edges). A window's pooled maps are its slice of the result,
+        with HALO / 2 pooled frames at each inner edge taken from 8-frame runs that see the
+        window's zero padding. All offsets are even, so pooling pairs the same frames as
+        in a lone window."""
+        hop, width, half = WINDOW_HOP_FRAMES, FRAMES // POOL, HALO // POOL
         begin, end = run[0] * hop, run[-1] * hop + FRAMES
-        buffer, buffer_start = None, begin
-        todo, out = list(run), []
-        for lo in range(begin, end, CHUNK):
-            hi = min(lo + CHUNK, end)
+        frames = end - begin
+        count = -(-max(-(-frames // CHUNK), self.workers) // self.workers) * self.workers
+        count = max(1, min(count, frames // 100))
+        size = -(-frames // (count * POOL)) * POOL
+
+        def chunk(lo: int) -> np.ndarray:
+            hi = min(lo + size, end)
             a, b = max(begin, lo - HALO), min(end, hi + HALO)
-            part = self._stack(stft_frames(audio, a, b)[None])[0]
-            part = part[(lo - a) // POOL : (hi - a) // POOL]
-            buffer = part if buffer is None else np.concatenate([buffer, part])
-            ready = [s for s in todo if s * hop + FRAMES <= hi]
-            for i in range(0, len(ready), MAX_BATCH):
-                batch = ready[i : i + MAX_BATCH]
-                offsets = [(s * hop - buffer_start) // POOL for s in batch]
-                maps = np.stack([buffer[o : o + width] for o in offsets])
-                for n, s in enumerate(batch):
-                    if s != run[0]:
-                        maps[n, : HALO // POOL] = edges[s][0]
-                    if s != run[-1]:
-                        maps[n, -HALO // POOL :] = edges[s][1]
-                out.append(self._tail(maps))
-            todo = todo[len(ready) :]
-            if todo:  # drop frames no pending window needs
-                keep = (todo[0] * hop - buffer_start) // POOL
-                buffer, buffer_start = buffer[keep:], todo[0] * hop
-        return np.concatenate(out)
+            maps = self._stack(stft_frames(audio, a, b)[None])[0]
+            return maps[(lo - a) // POOL : (hi - a) // POOL]
+
+        tasks = [partial(self._edges, audio, run)]
+        tasks += [partial(chunk, lo) for lo in range(begin, end, size)]
+        edges, *parts = self._map(lambda task: task(), tasks)
+        pooled = np.concatenate(parts)
+
+        def tail(batch: Sequence[int]) -> np.ndarray:
+            maps = np.stack([pooled[(s * hop - begin) // POOL :][:width] for s in batch])
+            for n, s in enumerate(batch):
+                if s != run[0]:
+                    maps[n, :half] = edges[s][0]
+                if s != run[-1]:
+                    maps[n, -half:] = edges[s][1]
+            return self._tail(maps)
+
+        batches = [run[i : i + MAX_BATCH] for i in range(0, len(run), MAX_BATCH)]
+        return np.concatenate(self._map(tail, batches))
 
     def _edges(self, audio: np.ndarray, run: list[int]) -> dict[int, list[np.ndarray]]:
         """For each inner window edge, the pooled frames the stack gives next to that
         window's own zero padding: from a 2 * HALO-frame run, whose first (or last) HALO
         frames see exactly what the window sees."""
-        hop, span = WINDOW_HOP_FRAMES, 2 * HALO
+        hop, span, half = WINDOW_HOP_FRAMES, 2 * HALO, HALO // POOL
         if len(run) < 2:
             return {}
         frames = [stft_frames(audio, s * hop, s * hop + span) for s in run[1:]]
@@ -399,9 +409,9 @@ class DNSMOS:
         maps = self._stack(np.stack(frames))
         edges: dict[int, list] = {s: [None, None] for s in run}
         for s, m in zip(run[1:], maps[: len(run) - 1], strict=True):
-            edges[s][0] = m[: HALO // POOL]
+            edges[s][0] = m[:half]
         for s, m in zip(run[:-1], maps[len(run) - 1 :], strict=True):
-            edges[s][1] = m[-HALO // POOL :]
+            edges[s][1] = m[-half:]
         return edges
 
 
