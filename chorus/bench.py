@@ -348,21 +348,46 @@ def validator_round(miners: int = 10, seconds: float = 30.0) -> dict:
     }
 
 
+def dnsmos_comparison() -> list[dict]:
+    """Run in a child process: our DNSMOS against ``speechmos.dnsmos.run`` on Piper speech
+    of about 5, 30 and 60 s (the same clips for both)."""
+    from chorus import audio
+    from chorus.generation.tts import PiperTTS
+    from chorus.scoring.quality import RATE, compare_with_speechmos
+
+    tts, rows = PiperTTS(seed=0), []
+    for seconds in (5, 30, 60):
+        samples, rate = tts.synthesize(speech_text(seconds, seed=seconds))
+        clip = audio.resample(samples, rate, RATE)
+        print(f"[dnsmos] {len(clip) / RATE:.0f} s clip", file=sys.stderr, flush=True)
+        rows.append({"seconds": round(len(clip) / RATE, 1), **compare_with_speechmos([clip])})
+    return rows
+
+
 def validator_bench() -> str:
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(1) as pool:
         r = pool.apply(validator_round)
-    return "\n".join(
-        [
-            "#### Validator throughput",
-            "| Answers in the round | Audio per answer (s) | Round scored in (s) | Per answer (s) "
-            "| Mean score | Peak RSS, every evaluator loaded (MB) |",
-            "|---|---|---|---|---|---|",
-            f"| {r['miners']} | {r['audio_s']} | {r['round_s']} | {r['per_answer_s']} | "
-            f"{r['mean_score']} | {r['peak_rss_mb']} |",
-            "",
-        ]
-    )
+    with ctx.Pool(1) as pool:
+        dnsmos = pool.apply(dnsmos_comparison)
+    lines = [
+        "#### Validator throughput",
+        "| Answers in the round | Audio per answer (s) | Round scored in (s) | Per answer (s) "
+        "| Mean score | Peak RSS, every evaluator loaded (MB) |",
+        "|---|---|---|---|---|---|",
+        f"| {r['miners']} | {r['audio_s']} | {r['round_s']} | {r['per_answer_s']} | "
+        f"{r['mean_score']} | {r['peak_rss_mb']} |",
+        "",
+        "#### DNSMOS: ours against `speechmos.dnsmos.run` on the same clips",
+        "| Clip (s) | max diff P.808 | OVRL | SIG | BAK | Speed-up (CPU time) | Speed-up (wall) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {d['seconds']} | {d['p808']:.4f} | {d['ovrl']:.4f} | {d['sig']:.4f} | "
+        f"{d['bak']:.4f} | {d['speedup_cpu']:.1f}x | {d['speedup_wall']:.1f}x |"
+        for d in dnsmos
+    ]
+    return "\n".join([*lines, ""])
 
 
 def voices_table() -> str:
