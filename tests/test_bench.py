@@ -1,0 +1,62 @@
+"""chorus bench: its JSON rows and the report file it rewrites in place."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from chorus.bench import Row, markdown, write_report
+
+
+def test_bench_json_rows_for_music():
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chorus.cli",
+            "bench",
+            "--service",
+            "music",
+            "--duration",
+            "3",
+            "--runs",
+            "1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert [(x["service"], x["task"]) for x in rows] == [
+        ("music", "generation"),
+        ("music", "evaluation"),
+    ]
+    for x in rows:
+        assert set(x) == {
+            "service",
+            "task",
+            "duration_s",
+            "avg_s",
+            "max_s",
+            "min_s",
+            "rtf",
+            "peak_rss_mb",
+        }
+        assert abs(x["duration_s"] - 3) <= 0.1 and 0 < x["min_s"] <= x["avg_s"] <= x["max_s"]
+        assert abs(x["rtf"] - x["avg_s"] / x["duration_s"]) < 1e-3 and x["peak_rss_mb"] > 50
+
+
+def test_report_sections_are_replaced_in_place(tmp_path):
+    path = tmp_path / "b.md"
+    path.write_text("# Benchmarks\n\nintro kept\n")
+    row = Row("tts", "evaluation", 30.0, 1.0, 1.2, 0.9, 0.033, 900.0)
+    write_report(path, "services", markdown([row], "test machine"))
+    write_report(path, "load", "load table")
+    write_report(path, "services", markdown([row], "second run"))
+    text = path.read_text()
+    assert text.count("<!-- bench:services -->") == 1 and "second run" in text
+    assert "test machine" not in text and "intro kept" in text and "load table" in text
+    assert "| TTS | evaluation | 1.00 | 1.10 | A100 | 0.91 |" in text  # beside the seed's best
