@@ -16,6 +16,8 @@ cosine similarity linearly from ``SIMILARITY_RANGE`` onto [0, 1], so different-s
 
 from __future__ import annotations
 
+import hashlib
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from chorus.voices import VoiceBank
 SIMILARITY_RANGE = (0.6, 0.85)  # cosine scoring 0 and 1
 MAX_COPIED = 0.25  # share of answer frames copied from the reference that zeroes the score
 STOCK_MARGIN = 0.05  # how much nearer the stock voice than the reference an answer may be
+MAX_CACHED_REFERENCES = 32
 COPY_DISTANCE = 2.0  # RMS dB difference per mel band under which two frames are the same audio
 FLOOR_DB = 40.0
 COPY_RUN = 10  # consecutive matching frames (100 ms) that make a copy, not a coincidence
@@ -96,6 +99,31 @@ class CloneEvaluator:
         self.tts = tts_evaluator or TTSEvaluator()
         self.speaker = speaker or SpeakerEncoder()
         self.stock = stock or PiperTTS()
+        self._stock_embedding: np.ndarray | None = None
+        self._references: dict[bytes, np.ndarray] = {}  # every miner in a round shares one
+        self._lock = threading.Lock()
+
+    def stock_embedding(self) -> np.ndarray:
+        """The stock Piper voice's embedding. A speaker embedding barely depends on the
+        words, so one reading of a fixed paragraph stands for any text, and no answer pays
+        for a fresh Piper synthesis."""
+        with self._lock:
+            if self._stock_embedding is None:
+                audio, rate = self.stock.synthesize(" ".join(BENCH_TEXTS))
+                self._stock_embedding = self.speaker.embed(audio, rate)
+            return self._stock_embedding
+
+    def reference_embedding(self, ref: np.ndarray) -> np.ndarray:
+        key = hashlib.sha1(ref.tobytes()).digest()
+        with self._lock:
+            cached = self._references.get(key)
+        if cached is None:
+            cached = self.speaker.embed(ref, SPEAKER_RATE)
+            with self._lock:
+                if len(self._references) >= MAX_CACHED_REFERENCES:
+                    self._references.pop(next(iter(self._references)))
+                self._references[key] = cached
+        return cached
 
     def evaluate(
         self,
@@ -120,9 +148,8 @@ class CloneEvaluator:
         answer = resample(to_mono_float(samples), rate, SPEAKER_RATE)
         ref = resample(to_mono_float(reference), reference_rate, SPEAKER_RATE)
         emb = self.speaker.embed(answer, SPEAKER_RATE)
-        similarity = float(emb @ self.speaker.embed(ref, SPEAKER_RATE))
-        stock_audio, stock_rate = self.stock.synthesize(text)
-        stock_similarity = float(emb @ self.speaker.embed(stock_audio, stock_rate))
+        similarity = float(emb @ self.reference_embedding(ref))
+        stock_similarity = float(emb @ self.stock_embedding())
         copied = copied_fraction(answer, ref)
         metrics.update(
             speaker_similarity=round(similarity, 4),
