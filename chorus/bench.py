@@ -100,6 +100,17 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {gpu}"
 
 
+def _stdout_to_stderr() -> None:
+    """Pool initializer: whatever a measuring process or a C library in it prints goes to
+    stderr, so that ``--json`` output on stdout stays parseable."""
+    sys.stdout.flush()
+    os.dup2(2, 1)
+
+
+def _pool(ctx):
+    return ctx.Pool(1, initializer=_stdout_to_stderr)
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -212,7 +223,7 @@ def run_bench(services: list[str], duration: float | None, runs: int) -> list[Ro
     rows: list[Row] = []
     for service in services:
         seconds = duration or DEFAULT_DURATION[service]
-        with ctx.Pool(1) as pool:
+        with _pool(ctx) as pool:
             rows += [Row(**r) for r in pool.apply(measure, (service, seconds, runs))]
     return rows
 
@@ -366,9 +377,9 @@ def dnsmos_comparison() -> list[dict]:
 
 def validator_bench() -> str:
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(1) as pool:
+    with _pool(ctx) as pool:
         r = pool.apply(validator_round)
-    with ctx.Pool(1) as pool:
+    with _pool(ctx) as pool:
         dnsmos = pool.apply(dnsmos_comparison)
     lines = [
         "#### Validator throughput",
@@ -407,7 +418,7 @@ def voices_table() -> str:
 
 def voices_bench() -> str:
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(1) as pool:
+    with _pool(ctx) as pool:
         table = pool.apply(voices_table)
     return "\n".join(
         [
