@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
 
 import numpy as np
 
@@ -97,15 +96,4 @@ class TTSEvaluator:
             quality=round(quality, 4),
         )
         return Score(score, metrics, time.perf_counter() - start)
-
-
-@cache
-def default_evaluator() -> TTSEvaluator:
-    """One shared evaluator per process: model loading takes seconds, scoring does not."""
-    return TTSEvaluator()
-
-
-def evaluate(samples: np.ndarray, rate: int, text: str) -> Score:
-    """Score a TTS answer with the shared evaluator (for the CLI and one-off use)."""
-    return default_evaluator().evaluate(samples, rate, text)
 
