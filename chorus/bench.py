@@ -310,9 +310,9 @@ def validator_round(miners: int = 10, seconds: float = 30.0) -> dict:
     from chorus.cli import load_evaluators
     from chorus.client import CallResult
     from chorus.generation.tts import PiperTTS
-    from chorus.protocol import AudioResponse
+    from chorus.protocol import AudioResponse, TTSRequest
     from chorus.store import ValidatorStore
-    from chorus.validator import Validator, ValidatorSettings
+    from chorus.validator import Task, Validator, ValidatorSettings
 
     tmp = Path(tempfile.mkdtemp())
     evaluators = load_evaluators({"tts", "clone", "music"})
@@ -324,9 +324,10 @@ def validator_round(miners: int = 10, seconds: float = 30.0) -> dict:
         evaluators,
         ValidatorSettings(services=("tts",), seed=1),
     )
-    task = validator._tts_task()
     text = speech_text(seconds, seed=3)
-    task.prompt, task.score = text, lambda x, r: evaluators["tts"].evaluate(x, r, text)
+    task = Task(
+        "tts", text, TTSRequest(text=text), lambda x, r: evaluators["tts"].evaluate(x, r, text)
+    )
     tts = PiperTTS()
     results = []
     for uid in range(miners):

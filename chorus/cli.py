@@ -181,12 +181,20 @@ def cmd_chain(args) -> int:
 
 def load_backends(args) -> dict:
     from chorus.generation import load_backend
+    from chorus.generation.tts import PiperTTS
 
-    backends = {}
+    backends: dict = {}
     for service in ("tts", "clone", "music"):
         name = getattr(args, f"{service}_backend", None)
         if name and name != "none":
-            backends[service] = load_backend(service, name)
+            options = {}
+            # The WORLD cloners speak with Piper first: reuse the TTS backend's voice rather
+            # than loading a second copy (never the degraded one, which would clone badly).
+            if service == "clone" and type(backends.get("tts")) is PiperTTS:
+                options["tts"] = backends["tts"]
+            if service == "clone" and args.clone_weights:
+                options["weights"] = args.clone_weights
+            backends[service] = load_backend(service, name, **options)
     if not backends:
         raise UsageError("the miner has no backend to serve; pass --tts-backend piper")
     return backends
@@ -458,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--axon-host", default=None, help="address published on the chain")
     p.add_argument("--tts-backend", default="piper", help="tts backend (piper, degraded) or none")
     p.add_argument("--clone-backend", default="none", help="clone backend (world, neural) or none")
+    p.add_argument("--clone-weights", default=None, help="weights file for a neural clone backend")
     p.add_argument("--music-backend", default="none", help="music backend (symbolic) or none")
     p.add_argument("--min-stake", type=float, default=0.0, help="minimum caller stake")
     p.add_argument("--blacklist", nargs="*", help="hotkeys to refuse")

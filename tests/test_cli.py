@@ -141,3 +141,19 @@ def test_operator_docs_list_every_flag(doc, command):
     sub = build_parser()._subparsers._group_actions[0].choices[command]
     flags = {o for a in sub._actions for o in a.option_strings if o.startswith("--")}
     assert flags - {"--help"} <= documented, sorted(flags - documented - {"--help"})
+
+
+def test_miner_clone_backend_reuses_the_tts_voice():
+    from argparse import Namespace
+
+    from chorus.cli import load_backends
+
+    args = Namespace(
+        tts_backend="piper", clone_backend="world", clone_weights=None, music_backend="none"
+    )
+    backends = load_backends(args)
+    assert backends["clone"].tts is backends["tts"]  # one Piper model in memory, not two
+    args.tts_backend = "degraded"
+    degraded = load_backends(args)
+    assert type(degraded["clone"].tts).__name__ == "PiperTTS"  # never clones the degraded voice
+    assert degraded["clone"].tts is not degraded["tts"]
