@@ -12,7 +12,8 @@ from chorus.scoring.tts import TTSEvaluator
 
 @pytest.fixture(scope="session")
 def piper() -> PiperTTS:
-    return PiperTTS()
+    """Seeded, so a failure can be reproduced (miners draw a seed per process)."""
+    return PiperTTS(seed=0)
 
 
 @pytest.fixture(scope="session")

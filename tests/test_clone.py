@@ -22,6 +22,7 @@ from chorus.scoring.tts import TTSEvaluator
 from chorus.voices import FESTIVAL_PACKAGES, VoiceBank
 
 TEXT = "Our train leaves the station at half past seven every morning."
+SECOND_TEXT = "Please bring three green apples and a loaf of bread home tonight."
 # A male and a female speaker, both unlike the Piper voice. (kal, US male, is the bank's
 # nearest voice to Piper: its clone gains only ~0.1 similarity over stock, too close to
 # test a margin on.)
@@ -66,7 +67,13 @@ def test_honest_clone_beats_every_cheat(voice, world, evaluator, references, pip
     assert rate == RATE and np.isfinite(clone).all() and clone.size > 2 * RATE
     honest = evaluator.evaluate(clone, rate, TEXT, reference, ref_rate)
     assert honest.reason is None, honest.metrics
-    assert honest.metrics["wer"] <= 0.2, honest.metrics["transcript"]
+    # Piper samples noise, so one sentence in eight loses a word or two after conversion
+    # (docs/voice-cloning.md); intelligibility is judged over two sentences.
+    second = evaluator.evaluate(
+        *world.clone(SECOND_TEXT, reference, ref_rate), SECOND_TEXT, reference, ref_rate
+    )
+    transcripts = honest.metrics["transcript"], second.metrics["transcript"]
+    assert (honest.metrics["wer"] + second.metrics["wer"]) / 2 <= 0.15, transcripts
     stock = piper.synthesize(TEXT)
     noise = np.random.default_rng(0).normal(0, 0.1, 4 * RATE).astype(np.float32)
     cheats = {

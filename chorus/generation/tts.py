@@ -44,15 +44,23 @@ class PiperTTS:
         self.sample_rate: int = self.voice.config.sample_rate
         # Piper scales each sentence to full range; leave headroom so no peak clips.
         self.config = SynthesisConfig(length_scale=length_scale, volume=0.9)
+        # No sampled noise: the same audio in every process, for calibration and references.
+        self.noiseless_config = SynthesisConfig(
+            length_scale=length_scale, volume=0.9, noise_scale=0.0, noise_w_scale=0.0
+        )
         self.model = f"piper:{PIPER_VOICES['joe']}"
         self.voices = sorted(PIPER_VOICES)
 
-    def synthesize(self, text: str, voice: str | None = None) -> tuple[np.ndarray, int]:
+    def synthesize(
+        self, text: str, voice: str | None = None, noiseless: bool = False
+    ) -> tuple[np.ndarray, int]:
+        """Speak ``text``; ``noiseless`` skips VITS's sampling so the result is reproducible."""
         if voice is not None and voice not in PIPER_VOICES:
             raise UnknownVoiceError(f"unknown voice {voice!r}; this miner has {self.voices}")
         pause = np.zeros(int(SENTENCE_PAUSE_S * self.sample_rate), dtype=np.float32)
         parts: list[np.ndarray] = []
-        for chunk in self.voice.synthesize(text, syn_config=self.config):
+        config = self.noiseless_config if noiseless else self.config
+        for chunk in self.voice.synthesize(text, syn_config=config):
             if parts:
                 parts.append(pause)
             parts.append(chunk.audio_float_array)
@@ -73,8 +81,10 @@ class DegradedTTS(PiperTTS):
         self.rng = np.random.default_rng(seed)
         self.model = f"degraded:{PIPER_VOICES['joe']}"
 
-    def synthesize(self, text: str, voice: str | None = None) -> tuple[np.ndarray, int]:
-        clean, rate = super().synthesize(text, voice)
+    def synthesize(
+        self, text: str, voice: str | None = None, noiseless: bool = False
+    ) -> tuple[np.ndarray, int]:
+        clean, rate = super().synthesize(text, voice, noiseless)
         if clean.size == 0:
             return clean, rate
         narrow = resample(resample(clean, rate, 8000), 8000, rate)

