@@ -107,3 +107,16 @@ def test_speech_and_tones_pass_every_gate(speech, degraded) -> None:
     chord = sum(0.2 * np.sin(2 * np.pi * f * t) for f in (261.6, 329.6, 392.0))
     for audio in (samples, hissy, chord.astype(np.float32)):
         assert gates.first_failure(audio, rate) is None
+
+
+def test_beside_work_runs_only_for_answers_past_the_gates(tts_evaluator, speech) -> None:
+    """The voice-cloning checks ride along with Whisper, but junk never pays for them."""
+    calls = []
+    samples, rate = speech
+    score, extra = tts_evaluator.evaluate_beside(
+        samples, rate, PROMPT, lambda: calls.append("ran") or 42
+    )
+    assert score.reason is None and extra == 42 and calls == ["ran"]
+    silence = np.zeros(3 * rate, dtype=np.float32)
+    score, extra = tts_evaluator.evaluate_beside(silence, rate, PROMPT, lambda: calls.append(1))
+    assert score.score == 0.0 and score.reason and extra is None and calls == ["ran"]

@@ -29,6 +29,7 @@ import numpy as np
 from chorus.audio import resample, to_mono_float
 from chorus.generation.tts import PiperTTS
 from chorus.scoring import Score
+from chorus.scoring.cores import single_threaded_scoring
 from chorus.scoring.speaker import SPEAKER_RATE, SpeakerEncoder
 from chorus.scoring.tts import TTSEvaluator
 from chorus.voices import VoiceBank
@@ -102,6 +103,7 @@ class CloneEvaluator:
         self._stock_embedding: np.ndarray | None = None
         self._references: dict[bytes, np.ndarray] = {}  # every miner in a round shares one
         self._lock = threading.Lock()
+        single_threaded_scoring()  # the speaker encoder's torch, now that it is loaded
 
     def stock_embedding(self) -> np.ndarray:
         """The stock Piper voice's embedding. A speaker embedding barely depends on the
@@ -135,22 +137,26 @@ class CloneEvaluator:
     ) -> Score:
         """Score ``samples`` as ``text`` spoken in the voice of ``reference``, in [0, 1]."""
         start = time.perf_counter()
-        base = self.tts.evaluate(samples, rate, text)
+
+        def speaker_checks() -> tuple[float, float, float]:
+            answer = resample(to_mono_float(samples), rate, SPEAKER_RATE)
+            ref = resample(to_mono_float(reference), reference_rate, SPEAKER_RATE)
+            emb = self.speaker.embed(answer, SPEAKER_RATE)
+            similarity = float(emb @ self.reference_embedding(ref))
+            return similarity, float(emb @ self.stock_embedding()), copied_fraction(answer, ref)
+
+        # The speaker checks run beside Whisper, once the answer has passed the gates.
+        base, checks = self.tts.evaluate_beside(samples, rate, text, speaker_checks)
         metrics = {
             **base.metrics,
             "speaker_similarity": None,
             "stock_similarity": None,
             "copied": None,
         }
-        if base.reason:
+        if base.reason or checks is None:
             return Score(0.0, metrics, time.perf_counter() - start, base.reason)
 
-        answer = resample(to_mono_float(samples), rate, SPEAKER_RATE)
-        ref = resample(to_mono_float(reference), reference_rate, SPEAKER_RATE)
-        emb = self.speaker.embed(answer, SPEAKER_RATE)
-        similarity = float(emb @ self.reference_embedding(ref))
-        stock_similarity = float(emb @ self.stock_embedding())
-        copied = copied_fraction(answer, ref)
+        similarity, stock_similarity, copied = checks
         metrics.update(
             speaker_similarity=round(similarity, 4),
             stock_similarity=round(stock_similarity, 4),

@@ -8,11 +8,14 @@ after its first pooling: the conv stack runs once over the clip's frames (a wind
 every 100 frames), and each window's only differences, the 4 frames at either edge where its
 own zero padding is seen, are recomputed from 8-frame runs; with fp32 this reproduces
 speechmos to ~1e-5 MOS. The rest of the graph (small convs, dense head) and the P.808 model
-run per window, batched; P.808's STFT frames are shared too. Where the CPU computes bfloat16
-natively the P.835 convolutions run in bf16 through torch/oneDNN (about 2x faster than fp32
-here), which moves scores by < 0.01 MOS; P.808 stays fp32 onnxruntime (cheap, and its
-1-channel first layer gains nothing in bf16). A single window (clips up to 10 s) gains only
-from bf16; the sharing pays from 12 s on (30 s: 7 windows over 15 s of frames).
+run per window, batched; P.808's STFT frames are shared too. A single window (clips up to
+10 s) gains nothing from the sharing; it pays from 12 s on.
+
+The shared convolutions run in fp32 onnxruntime, or in bfloat16 through torch/oneDNN where
+the CPU has native bf16 and that measures faster at load (see ``DNSMOS``): which is faster
+depends on the CPU (on an Intel Xeon with AVX512-BF16, bf16 took 1.8x the CPU time of fp32
+onnxruntime, 28 s clip: 1.05 s against 0.58 s; on an AMD EPYC it was about 2x faster).
+P.808 always runs in fp32 onnxruntime (cheap, and its 1-channel first layer gains nothing).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from importlib import resources
 import numpy as np
 
 from chorus.audio import resample, to_mono_float
+from chorus.scoring.cores import on_a_core, single_threaded_scoring
 
 RATE = 16000
 WINDOW = 9.01  # seconds, as DNSMOS was trained
@@ -37,7 +41,9 @@ FRAMES = 900  # frames per window, in both models
 WINDOW_HOP_FRAMES = HOP_SAMPLES // FRAME_HOP
 HALO = 4  # four 3x3 convs (padding 1) before the first pooling: each reaches a frame further
 POOL = 2  # the first pooling halves time and frequency; windows start on even frames
-CHUNK = 600  # most frames per shared conv-stack call: bounds its memory (~25 MB in bf16)
+# Most frames per shared conv-stack call. It bounds the activations onnxruntime's arena
+# keeps: 600 frames cost the validator ~120 MB more peak memory than 150, at the same speed.
+CHUNK = 150
 MAX_BATCH = 8  # windows per tail / P.808 call
 KEYS = ("p808", "ovrl", "sig", "bak")
 
@@ -197,14 +203,13 @@ class _TorchStack:
     """The P.835 model in torch, split as ``DNSMOS`` needs it, convolutions in bf16
     channels-last (oneDNN). Weights are the ONNX file's; outputs match it to < 0.01 MOS.
 
-    Each call runs on one torch thread (``DNSMOS`` runs calls side by side); the process's
-    torch thread count is put back after each call."""
+    Each call runs on one torch thread; ``DNSMOS`` runs calls side by side."""
 
     def __init__(self, model):
         import torch
         from onnx import numpy_helper
 
-        self.torch, self.threads = torch, torch.get_num_threads()
+        self.torch = torch
         weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
         nodes = {node.name: node for node in model.graph.node}
 
@@ -232,13 +237,8 @@ class _TorchStack:
         ]
 
     def _run(self, fn: Callable[[], np.ndarray]) -> np.ndarray:
-        torch = self.torch
-        torch.set_num_threads(1)
-        try:
-            with torch.inference_mode():
-                return fn()
-        finally:
-            torch.set_num_threads(self.threads)
+        with self.torch.inference_mode():
+            return fn()
 
     def stack(self, frames: np.ndarray) -> np.ndarray:
         """(B, T, 320) frames -> (B, T / 2, 80, 32) pooled maps, time-major, as the int16
@@ -275,6 +275,18 @@ class _TorchStack:
         return self._run(run)
 
 
+def _seconds(stack: Callable[[np.ndarray], np.ndarray], repeats: int = 3) -> float:
+    """Fastest time of ``stack`` over 200 frames (2 s), after a first untimed call."""
+    frames = np.random.default_rng(0).normal(0, 0.1, (1, 200, 320)).astype(np.float32)
+    stack(frames)
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        stack(frames)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 class DNSMOS:
     """Both DNSMOS models, loaded once. ``score`` returns MOS values on the 1-5 scale.
 
@@ -282,9 +294,12 @@ class DNSMOS:
     threaded; the work is split into independent pieces (chunks of frames, batches of
     windows) instead: OpenMP's spinning barriers inside oneDNN made 2 intra-op threads
     cost more CPU and wall time than 1 on a busy 2-core machine, while whole pieces on
-    separate threads just wait for a core. ``bf16``: run the P.835 convolutions in bfloat16
-    (None: where the CPU has it natively and no GPU is used); False matches speechmos's
-    fp32 scores to ~1e-5."""
+    separate threads just wait for a core.
+
+    ``bf16``: run the shared P.835 convolutions in bfloat16 through torch/oneDNN instead of
+    fp32 onnxruntime (scores move by ~0.001 MOS). None: measure both at load on this CPU,
+    where it has native bf16, and keep the faster; which one won is ``self.backend``. It
+    depends on the CPU: bf16 was 2x faster on an AMD EPYC, 1.8x slower on an Intel Xeon."""
 
     def __init__(self, threads: int = 0, bf16: bool | None = None):
         import onnxruntime as ort
@@ -294,6 +309,7 @@ class DNSMOS:
         except ImportError as e:  # a dependency since the split graphs
             raise ImportError("DNSMOS needs the onnx package (onnx==1.23.2)") from e
 
+        single_threaded_scoring()  # every model call on one thread, calls side by side
         self.workers = threads or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(self.workers, "dnsmos") if self.workers > 1 else None
         options = ort.SessionOptions()
@@ -306,35 +322,49 @@ class DNSMOS:
             return ort.InferenceSession(model, options, providers=providers)
 
         p835 = onnx.load(str(models / "sig_bak_ovr.onnx"))
-        if bf16 is None:
-            bf16 = "CUDAExecutionProvider" not in providers and native_bf16()
-        self.bf16 = bf16
         # _stack: (B, T, 320) frames -> (B, T / 2, ...) pooled maps, time first;
         # _tail: (n, 450, ...) maps of whole windows -> (n, 3) raw P.835 outputs.
+        front = load(_subgraph(p835, P835_FRAMES, P835_SPLIT, 3))
+        tail = load(_subgraph(p835, P835_SPLIT, P835_OUT, 4))
+
+        def stack(x: np.ndarray) -> np.ndarray:
+            maps = front.run(None, {P835_FRAMES: np.ascontiguousarray(x)})[0]
+            return maps.transpose(0, 2, 1, 3)
+
+        def tail_fn(maps: np.ndarray) -> np.ndarray:
+            maps = np.ascontiguousarray(maps.transpose(0, 2, 1, 3))
+            return tail.run(None, {P835_SPLIT: maps})[0]
+
+        self._stack, self._tail, self.backend = stack, tail_fn, "fp32 onnxruntime"
+        if bf16 is None:
+            bf16 = "CUDAExecutionProvider" not in providers and native_bf16()
+            if bf16:
+                probe = _TorchStack(p835)
+                single_threaded_scoring()  # torch is loaded now
+                bf16 = _seconds(probe.stack) < _seconds(stack)
+                del probe
         if bf16:
             torch_stack = _TorchStack(p835)
+            single_threaded_scoring()
             self._stack, self._tail = torch_stack.stack, torch_stack.tail
-        else:
-            front = load(_subgraph(p835, P835_FRAMES, P835_SPLIT, 3))
-            tail = load(_subgraph(p835, P835_SPLIT, P835_OUT, 4))
-
-            def stack(x: np.ndarray) -> np.ndarray:
-                maps = front.run(None, {P835_FRAMES: np.ascontiguousarray(x)})[0]
-                return maps.transpose(0, 2, 1, 3)
-
-            def tail_fn(maps: np.ndarray) -> np.ndarray:
-                maps = np.ascontiguousarray(maps.transpose(0, 2, 1, 3))
-                return tail.run(None, {P835_SPLIT: maps})[0]
-
-            self._stack, self._tail = stack, tail_fn
+            self.backend = "bf16 torch"
         self.p808 = load(str(models / "model_v8.onnx"))
         # The first call pays librosa's, onnxruntime's and oneDNN's lazy set-up; pay it now
         # rather than in the first answer's evaluation time.
         tone = 0.1 * np.sin(2 * np.pi * 220 * np.arange(WINDOW_SAMPLES + RATE) / RATE)
         self.score(tone.astype(np.float32), RATE)
 
+    def _start(self, fn: Callable, item) -> Callable[[], object]:
+        """Start ``fn(item)`` on a worker (on a free core); call the result to wait for it."""
+
+        if self._pool is None:
+            result = on_a_core(partial(fn, item))
+            return lambda: result
+        return self._pool.submit(on_a_core, partial(fn, item)).result
+
     def _map(self, fn: Callable, items: Sequence) -> list:
-        return list(self._pool.map(fn, items) if self._pool else map(fn, items))
+        jobs = [self._start(fn, item) for item in items]
+        return [job() for job in jobs]
 
     def score(self, samples: np.ndarray, rate: int) -> dict[str, float]:
         """Mean MOS over speechmos's windows: keys ``p808``, ``ovrl``, ``sig``, ``bak``."""
@@ -344,15 +374,17 @@ class DNSMOS:
     def score_tiled(self, audio: np.ndarray) -> dict[str, float]:
         """Scores of 16 kHz float32 audio already at least one window long."""
         starts = window_starts(audio.size)
-        raw = np.concatenate([self._p835(audio, run) for run in groups(starts)])
 
         def p808(batch: Sequence[int]) -> np.ndarray:
             return self.p808.run(None, {"input_1": p808_features(audio, batch)})[0]
 
+        # P.808 is queued first, so a core that frees up mid-way always finds work.
         batches = [starts[i : i + MAX_BATCH] for i in range(0, len(starts), MAX_BATCH)]
+        p808_jobs = [self._start(p808, batch) for batch in batches]
+        raw = np.concatenate([self._p835(audio, run) for run in groups(starts)])
         sig, bak, ovrl = raw.T
         return {
-            "p808": float(np.mean(np.concatenate(self._map(p808, batches)))),
+            "p808": float(np.mean(np.concatenate([job() for job in p808_jobs]))),
             "ovrl": float(np.mean(P835_FITS["ovrl"](ovrl))),
             "sig": float(np.mean(P835_FITS["sig"](sig))),
             "bak": float(np.mean(P835_FITS["bak"](bak))),

@@ -11,17 +11,21 @@ telephone-band voice loses about a fifth of the 0.3 against clean Piper).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 
 from chorus.audio import resample, to_mono_float
 from chorus.scoring import Score
 from chorus.scoring.asr import ASR_RATE, Transcriber
+from chorus.scoring.cores import on_a_core
 from chorus.scoring.gates import first_failure
 from chorus.scoring.quality import DNSMOS
 from chorus.text import normalize, word_error_rate
 
+T = TypeVar("T")
 INTELLIGIBILITY_WEIGHT = 0.7
 CHARS_PER_SECOND = 15.0  # normalised prompt characters per second of natural speech
 MIN_DURATION_RATIO = 0.35  # below this share of the expected duration: truncated
@@ -59,10 +63,17 @@ class TTSEvaluator:
     def __init__(self, transcriber: Transcriber | None = None, dnsmos: DNSMOS | None = None):
         self.transcriber = transcriber or Transcriber()
         self.dnsmos = dnsmos or DNSMOS()
-        self._beside = ThreadPoolExecutor(1, thread_name_prefix="dnsmos")
+        self._beside = ThreadPoolExecutor(2, thread_name_prefix="beside-whisper")
 
     def evaluate(self, samples: np.ndarray, rate: int, text: str) -> Score:
         """Score ``samples`` (any rate) as a reading of ``text``, in [0, 1]."""
+        return self.evaluate_beside(samples, rate, text)[0]
+
+    def evaluate_beside(
+        self, samples: np.ndarray, rate: int, text: str, beside: Callable[[], T] | None = None
+    ) -> tuple[Score, T | None]:
+        """``evaluate``, also running ``beside()`` next to Whisper once the gates pass (the
+        voice-cloning scorer's speaker checks): the score, and beside's result or None."""
         start = time.perf_counter()
         audio = to_mono_float(samples)
         seconds = audio.size / rate
@@ -77,11 +88,13 @@ class TTSEvaluator:
         reason = first_failure(audio, rate) or duration_gate(seconds, text)
         if reason:
             metrics["gate"] = reason
-            return Score(0.0, metrics, time.perf_counter() - start, reason)
+            return Score(0.0, metrics, time.perf_counter() - start, reason), None
 
         audio16k = resample(audio, rate, ASR_RATE)  # both models work at 16 kHz
-        # DNSMOS runs beside Whisper: neither keeps both cores busy on its own.
+        # DNSMOS runs beside Whisper, each model call on a core of its own (chorus.scoring.
+        # cores): Whisper decodes on one core, DNSMOS takes the other and then both.
         quality_job = self._beside.submit(self.dnsmos.score, audio16k, ASR_RATE)
+        beside_job = self._beside.submit(on_a_core, beside) if beside else None
         transcript = self.transcriber.transcribe(audio16k, ASR_RATE)
         wer = word_error_rate(text, transcript)
         mos = quality_job.result()
@@ -95,5 +108,5 @@ class TTSEvaluator:
             intelligibility=round(intelligibility, 4),
             quality=round(quality, 4),
         )
-        return Score(score, metrics, time.perf_counter() - start)
-
+        extra = beside_job.result() if beside_job else None
+        return Score(score, metrics, time.perf_counter() - start), extra
