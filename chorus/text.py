@@ -12,10 +12,12 @@ import re
 
 from num2words import num2words
 
+# fmt: off
 MONTHS = [
     "January", "February", "March", "April", "May", "June",
     "July", "August", "September", "October", "November", "December",
 ]
+# fmt: on
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 SCALES = r"(?:thousand|million|billion|trillion)"
 # symbol: (one unit, many units, one hundredth, many hundredths)
@@ -171,9 +173,7 @@ def spell_out(text: str) -> str:
     text = YEAR_RE.sub(lambda m: m.group(1) + _year(m.group(2)), text)
     text = RANGE_RE.sub(lambda m: f"{_cardinal(m.group(1))} to {_cardinal(m.group(2))}", text)
     text = DECIMAL_RE.sub(lambda m: _decimal(m.group(2), m.group(3), m.group(1)), text)
-    return INTEGER_RE.sub(
-        lambda m: ("minus " if m.group(1) else "") + _cardinal(m.group(2)), text
-    )
+    return INTEGER_RE.sub(lambda m: ("minus " if m.group(1) else "") + _cardinal(m.group(2)), text)
 
 
 APOSTROPHES_RE = re.compile(r"[‘’ʼ`´']")

@@ -27,8 +27,10 @@ from chorus.text import normalize, spell_out, word_error_rate
         ("on 14 March", "on the fourteenth of March"),
         ("on 2023-07-14", "on July fourteenth twenty twenty-three"),
         ("on 12/25/2023", "on December twenty-fifth twenty twenty-three"),
-        ("1,234,567 users", "one million two hundred and thirty-four thousand five hundred"
-         " and sixty-seven users"),
+        (
+            "1,234,567 users",
+            "one million two hundred and thirty-four thousand five hundred and sixty-seven users",
+        ),
         ("1523 people", "one thousand five hundred and twenty-three people"),
         ("pi is 3.14, not 3.10", "pi is three point one four, not three point one zero"),
         ("pages 10-20 at -5 degrees", "pages ten to twenty at minus five degrees"),
