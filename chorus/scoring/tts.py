@@ -64,6 +64,10 @@ class TTSEvaluator:
         self.transcriber = transcriber or Transcriber()
         self.dnsmos = dnsmos or DNSMOS()
         self._beside = ThreadPoolExecutor(2, thread_name_prefix="beside-whisper")
+        # The gates' first call pays librosa's lazy set-up (0.8 s here): pay it now, so the
+        # first answer scored is timed like every later one.
+        tone = 0.1 * np.sin(2 * np.pi * 220 * np.arange(ASR_RATE) / ASR_RATE)
+        first_failure(tone.astype(np.float32), ASR_RATE)
 
     def evaluate(self, samples: np.ndarray, rate: int, text: str) -> Score:
         """Score ``samples`` (any rate) as a reading of ``text``, in [0, 1]."""
