@@ -68,12 +68,14 @@ def test_honest_clone_beats_every_cheat(voice, world, evaluator, references, pip
     honest = evaluator.evaluate(clone, rate, TEXT, reference, ref_rate)
     assert honest.reason is None, honest.metrics
     # Piper samples noise, so one sentence in eight loses a word or two after conversion
-    # (docs/voice-cloning.md); intelligibility is judged over two sentences.
+    # (docs/voice-cloning.md); intelligibility is judged over two sentences. Over 12 Piper
+    # seeds per voice their mean WER was 0.04 (worst 0.136); the warp bug this guards
+    # against gave 0.64 on one sentence.
     second = evaluator.evaluate(
         *world.clone(SECOND_TEXT, reference, ref_rate), SECOND_TEXT, reference, ref_rate
     )
     transcripts = honest.metrics["transcript"], second.metrics["transcript"]
-    assert (honest.metrics["wer"] + second.metrics["wer"]) / 2 <= 0.15, transcripts
+    assert (honest.metrics["wer"] + second.metrics["wer"]) / 2 <= 0.2, transcripts
     stock = piper.synthesize(TEXT)
     noise = np.random.default_rng(0).normal(0, 0.1, 4 * RATE).astype(np.float32)
     cheats = {
