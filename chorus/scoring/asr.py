@@ -18,7 +18,6 @@ from chorus.audio import resample, to_mono_float
 from chorus.scoring.cores import on_a_core
 
 ASR_RATE = 16000
-WINDOW_SECONDS = 30  # Whisper decodes 30 s windows
 
 
 class Transcriber:

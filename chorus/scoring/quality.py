@@ -235,17 +235,13 @@ class _TorchStack:
             )
             for name in ("dense", "dense_1", "dense_3")
         ]
-
-    def _run(self, fn: Callable[[], np.ndarray]) -> np.ndarray:
-        with self.torch.inference_mode():
-            return fn()
+        single_threaded_scoring()  # torch is loaded now: one thread per call
 
     def stack(self, frames: np.ndarray) -> np.ndarray:
         """(B, T, 320) frames -> (B, T / 2, 80, 32) pooled maps, time-major, as the int16
         bit patterns of bf16 (numpy has no bf16; slicing and copying need none)."""
         torch, F = self.torch, self.torch.nn.functional
-
-        def run() -> np.ndarray:
+        with torch.inference_mode():
             spectrum = torch.from_numpy(np.ascontiguousarray(frames)) @ self.stft
             half = spectrum.shape[-1] // 2
             power = spectrum[..., :half].square() + spectrum[..., half:].square()
@@ -256,13 +252,10 @@ class _TorchStack:
             h = F.max_pool2d(h, 2).permute(0, 2, 3, 1).contiguous()
             return h.view(torch.int16).numpy()
 
-        return self._run(run)
-
     def tail(self, maps: np.ndarray) -> np.ndarray:
         """(n, 450, 80, 32) maps from ``stack`` -> (n, 3) raw P.835 outputs."""
         torch, F = self.torch, self.torch.nn.functional
-
-        def run() -> np.ndarray:
+        with torch.inference_mode():
             h = torch.from_numpy(maps).view(torch.bfloat16).permute(0, 3, 1, 2)
             for i, (w, b) in enumerate(self.tail_convs):
                 h = F.conv2d(h, w, b, padding=1).relu_()
@@ -271,8 +264,6 @@ class _TorchStack:
                 h = torch.addmm(b, h, w)
                 h = h.relu_() if i < 2 else h
             return h.numpy()
-
-        return self._run(run)
 
 
 def _seconds(stack: Callable[[np.ndarray], np.ndarray], repeats: int = 3) -> float:
@@ -336,16 +327,14 @@ class DNSMOS:
             return tail.run(None, {P835_SPLIT: maps})[0]
 
         self._stack, self._tail, self.backend = stack, tail_fn, "fp32 onnxruntime"
+        torch_stack = None
         if bf16 is None:
             bf16 = "CUDAExecutionProvider" not in providers and native_bf16()
             if bf16:
-                probe = _TorchStack(p835)
-                single_threaded_scoring()  # torch is loaded now
-                bf16 = _seconds(probe.stack) < _seconds(stack)
-                del probe
+                torch_stack = _TorchStack(p835)
+                bf16 = _seconds(torch_stack.stack) < _seconds(stack)
         if bf16:
-            torch_stack = _TorchStack(p835)
-            single_threaded_scoring()
+            torch_stack = torch_stack or _TorchStack(p835)
             self._stack, self._tail = torch_stack.stack, torch_stack.tail
             self.backend = "bf16 torch"
         self.p808 = load(str(models / "model_v8.onnx"))
@@ -356,7 +345,6 @@ class DNSMOS:
 
     def _start(self, fn: Callable, item) -> Callable[[], object]:
         """Start ``fn(item)`` on a worker (on a free core); call the result to wait for it."""
-
         if self._pool is None:
             result = on_a_core(partial(fn, item))
             return lambda: result
