@@ -104,6 +104,7 @@ class CloneEvaluator:
         self._references: dict[bytes, np.ndarray] = {}  # every miner in a round shares one
         self._lock = threading.Lock()
         single_threaded_scoring()  # the speaker encoder's torch, now that it is loaded
+        self.stock_embedding()  # at load, not in the first answer's evaluation time
 
     def stock_embedding(self) -> np.ndarray:
         """The stock Piper voice's embedding. A speaker embedding barely depends on the
