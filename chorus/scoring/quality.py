@@ -11,11 +11,11 @@ speechmos to ~1e-5 MOS. The rest of the graph (small convs, dense head) and the 
 run per window, batched; P.808's STFT frames are shared too. A single window (clips up to
 10 s) gains nothing from the sharing; it pays from 12 s on.
 
-The shared convolutions run in fp32 onnxruntime, or in bfloat16 through torch/oneDNN where
-the CPU has native bf16 and that measures faster at load (see ``DNSMOS``): which is faster
-depends on the CPU (on an Intel Xeon with AVX512-BF16, bf16 took 1.8x the CPU time of fp32
-onnxruntime, 28 s clip: 1.05 s against 0.58 s; on an AMD EPYC it was about 2x faster).
-P.808 always runs in fp32 onnxruntime (cheap, and its 1-channel first layer gains nothing).
+The shared convolutions run in fp32 either way: in onnxruntime, or by Winograd's algorithm
+(``chorus.scoring.winograd``: 4x fewer multiplications, same result to float rounding),
+whichever measures faster at load on this CPU (on an Intel Xeon with AVX-512, Winograd took
+0.63x onnxruntime's time on 150-frame chunks). P.808 always runs in onnxruntime (cheap,
+and shared only at the feature level).
 """
 
 from __future__ import annotations
@@ -52,6 +52,9 @@ KEYS = ("p808", "ovrl", "sig", "bak")
 P835_FRAMES = "mos_estimator_logpow/concat:0"
 P835_SPLIT = "mos_estimator_logpow/conv2d_3/Relu:0_pooling0"
 P835_OUT = "Identity:0"
+P835_SPECTRUM = "mos_estimator_logpow/truediv:0"  # (B, T, 161) log10 power
+P835_CONVS = ("conv2d", "conv2d_1", "conv2d_2", "conv2d_3")  # before the split
+BACKENDS = ("onnxruntime", "winograd")
 
 # P.835 raw outputs -> MOS, the non-personalised fits of the DNSMOS reference script.
 P835_FITS = {
@@ -183,89 +186,6 @@ def _subgraph(model, first: str, last: str, rank: int) -> bytes:
     return part.SerializeToString()
 
 
-def native_bf16() -> bool:
-    """True where oneDNN runs bf16 convolutions in hardware (AVX512-BF16 or AMX); elsewhere
-    it emulates them, slower than fp32."""
-    try:
-        import torch
-
-        mkldnn = torch.backends.mkldnn.is_available()
-        if not (mkldnn and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
-            return False
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except (ImportError, OSError, AttributeError, RuntimeError):
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-class _TorchStack:
-    """The P.835 model in torch, split as ``DNSMOS`` needs it, convolutions in bf16
-    channels-last (oneDNN). Weights are the ONNX file's; outputs match it to < 0.01 MOS.
-
-    Each call runs on one torch thread; ``DNSMOS`` runs calls side by side."""
-
-    def __init__(self, model):
-        import torch
-        from onnx import numpy_helper
-
-        self.torch = torch
-        weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-        nodes = {node.name: node for node in model.graph.node}
-
-        def tensor(node: str, i: int) -> torch.Tensor:
-            return torch.from_numpy(weights[nodes[node].input[i]].copy())
-
-        self.stft = torch.cat([tensor("stft-real", 1), tensor("stft-imag", 1)])[:, :, 0].T
-        self.convs = []
-        for i, name in enumerate(("conv2d", "conv2d_1", "conv2d_2", "conv2d_3")):
-            w, b = tensor(name, 1), tensor(name, 2)
-            if i == 0:  # one input channel: pad to 8 so oneDNN takes its fast NHWC path
-                w = torch.nn.functional.pad(w, (0, 0, 0, 0, 0, 7))
-            w = w.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
-            self.convs.append((w, b.to(torch.bfloat16)))
-        self.tail_convs = []
-        for name in ("conv2d_4", "conv2d_5", "conv2d_6"):
-            w = tensor(name, 1).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
-            self.tail_convs.append((w, tensor(name, 2).to(torch.bfloat16)))
-        self.dense = [
-            (
-                tensor(f"mos_estimator_logpow/{name}/MatMul_add", 1),
-                tensor(f"mos_estimator_logpow/{name}/BiasAdd_add", 1),
-            )
-            for name in ("dense", "dense_1", "dense_3")
-        ]
-        single_threaded_scoring()  # torch is loaded now: one thread per call
-
-    def stack(self, frames: np.ndarray) -> np.ndarray:
-        """(B, T, 320) frames -> (B, T / 2, 80, 32) pooled maps, time-major, as the int16
-        bit patterns of bf16 (numpy has no bf16; slicing and copying need none)."""
-        torch, F = self.torch, self.torch.nn.functional
-        with torch.inference_mode():
-            spectrum = torch.from_numpy(np.ascontiguousarray(frames)) @ self.stft
-            half = spectrum.shape[-1] // 2
-            power = spectrum[..., :half].square() + spectrum[..., half:].square()
-            h = torch.log10(power.clamp_min(1e-12)).to(torch.bfloat16)
-            h = F.pad(h.unsqueeze(-1), (0, 7)).permute(0, 3, 1, 2)
-            for w, b in self.convs:
-                h = F.conv2d(h, w, b, padding=1).relu_()
-            h = F.max_pool2d(h, 2).permute(0, 2, 3, 1).contiguous()
-            return h.view(torch.int16).numpy()
-
-    def tail(self, maps: np.ndarray) -> np.ndarray:
-        """(n, 450, 80, 32) maps from ``stack`` -> (n, 3) raw P.835 outputs."""
-        torch, F = self.torch, self.torch.nn.functional
-        with torch.inference_mode():
-            h = torch.from_numpy(maps).view(torch.bfloat16).permute(0, 3, 1, 2)
-            for i, (w, b) in enumerate(self.tail_convs):
-                h = F.conv2d(h, w, b, padding=1).relu_()
-                h = F.max_pool2d(h, 2) if i < 2 else h.amax(dim=(2, 3)).float()
-            for i, (w, b) in enumerate(self.dense):
-                h = torch.addmm(b, h, w)
-                h = h.relu_() if i < 2 else h
-            return h.numpy()
-
-
 def _seconds(stack: Callable[[np.ndarray], np.ndarray], repeats: int = 3) -> float:
     """Fastest time of ``stack`` over 200 frames (2 s), after a first untimed call."""
     frames = np.random.default_rng(0).normal(0, 0.1, (1, 200, 320)).astype(np.float32)
@@ -278,6 +198,28 @@ def _seconds(stack: Callable[[np.ndarray], np.ndarray], repeats: int = 3) -> flo
     return best
 
 
+def _winograd_stack(p835, load: Callable) -> Callable[[np.ndarray], np.ndarray]:
+    """The P.835 front as ``DNSMOS._stack``: onnxruntime up to the log-power spectrogram,
+    then the convolutions and pooling by ``chorus.scoring.winograd``."""
+    from onnx import numpy_helper
+
+    from chorus.scoring.winograd import WinogradConvs
+
+    weights = {t.name: numpy_helper.to_array(t) for t in p835.graph.initializer}
+    nodes = {node.name: node for node in p835.graph.node}
+    convs = WinogradConvs(
+        [(weights[nodes[n].input[1]], weights[nodes[n].input[2]]) for n in P835_CONVS]
+    )
+    single_threaded_scoring()  # torch is loaded now: one thread per call
+    spectrum = load(_subgraph(p835, P835_FRAMES, P835_SPECTRUM, 3))
+
+    def stack(x: np.ndarray) -> np.ndarray:
+        logpow = spectrum.run(None, {P835_FRAMES: np.ascontiguousarray(x)})[0]
+        return np.stack([convs(s) for s in logpow]).transpose(0, 2, 1, 3)
+
+    return stack
+
+
 class DNSMOS:
     """Both DNSMOS models, loaded once. ``score`` returns MOS values on the 1-5 scale.
 
@@ -287,14 +229,15 @@ class DNSMOS:
     cost more CPU and wall time than 1 on a busy 2-core machine, while whole pieces on
     separate threads just wait for a core.
 
-    ``bf16``: run the shared P.835 convolutions in bfloat16 through torch/oneDNN instead of
-    fp32 onnxruntime (scores move by ~0.001 MOS). None: measure both at load on this CPU,
-    where it has native bf16, and keep the faster; which one won is ``self.backend``. It
-    depends on the CPU: bf16 was 2x faster on an AMD EPYC, 1.8x slower on an Intel Xeon."""
+    ``backend``: what runs the shared P.835 convolutions, "onnxruntime" or "winograd"
+    (both fp32, same scores to ~1e-5 MOS). None: time both at load and keep the faster (on
+    a GPU, onnxruntime); which one runs is ``self.backend``."""
 
-    def __init__(self, threads: int = 0, bf16: bool | None = None):
+    def __init__(self, threads: int = 0, backend: str | None = None):
         import onnxruntime as ort
 
+        if backend not in (None, *BACKENDS):
+            raise ValueError(f"unknown DNSMOS backend {backend!r}: one of {', '.join(BACKENDS)}")
         try:
             import onnx
         except ImportError as e:  # a dependency since the split graphs
@@ -318,7 +261,7 @@ class DNSMOS:
         front = load(_subgraph(p835, P835_FRAMES, P835_SPLIT, 3))
         tail = load(_subgraph(p835, P835_SPLIT, P835_OUT, 4))
 
-        def stack(x: np.ndarray) -> np.ndarray:
+        def onnx_stack(x: np.ndarray) -> np.ndarray:
             maps = front.run(None, {P835_FRAMES: np.ascontiguousarray(x)})[0]
             return maps.transpose(0, 2, 1, 3)
 
@@ -326,19 +269,13 @@ class DNSMOS:
             maps = np.ascontiguousarray(maps.transpose(0, 2, 1, 3))
             return tail.run(None, {P835_SPLIT: maps})[0]
 
-        self._stack, self._tail, self.backend = stack, tail_fn, "fp32 onnxruntime"
-        torch_stack = None
-        if bf16 is None:
-            bf16 = "CUDAExecutionProvider" not in providers and native_bf16()
-            if bf16:
-                torch_stack = _TorchStack(p835)
-                bf16 = _seconds(torch_stack.stack) < _seconds(stack)
-        if bf16:
-            torch_stack = torch_stack or _TorchStack(p835)
-            self._stack, self._tail = torch_stack.stack, torch_stack.tail
-            self.backend = "bf16 torch"
+        stacks = {"onnxruntime": onnx_stack}
+        if backend == "winograd" or (backend is None and "CUDAExecutionProvider" not in providers):
+            stacks["winograd"] = _winograd_stack(p835, load)
+        self.backend = backend or min(stacks, key=lambda name: _seconds(stacks[name]))
+        self._stack, self._tail = stacks[self.backend], tail_fn
         self.p808 = load(str(models / "model_v8.onnx"))
-        # The first call pays librosa's, onnxruntime's and oneDNN's lazy set-up; pay it now
+        # The first call pays librosa's and onnxruntime's lazy set-up; pay it now
         # rather than in the first answer's evaluation time.
         tone = 0.1 * np.sin(2 * np.pi * 220 * np.arange(WINDOW_SAMPLES + RATE) / RATE)
         self.score(tone.astype(np.float32), RATE)
