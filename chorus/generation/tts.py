@@ -4,6 +4,7 @@ deliberately degraded variant that gives the local network a plainly worse miner
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 
 import numpy as np
 
@@ -45,9 +46,7 @@ class PiperTTS:
         # Piper scales each sentence to full range; leave headroom so no peak clips.
         self.config = SynthesisConfig(length_scale=length_scale, volume=0.9)
         # No sampled noise: the same audio in every process, for calibration and references.
-        self.noiseless_config = SynthesisConfig(
-            length_scale=length_scale, volume=0.9, noise_scale=0.0, noise_w_scale=0.0
-        )
+        self.noiseless_config = replace(self.config, noise_scale=0.0, noise_w_scale=0.0)
         self.model = f"piper:{PIPER_VOICES['joe']}"
         self.voices = sorted(PIPER_VOICES)
 

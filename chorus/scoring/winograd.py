@@ -107,6 +107,8 @@ def _output_transform(m, row0, row1, cols, bias, frames, bins, out, pool):
     interior of bordered ``out`` (frames + 2, bins + 2, C), or with ``pool`` the 2x2 max
     of it into ``out`` (frames // 2, bins // 2, C), which must start at zero."""
     channels = m.shape[2]
+    # Pooling drops an odd last row or column, as the model's floor-sized pooling does.
+    last_y, last_x = (frames // 2 * 2, bins // 2 * 2) if pool else (frames, bins)
     s = np.empty((4, 6, channels), np.float32)
     for ti in range(row0, row1):
         for tf in range(cols):
@@ -121,11 +123,11 @@ def _output_transform(m, row0, row1, cols, bias, frames, bins, out, pool):
                     s[3, col, c] = m1 - m2 + 8 * (m3 - m4) + m5
             for i in range(4):
                 y = 4 * ti + i
-                if y >= (frames // 2 * 2 if pool else frames):
+                if y >= last_y:
                     break
                 for j in range(4):
                     x = 4 * tf + j
-                    if x >= (bins // 2 * 2 if pool else bins):
+                    if x >= last_x:
                         break
                     for c in range(channels):
                         s1, s2, s3, s4 = s[i, 1, c], s[i, 2, c], s[i, 3, c], s[i, 4, c]
