@@ -41,9 +41,20 @@ FRAMES = 900  # frames per window, in both models
 WINDOW_HOP_FRAMES = HOP_SAMPLES // FRAME_HOP
 HALO = 4  # four 3x3 convs (padding 1) before the first pooling: each reaches a frame further
 POOL = 2  # the first pooling halves time and frequency; windows start on even frames
-# Most frames per shared conv-stack call. It bounds the activations onnxruntime's arena
-# keeps: 600 frames cost the validator ~120 MB more peak memory than 150, at the same speed.
-CHUNK = 150
+# The middle of P.835 (conv, pool, conv after the split) is shared too, up to its third
+# pooling, where windows (25 rows apart there) stop pairing the same rows. A row there is 4
+# frames and sees 10 frames before it and 13 after: chunks take MID_HALO frames of context.
+MID_POOL = 4
+MID_HALO = 12
+# A window's own zero padding changes EDGE_ROWS rows of the middle at either end (its 2
+# pooled edge rows, widened by the two convs); PATCH pooled rows at an edge give them.
+EDGE_ROWS = 3
+PATCH = 12
+# Most frames per shared conv-stack call, per backend. For onnxruntime it bounds the
+# activations its arena keeps: 600 frames cost the validator ~120 MB more peak memory than
+# 150, at the same speed. Winograd streams its layers in a few MB, so its chunks are only
+# the workers' shares of the clip: each chunk recomputes HALO frames either side.
+CHUNK = {"onnxruntime": 150, "winograd": 1000}
 MAX_BATCH = 8  # windows per tail / P.808 call
 KEYS = ("p808", "ovrl", "sig", "bak")
 
@@ -51,6 +62,7 @@ KEYS = ("p808", "ovrl", "sig", "bak")
 # its first pooling (B, 32, T / 2, 80), where we split it, and the model's output.
 P835_FRAMES = "mos_estimator_logpow/concat:0"
 P835_SPLIT = "mos_estimator_logpow/conv2d_3/Relu:0_pooling0"
+P835_MID = "mos_estimator_logpow/conv2d_5/Relu:0"  # (B, 32, T / 4, 40), before a pooling
 P835_OUT = "Identity:0"
 P835_SPECTRUM = "mos_estimator_logpow/truediv:0"  # (B, T, 161) log10 power
 P835_CONVS = ("conv2d", "conv2d_1", "conv2d_2", "conv2d_3")  # before the split
@@ -256,24 +268,29 @@ class DNSMOS:
             return ort.InferenceSession(model, options, providers=providers)
 
         p835 = onnx.load(str(models / "sig_bak_ovr.onnx"))
-        # _stack: (B, T, 320) frames -> (B, T / 2, ...) pooled maps, time first;
-        # _tail: (n, 450, ...) maps of whole windows -> (n, 3) raw P.835 outputs.
+        # Maps are time first: (B, T, C, F) where the models have (B, C, T, F).
+        # _stack: (B, T, 320) frames -> (B, T / 2, ...) pooled maps;
+        # _mid: those -> (B, T / 4, ...) maps before the third pooling;
+        # _tail: (n, 225, ...) middles of whole windows -> (n, 3) raw P.835 outputs.
         front = load(_subgraph(p835, P835_FRAMES, P835_SPLIT, 3))
-        tail = load(_subgraph(p835, P835_SPLIT, P835_OUT, 4))
+        middle = load(_subgraph(p835, P835_SPLIT, P835_MID, 4))
+        tail = load(_subgraph(p835, P835_MID, P835_OUT, 4))
 
         def onnx_stack(x: np.ndarray) -> np.ndarray:
             maps = front.run(None, {P835_FRAMES: np.ascontiguousarray(x)})[0]
             return maps.transpose(0, 2, 1, 3)
 
-        def tail_fn(maps: np.ndarray) -> np.ndarray:
+        def run_maps(session, name: str, maps: np.ndarray) -> np.ndarray:
             maps = np.ascontiguousarray(maps.transpose(0, 2, 1, 3))
-            return tail.run(None, {P835_SPLIT: maps})[0]
+            return session.run(None, {name: maps})[0]
 
         stacks = {"onnxruntime": onnx_stack}
         if backend == "winograd" or (backend is None and "CUDAExecutionProvider" not in providers):
             stacks["winograd"] = _winograd_stack(p835, load)
         self.backend = backend or min(stacks, key=lambda name: _seconds(stacks[name]))
-        self._stack, self._tail = stacks[self.backend], tail_fn
+        self._stack = stacks[self.backend]
+        self._mid = lambda maps: run_maps(middle, P835_SPLIT, maps).transpose(0, 2, 1, 3)
+        self._tail = partial(run_maps, tail, P835_MID)
         self.p808 = load(str(models / "model_v8.onnx"))
         # The first call pays librosa's and onnxruntime's lazy set-up; pay it now
         # rather than in the first answer's evaluation time.
@@ -318,37 +335,53 @@ class DNSMOS:
     def _p835(self, audio: np.ndarray, run: list[int]) -> np.ndarray:
         """(len(run), 3) raw P.835 outputs of consecutive windows ``run`` (seconds).
 
-        The conv stack runs over the run's frames in chunks (a multiple of the worker
-        count), each with HALO frames of context either side, clipped at the run's ends
-        (the outer windows' own edges). A window's pooled maps are its slice of the result,
-        with HALO / 2 pooled frames at each inner edge taken from 8-frame runs that see the
-        window's zero padding. All offsets are even, so pooling pairs the same frames as
-        in a lone window."""
-        hop, width, half = WINDOW_HOP_FRAMES, FRAMES // POOL, HALO // POOL
+        The conv stack and the middle run over the run's frames in chunks (a multiple of
+        the worker count), each with MID_HALO frames of context either side, clipped at the
+        run's ends (the outer windows' own edges). A window's middle is its slice of the
+        result, with EDGE_ROWS rows at each inner edge recomputed from a patch of its own
+        pooled maps: the shared ones, with the HALO / 2 rows next to the edge taken from
+        8-frame runs that see the window's zero padding. All offsets are multiples of 4,
+        so every pooling pairs the same frames as in a lone window."""
+        hop, half, quarter = WINDOW_HOP_FRAMES, FRAMES // POOL, FRAMES // MID_POOL
         begin, end = run[0] * hop, run[-1] * hop + FRAMES
         frames = end - begin
-        count = -(-max(-(-frames // CHUNK), self.workers) // self.workers) * self.workers
-        count = max(1, min(count, frames // 100))
-        size = -(-frames // (count * POOL)) * POOL
+        count = -(-max(-(-frames // CHUNK[self.backend]), self.workers) // self.workers)
+        count = max(1, min(count * self.workers, frames // 100))
+        size = -(-frames // (count * MID_POOL)) * MID_POOL
 
-        def chunk(lo: int) -> np.ndarray:
+        def chunk(lo: int) -> tuple[np.ndarray, np.ndarray]:
             hi = min(lo + size, end)
-            a, b = max(begin, lo - HALO), min(end, hi + HALO)
-            maps = self._stack(stft_frames(audio, a, b)[None])[0]
-            return maps[(lo - a) // POOL : (hi - a) // POOL]
+            a, b = max(begin, lo - MID_HALO), min(end, hi + MID_HALO)
+            pooled = self._stack(stft_frames(audio, a, b)[None])
+            mid = self._mid(pooled)[0]
+            return pooled[0, (lo - a) // POOL : (hi - a) // POOL], mid[
+                (lo - a) // MID_POOL : (hi - a) // MID_POOL
+            ]
 
         tasks = [partial(self._edges, audio, run)]
         tasks += [partial(chunk, lo) for lo in range(begin, end, size)]
         edges, *parts = self._map(lambda task: task(), tasks)
-        pooled = np.concatenate(parts)
+        pooled = np.concatenate([p for p, _ in parts])
+        mid = np.concatenate([m for _, m in parts])
 
         def tail(batch: Sequence[int]) -> np.ndarray:
-            maps = np.stack([pooled[(s * hop - begin) // POOL :][:width] for s in batch])
+            maps = np.stack([mid[(s * hop - begin) // MID_POOL :][:quarter] for s in batch])
+            patches, places = [], []
             for n, s in enumerate(batch):
+                start = (s * hop - begin) // POOL
                 if s != run[0]:
-                    maps[n, :half] = edges[s][0]
+                    patch = pooled[start : start + PATCH].copy()
+                    patch[: HALO // POOL] = edges[s][0]
+                    patches.append(patch)
+                    places.append((n, slice(0, EDGE_ROWS)))
                 if s != run[-1]:
-                    maps[n, -half:] = edges[s][1]
+                    patch = pooled[start + half - PATCH : start + half].copy()
+                    patch[-HALO // POOL :] = edges[s][1]
+                    patches.append(patch)
+                    places.append((n, slice(-EDGE_ROWS, None)))
+            if patches:
+                for (n, rows), patch in zip(places, self._mid(np.stack(patches)), strict=True):
+                    maps[n, rows] = patch[rows]
             return self._tail(maps)
 
         batches = [run[i : i + MAX_BATCH] for i in range(0, len(run), MAX_BATCH)]

@@ -9,10 +9,12 @@ multiplications per channel pair instead of 144: the input and the kernels are t
 products over channels, which torch runs at full speed), and transformed back. The result
 differs from direct convolution by float rounding only (~1e-5 relative).
 
-The transforms are memory-bound loops, compiled with numba and run a few tile rows at a
-time so their buffers stay in cache. The first convolution (one input channel) runs
-directly, a block of rows at a time.
-Layout is channels-last with a zero border, which is each layer's padding.
+The transforms are memory-bound loops, compiled with numba. All four layers run as one
+stream, a few tile rows at a time: each layer keeps only the rows its successor still needs
+in a small ring buffer, so the intermediate maps stay in cache, however long the input, and
+no rows are computed twice. The first convolution (one input channel) runs directly.
+Layout is channels-last; rows and columns outside the input read as zero, which is each
+layer's padding.
 """
 
 from __future__ import annotations
@@ -33,22 +35,19 @@ G = np.array(
     ]
 )
 ROWS = 2  # tile rows (8 frames) transformed, multiplied and transformed back at a time
+# Rows a ring holds: a block reads 4 * ROWS + 2 of them while its producer may be one block
+# ahead. One more row, after them, is always zero: the padding rows read it.
+RING = 8 * ROWS + 4
 
 
 @njit(nogil=True, cache=True)
-def _first_conv(spectrum, weights, bias, row0, out):
-    """Rows row0, row0 + 1, ... of the first layer's bordered output, into ``out``
-    (rows, F + border, C): relu(3x3 conv, one input channel) of the zero-bordered
-    (T + 2, F + 2) ``spectrum``, zero outside it; weights are (9, C). Computed a block of
-    rows at a time, just before the next layer transforms them, they never leave cache."""
+def _first_conv(spectrum, weights, bias, y0, y1, ring):
+    """Rows y0 <= y < y1 (bordered: row y is frame y - 1) of the first layer, relu(3x3 conv,
+    one input channel) of the zero-bordered (T + 2, F + 2) ``spectrum``, into ring rows
+    y % RING; weights are (9, C). Rows outside the frames are left alone: readers skip them."""
     frames, bins = spectrum.shape[0] - 2, spectrum.shape[1] - 2
-    for r in range(out.shape[0]):
-        t = row0 + r - 1  # the frame this bordered row holds
-        if t < 0 or t >= frames:
-            out[r] = 0.0
-            continue
-        out[r, 0] = 0.0
-        out[r, bins + 1 :] = 0.0
+    for y in range(max(y0, 1), min(y1, frames + 1)):
+        t, row = y - 1, y % RING
         for f in range(bins):
             s0, s1, s2 = spectrum[t, f], spectrum[t, f + 1], spectrum[t, f + 2]
             s3, s4, s5 = spectrum[t + 1, f], spectrum[t + 1, f + 1], spectrum[t + 1, f + 2]
@@ -65,21 +64,29 @@ def _first_conv(spectrum, weights, bias, row0, out):
                     + weights[7, c] * s7
                     + weights[8, c] * s8
                 )
-                out[r, f + 1, c] = max(value, 0.0)
+                ring[row, f + 1, c] = max(value, 0.0)
 
 
 @njit(nogil=True, cache=True)
-def _input_transform(x, row0, row1, cols, v):
-    """B^T d B of the 6x6 tiles in tile rows [row0, row1) of bordered input ``x``, into
-    ``v`` (36, tiles, C): time first (into ``r``), then frequency."""
-    width, channels = x.shape[1], x.shape[2]
+def _ring_row(y, frames):
+    """Where bordered row y lives in a ring: y % RING inside the frames, else the zero row."""
+    return y % RING if 1 <= y <= frames else RING
+
+
+@njit(nogil=True, cache=True)
+def _input_transform(ring, frames, row0, row1, cols, v):
+    """B^T d B of the 6x6 tiles in tile rows [row0, row1) of a layer's input (bordered rows
+    in ``ring``), into ``v`` (36, tiles, C): time first (into ``r``), then frequency."""
+    width, channels = ring.shape[1], ring.shape[2]
     r = np.empty((6, width, channels), np.float32)
     for ti in range(row0, row1):
         t = 4 * ti
+        i0, i1, i2 = _ring_row(t, frames), _ring_row(t + 1, frames), _ring_row(t + 2, frames)
+        i3, i4, i5 = _ring_row(t + 3, frames), _ring_row(t + 4, frames), _ring_row(t + 5, frames)
         for f in range(width):
             for c in range(channels):
-                d0, d1, d2 = x[t, f, c], x[t + 1, f, c], x[t + 2, f, c]
-                d3, d4, d5 = x[t + 3, f, c], x[t + 4, f, c], x[t + 5, f, c]
+                d0, d1, d2 = ring[i0, f, c], ring[i1, f, c], ring[i2, f, c]
+                d3, d4, d5 = ring[i3, f, c], ring[i4, f, c], ring[i5, f, c]
                 r[0, f, c] = 4 * d0 - 5 * d2 + d4
                 r[1, f, c] = -4 * (d1 + d2) + d3 + d4
                 r[2, f, c] = 4 * (d1 - d2) - d3 + d4
@@ -103,9 +110,9 @@ def _input_transform(x, row0, row1, cols, v):
 
 @njit(nogil=True, cache=True)
 def _output_transform(m, row0, row1, cols, bias, frames, bins, out, pool):
-    """relu(A^T m A + bias) of tile rows [row0, row1) of ``m`` (36, tiles, C): into the
-    interior of bordered ``out`` (frames + 2, bins + 2, C), or with ``pool`` the 2x2 max
-    of it into ``out`` (frames // 2, bins // 2, C), which must start at zero."""
+    """relu(A^T m A + bias) of tile rows [row0, row1) of ``m`` (36, tiles, C): into ring
+    ``out`` (bordered row y at y % RING), or with ``pool`` the 2x2 max of it into ``out``
+    (frames // 2, bins // 2, C), which must start at zero."""
     channels = m.shape[2]
     # Pooling drops an odd last row or column, as the model's floor-sized pooling does.
     last_y, last_x = (frames // 2 * 2, bins // 2 * 2) if pool else (frames, bins)
@@ -125,6 +132,7 @@ def _output_transform(m, row0, row1, cols, bias, frames, bins, out, pool):
                 y = 4 * ti + i
                 if y >= last_y:
                     break
+                row = (y + 1) % RING
                 for j in range(4):
                     x = 4 * tf + j
                     if x >= last_x:
@@ -143,7 +151,7 @@ def _output_transform(m, row0, row1, cols, bias, frames, bins, out, pool):
                         if pool:
                             out[y // 2, x // 2, c] = max(out[y // 2, x // 2, c], value)
                         else:
-                            out[y + 1, x + 1, c] = value
+                            out[row, x + 1, c] = value
 
 
 class WinogradConvs:
@@ -169,26 +177,40 @@ class WinogradConvs:
         rows, cols = -(-frames // 4), -(-bins // 4)
         padded = np.zeros((frames + 2, bins + 2), np.float32)
         padded[1:-1, 1:-1] = spectrum
-        # The first layer's rows for one block of tiles (6 rows per tile row, sharing 2).
-        block = np.empty((4 * ROWS + 2, 4 * cols + 2, len(self.first[1])), np.float32)
-        x = None
-        for n, (u, bias) in enumerate(self.layers):
-            pool = n == len(self.layers) - 1
-            if pool:
-                out = np.zeros((frames // 2, bins // 2, u.shape[2]), np.float32)
-            else:  # whole tiles, zero outside the (frames, bins) interior
-                out = np.empty((4 * rows + 2, 4 * cols + 2, u.shape[2]), np.float32)
-                out[0], out[frames + 1 :], out[:, 0], out[:, bins + 1 :] = 0, 0, 0, 0
-            v = np.empty((36, ROWS * cols, u.shape[1]), np.float32)
-            m = self.torch.empty(36, ROWS * cols, u.shape[2])
-            for row0 in range(0, rows, ROWS):
-                row1 = min(rows, row0 + ROWS)
-                if x is None:
-                    _first_conv(padded, *self.first, 4 * row0, block)
-                    _input_transform(block, 0, row1 - row0, cols, v)
-                else:
-                    _input_transform(x, row0, row1, cols, v)
+        # Each layer's output rows, bordered (row y is frame y - 1), in a ring; zero where
+        # never written: the border columns and the last row.
+        rings = [np.zeros((RING + 1, 4 * cols + 2, len(self.first[1])), np.float32)]
+        rings += [
+            np.zeros((RING + 1, 4 * cols + 2, u.shape[2]), np.float32) for u, _ in self.layers
+        ]
+        pooled = np.zeros((frames // 2, bins // 2, self.layers[-1][0].shape[2]), np.float32)
+        buffers = [
+            (
+                np.empty((36, ROWS * cols, u.shape[1]), np.float32),
+                self.torch.empty(36, ROWS * cols, u.shape[2]),
+            )
+            for u, _ in self.layers
+        ]
+        done = [0] * (len(self.layers) + 1)  # tile rows each layer has written
+
+        def advance(n: int) -> None:
+            """Layer n writes its next block of tile rows, once its input holds them."""
+            row0, row1 = done[n], min(rows, done[n] + ROWS)
+            if n == 0:
+                _first_conv(padded, *self.first, 4 * row0 + 1, 4 * row1 + 1, rings[0])
+            else:
+                # Tile rows [row0, row1) read bordered rows up to 4 * row1 + 1.
+                while done[n - 1] < min(rows, row1 + 1):
+                    advance(n - 1)
+                u, bias = self.layers[n - 1]
+                v, m = buffers[n - 1]
+                _input_transform(rings[n - 1], frames, row0, row1, cols, v)
                 self.torch.bmm(self.torch.from_numpy(v), u, out=m)
-                _output_transform(m.numpy(), row0, row1, cols, bias, frames, bins, out, pool)
-            x = out
-        return np.ascontiguousarray(x.transpose(2, 0, 1))
+                last = n == len(self.layers)
+                out = pooled if last else rings[n]
+                _output_transform(m.numpy(), row0, row1, cols, bias, frames, bins, out, last)
+            done[n] = row1
+
+        while done[-1] < rows:
+            advance(len(self.layers))
+        return np.ascontiguousarray(pooled.transpose(2, 0, 1))
