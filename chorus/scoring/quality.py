@@ -20,6 +20,7 @@ and shared only at the feature level).
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -41,15 +42,17 @@ FRAMES = 900  # frames per window, in both models
 WINDOW_HOP_FRAMES = HOP_SAMPLES // FRAME_HOP
 HALO = 4  # four 3x3 convs (padding 1) before the first pooling: each reaches a frame further
 POOL = 2  # the first pooling halves time and frequency; windows start on even frames
-# The middle of P.835 (conv, pool, conv after the split) is shared too, up to its third
-# pooling, where windows (25 rows apart there) stop pairing the same rows. A row there is 4
-# frames and sees 10 frames before it and 13 after: chunks take MID_HALO frames of context.
+# Both models' middles (up to their third pooling, where windows, 25 rows apart there, stop
+# pairing the same rows) are shared too. A row there is 4 frames and sees at most 11 frames
+# before it and 14 after: chunks take MID_HALO frames of context. A window's own edges (its
+# zero padding, and in P.835 its 2 pooled edge rows, in P.808 its edge frames) change
+# EDGE_ROWS rows of its middle at either end; patches of the window's own input give them:
+# P835_PATCH pooled rows, or P808_PATCH frames.
 MID_POOL = 4
 MID_HALO = 12
-# A window's own zero padding changes EDGE_ROWS rows of the middle at either end (its 2
-# pooled edge rows, widened by the two convs); PATCH pooled rows at an edge give them.
 EDGE_ROWS = 3
-PATCH = 12
+P835_PATCH = 12
+P808_PATCH = 24
 # Most frames per shared conv-stack call, per backend. For onnxruntime it bounds the
 # activations its arena keeps: 600 frames cost the validator ~120 MB more peak memory than
 # 150, at the same speed. Winograd streams its layers in a few MB, so its chunks are only
@@ -66,6 +69,11 @@ P835_MID = "mos_estimator_logpow/conv2d_5/Relu:0"  # (B, 32, T / 4, 40), before 
 P835_OUT = "Identity:0"
 P835_SPECTRUM = "mos_estimator_logpow/truediv:0"  # (B, T, 161) log10 power
 P835_CONVS = ("conv2d", "conv2d_1", "conv2d_2", "conv2d_3")  # before the split
+# In model_v8.onnx (P.808): its input (B, 900, 120) and the same kind of middle, before its
+# third pooling: (B, 32, T / 4, 30).
+P808_IN = "input_1"
+P808_MID = "mos_estimator_small_1/conv2d_8/Relu:0"
+P808_OUT = "Identity:0"
 BACKENDS = ("onnxruntime", "winograd")
 
 # P.835 raw outputs -> MOS, the non-personalised fits of the DNSMOS reference script.
@@ -148,7 +156,12 @@ def _to_db(mel: np.ndarray) -> np.ndarray:
 
 
 def p808_features(audio: np.ndarray, starts: Sequence[int]) -> np.ndarray:
-    """(n, 900, 120) P.808 inputs of the windows at ``starts`` (seconds) of tiled audio.
+    """(n, 900, 120) P.808 inputs of the windows at ``starts`` (seconds) of tiled audio."""
+    return _to_db(p808_mel(audio, starts))
+
+
+def p808_mel(audio: np.ndarray, starts: Sequence[int]) -> np.ndarray:
+    """(n, 900, 120) mel power of the windows at ``starts`` (seconds) of tiled audio.
 
     speechmos runs librosa on ``window[:-160]`` with centred 321-sample frames: frame j is
     samples [160 j - 160, 160 j + 161) of the window, zero outside it. Frames 1-898 are
@@ -167,7 +180,7 @@ def p808_features(audio: np.ndarray, starts: Sequence[int]) -> np.ndarray:
         edges[n, 0, half:] = segment[: half + 1]
         edges[n, 1, :-1] = segment[span - MEL_FFT + 1 :]
     mel[:, [0, -1]] = _mel_power(edges)
-    return _to_db(mel)
+    return mel
 
 
 def _subgraph(model, first: str, last: str, rank: int) -> bytes:
@@ -291,7 +304,12 @@ class DNSMOS:
         self._stack = stacks[self.backend]
         self._mid = lambda maps: run_maps(middle, P835_SPLIT, maps).transpose(0, 2, 1, 3)
         self._tail = partial(run_maps, tail, P835_MID)
-        self.p808 = load(str(models / "model_v8.onnx"))
+        p808 = onnx.load(str(models / "model_v8.onnx"))
+        self.p808 = load(p808.SerializeToString())  # whole windows that share nothing
+        p808_middle = load(_subgraph(p808, P808_IN, P808_MID, 3))
+        p808_tail = load(_subgraph(p808, P808_MID, P808_OUT, 4))
+        self._p808_mid = lambda x: p808_middle.run(None, {P808_IN: x})[0].transpose(0, 2, 1, 3)
+        self._p808_tail = partial(run_maps, p808_tail, P808_MID)
         # The first call pays librosa's and onnxruntime's lazy set-up; pay it now
         # rather than in the first answer's evaluation time.
         tone = 0.1 * np.sin(2 * np.pi * 220 * np.arange(WINDOW_SAMPLES + RATE) / RATE)
@@ -316,76 +334,152 @@ class DNSMOS:
     def score_tiled(self, audio: np.ndarray) -> dict[str, float]:
         """Scores of 16 kHz float32 audio already at least one window long."""
         starts = window_starts(audio.size)
-
-        def p808(batch: Sequence[int]) -> np.ndarray:
-            return self.p808.run(None, {"input_1": p808_features(audio, batch)})[0]
-
-        # P.808 is queued first, so a core that frees up mid-way always finds work.
-        batches = [starts[i : i + MAX_BATCH] for i in range(0, len(starts), MAX_BATCH)]
-        p808_jobs = [self._start(p808, batch) for batch in batches]
+        # P.808's middles are queued first, so a core that frees up always finds work.
+        p808_jobs = self._p808(audio, starts)
         raw = np.concatenate([self._p835(audio, run) for run in groups(starts)])
         sig, bak, ovrl = raw.T
         return {
-            "p808": float(np.mean(np.concatenate([job() for job in p808_jobs]))),
+            "p808": float(np.mean(np.concatenate([job() for job in p808_jobs()]))),
             "ovrl": float(np.mean(P835_FITS["ovrl"](ovrl))),
             "sig": float(np.mean(P835_FITS["sig"](sig))),
             "bak": float(np.mean(P835_FITS["bak"](bak))),
         }
 
+    def _chunks(self, frames: int) -> int:
+        """Frames per shared chunk of a run: a multiple of MID_POOL, at most one chunk per 100
+        frames, and the chunks a multiple of the worker count where that fits."""
+        count = -(-max(-(-frames // CHUNK[self.backend]), self.workers) // self.workers)
+        count = max(1, min(count * self.workers, frames // 100))
+        return -(-frames // (count * MID_POOL)) * MID_POOL
+
+    def _tails(self, mid, run, begin, patches, middle, tail) -> list[Callable[[], np.ndarray]]:
+        """Start the raw outputs of consecutive windows ``run``: each window's middle is its
+        slice of the shared ``mid`` (rows from frame ``begin``), with EDGE_ROWS rows at each
+        inner edge replaced by ``middle`` of the window's own ``patches[s]`` (top, bottom)."""
+        quarter = FRAMES // MID_POOL
+
+        def batch_tail(batch: Sequence[int]) -> np.ndarray:
+            maps = np.stack(
+                [mid[(s * WINDOW_HOP_FRAMES - begin) // MID_POOL :][:quarter] for s in batch]
+            )
+            todo, places = [], []
+            for n, s in enumerate(batch):
+                edges = (slice(0, EDGE_ROWS), slice(-EDGE_ROWS, None))
+                for patch, rows in zip(patches[s], edges, strict=True):
+                    if patch is not None:
+                        todo.append(patch)
+                        places.append((n, rows))
+            if todo:
+                for (n, rows), m in zip(places, middle(np.stack(todo)), strict=True):
+                    maps[n, rows] = m[rows]
+            return tail(maps)
+
+        batches = [run[i : i + MAX_BATCH] for i in range(0, len(run), MAX_BATCH)]
+        return [self._start(batch_tail, batch) for batch in batches]
+
+    def _p808(self, audio: np.ndarray, starts: list[int]) -> Callable[[], list]:
+        """Start P.808 on the windows at ``starts``; call the result for the jobs giving
+        their raw outputs.
+
+        Each window's input is its log-mel frames in dB of its own peak, so windows share
+        frames only where their peaks are equal (often: a clip's loudest frame is in many
+        windows). Such runs of windows share one middle, the way P.835 does; the others
+        run whole, in batches."""
+        mel = p808_mel(audio, starts)
+        features = _to_db(mel)
+        index = {s: i for i, s in enumerate(starts)}
+        peak = dict(zip(starts, mel.max(axis=(1, 2)), strict=True))
+        runs = [
+            list(same)
+            for run in groups(starts)
+            for _, same in itertools.groupby(run, key=peak.__getitem__)
+        ]
+        alone = [index[run[0]] for run in runs if len(run) == 1]
+        jobs = [
+            self._start(
+                lambda batch: self.p808.run(None, {P808_IN: features[batch]})[0],
+                alone[i : i + MAX_BATCH],
+            )
+            for i in range(0, len(alone), MAX_BATCH)
+        ]
+        shared = []
+        for run in (r for r in runs if len(r) > 1):
+            # The run's input: every frame as the windows that hold it away from their
+            # edges see it; the outer windows' edge frames at its ends.
+            first, last = index[run[0]], index[run[-1]]
+            parts = [features[first, : FRAMES - 1]]
+            parts += [
+                features[index[s], FRAMES - 1 - WINDOW_HOP_FRAMES : FRAMES - 1] for s in run[1:]
+            ]
+            rows = np.concatenate([*parts, features[last, FRAMES - 1 :]])
+            size = self._chunks(len(rows))
+
+            def chunk(lo: int, rows=rows, size=size) -> np.ndarray:
+                a, b = max(0, lo - MID_HALO), min(len(rows), lo + size + MID_HALO)
+                mid = self._p808_mid(rows[None, a:b])[0]
+                return mid[(lo - a) // MID_POOL : (min(lo + size, len(rows)) - a) // MID_POOL]
+
+            patches = {
+                s: (
+                    features[index[s], :P808_PATCH] if s != run[0] else None,
+                    features[index[s], -P808_PATCH:] if s != run[-1] else None,
+                )
+                for s in run
+            }
+            shared.append(
+                (run, patches, [self._start(chunk, lo) for lo in range(0, len(rows), size)])
+            )
+
+        def finish() -> list:
+            tails = []
+            for run, patches, chunks in shared:
+                mid = np.concatenate([job() for job in chunks])
+                begin = run[0] * WINDOW_HOP_FRAMES
+                tails += self._tails(mid, run, begin, patches, self._p808_mid, self._p808_tail)
+            return jobs + tails
+
+        return finish
+
     def _p835(self, audio: np.ndarray, run: list[int]) -> np.ndarray:
         """(len(run), 3) raw P.835 outputs of consecutive windows ``run`` (seconds).
 
-        The conv stack and the middle run over the run's frames in chunks (a multiple of
-        the worker count), each with MID_HALO frames of context either side, clipped at the
-        run's ends (the outer windows' own edges). A window's middle is its slice of the
-        result, with EDGE_ROWS rows at each inner edge recomputed from a patch of its own
-        pooled maps: the shared ones, with the HALO / 2 rows next to the edge taken from
-        8-frame runs that see the window's zero padding. All offsets are multiples of 4,
-        so every pooling pairs the same frames as in a lone window."""
-        hop, half, quarter = WINDOW_HOP_FRAMES, FRAMES // POOL, FRAMES // MID_POOL
+        The conv stack and the middle run over the run's frames in chunks, each with
+        MID_HALO frames of context either side, clipped at the run's ends (the outer
+        windows' own edges). A window's middle is its slice of the result, with EDGE_ROWS
+        rows at each inner edge recomputed from a patch of its own pooled maps: the shared
+        ones, with the HALO / 2 rows next to the edge taken from 8-frame runs that see the
+        window's zero padding. All offsets are multiples of 4, so every pooling pairs the
+        same frames as in a lone window."""
+        hop, half = WINDOW_HOP_FRAMES, FRAMES // POOL
         begin, end = run[0] * hop, run[-1] * hop + FRAMES
-        frames = end - begin
-        count = -(-max(-(-frames // CHUNK[self.backend]), self.workers) // self.workers)
-        count = max(1, min(count * self.workers, frames // 100))
-        size = -(-frames // (count * MID_POOL)) * MID_POOL
+        size = self._chunks(end - begin)
 
         def chunk(lo: int) -> tuple[np.ndarray, np.ndarray]:
             hi = min(lo + size, end)
             a, b = max(begin, lo - MID_HALO), min(end, hi + MID_HALO)
             pooled = self._stack(stft_frames(audio, a, b)[None])
             mid = self._mid(pooled)[0]
-            return pooled[0, (lo - a) // POOL : (hi - a) // POOL], mid[
-                (lo - a) // MID_POOL : (hi - a) // MID_POOL
-            ]
+            pooled, mid = pooled[0, (lo - a) // POOL :], mid[(lo - a) // MID_POOL :]
+            return pooled[: (hi - lo) // POOL], mid[: (hi - lo) // MID_POOL]
 
         tasks = [partial(self._edges, audio, run)]
         tasks += [partial(chunk, lo) for lo in range(begin, end, size)]
         edges, *parts = self._map(lambda task: task(), tasks)
         pooled = np.concatenate([p for p, _ in parts])
+        patches = {}
+        for s in run:
+            start = (s * hop - begin) // POOL
+            top = bottom = None
+            if s != run[0]:
+                top = pooled[start : start + P835_PATCH].copy()
+                top[: HALO // POOL] = edges[s][0]
+            if s != run[-1]:
+                bottom = pooled[start + half - P835_PATCH : start + half].copy()
+                bottom[-HALO // POOL :] = edges[s][1]
+            patches[s] = (top, bottom)
         mid = np.concatenate([m for _, m in parts])
-
-        def tail(batch: Sequence[int]) -> np.ndarray:
-            maps = np.stack([mid[(s * hop - begin) // MID_POOL :][:quarter] for s in batch])
-            patches, places = [], []
-            for n, s in enumerate(batch):
-                start = (s * hop - begin) // POOL
-                if s != run[0]:
-                    patch = pooled[start : start + PATCH].copy()
-                    patch[: HALO // POOL] = edges[s][0]
-                    patches.append(patch)
-                    places.append((n, slice(0, EDGE_ROWS)))
-                if s != run[-1]:
-                    patch = pooled[start + half - PATCH : start + half].copy()
-                    patch[-HALO // POOL :] = edges[s][1]
-                    patches.append(patch)
-                    places.append((n, slice(-EDGE_ROWS, None)))
-            if patches:
-                for (n, rows), patch in zip(places, self._mid(np.stack(patches)), strict=True):
-                    maps[n, rows] = patch[rows]
-            return self._tail(maps)
-
-        batches = [run[i : i + MAX_BATCH] for i in range(0, len(run), MAX_BATCH)]
-        return np.concatenate(self._map(tail, batches))
+        jobs = self._tails(mid, run, begin, patches, self._mid, self._tail)
+        return np.concatenate([job() for job in jobs])
 
     def _edges(self, audio: np.ndarray, run: list[int]) -> dict[int, list[np.ndarray]]:
         """For each inner window edge, the pooled frames the stack gives next to that

@@ -22,22 +22,26 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-# Kernel transform G of F(4, 3); the input (B^T) and output (A^T) transforms are spelled out
-# in the loops below.
+# Kernel transform G of F(6, 3) (interpolation points 0, +-1, +-2, +-1/2 and infinity); the
+# input (B^T) and output (A^T) transforms are spelled out in the loops below.
 G = np.array(
     [
-        [1 / 4, 0, 0],
-        [-1 / 6, -1 / 6, -1 / 6],
-        [-1 / 6, 1 / 6, -1 / 6],
-        [1 / 24, 1 / 12, 1 / 6],
-        [1 / 24, -1 / 12, 1 / 6],
+        [1, 0, 0],
+        [-2 / 9, -2 / 9, -2 / 9],
+        [-2 / 9, 2 / 9, -2 / 9],
+        [1 / 90, 1 / 45, 2 / 45],
+        [1 / 90, -1 / 45, 2 / 45],
+        [32 / 45, 16 / 45, 8 / 45],
+        [32 / 45, -16 / 45, 8 / 45],
         [0, 0, 1],
     ]
 )
-ROWS = 2  # tile rows (8 frames) transformed, multiplied and transformed back at a time
-# Rows a ring holds: a block reads 4 * ROWS + 2 of them while its producer may be one block
-# ahead. One more row, after them, is always zero: the padding rows read it.
-RING = 8 * ROWS + 4
+f32 = np.float32  # constants in the transforms: float64 ones would promote the arithmetic
+TILE = 6  # output rows and columns per tile; each reads TILE + 2 of its input
+ROWS = 2  # tile rows (12 frames) transformed, multiplied and transformed back at a time
+# Rows a ring holds: a block reads TILE * ROWS + 2 of them while its producer may be one
+# block ahead. One more row, after them, is always zero: the padding rows read it.
+RING = 2 * TILE * ROWS + 4
 
 
 @njit(nogil=True, cache=True)
@@ -73,85 +77,148 @@ def _ring_row(y, frames):
     return y % RING if 1 <= y <= frames else RING
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _bt(d0, d1, d2, d3, d4, d5, d6, d7):
+    """B^T d of F(6, 3), in 26 additions and 14 multiplications."""
+    a, b = d2 + d6 - f32(4.25) * d4, d1 + d5 - f32(4.25) * d3
+    c, e = f32(0.25) * d2 - f32(1.25) * d4 + d6, f32(0.5) * d1 - f32(2.5) * d3 + f32(2) * d5
+    f, g = f32(4) * d2 - f32(5) * d4 + d6, f32(2) * d1 - f32(2.5) * d3 + f32(0.5) * d5
+    return (
+        d0 - d6 + f32(5.25) * (d4 - d2),
+        a + b,
+        a - b,
+        c + e,
+        c - e,
+        f + g,
+        f - g,
+        d7 - d1 + f32(5.25) * (d3 - d5),
+    )
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _at(m0, m1, m2, m3, m4, m5, m6, m7):
+    """A^T m of F(6, 3)."""
+    p1, p3, p5 = m1 + m2, m3 + m4, m5 + m6
+    q1, q3, q5 = m1 - m2, m3 - m4, m5 - m6
+    return (
+        m0 + p1 + p3 + p5,
+        q1 + f32(2) * q3 + f32(0.5) * q5,
+        p1 + f32(4) * p3 + f32(0.25) * p5,
+        q1 + f32(8) * q3 + f32(0.125) * q5,
+        p1 + f32(16) * p3 + f32(0.0625) * p5,
+        q1 + f32(32) * q3 + f32(0.03125) * q5 + m7,
+    )
+
+
 @njit(nogil=True, cache=True)
 def _input_transform(ring, frames, row0, row1, cols, v):
-    """B^T d B of the 6x6 tiles in tile rows [row0, row1) of a layer's input (bordered rows
-    in ``ring``), into ``v`` (36, tiles, C): time first (into ``r``), then frequency."""
+    """B^T d B of the 8x8 tiles in tile rows [row0, row1) of a layer's input (bordered rows
+    in ``ring``), into ``v`` (64, tiles, C): time first (into ``r``), then frequency."""
     width, channels = ring.shape[1], ring.shape[2]
-    r = np.empty((6, width, channels), np.float32)
+    r = np.empty((8, width, channels), np.float32)
     for ti in range(row0, row1):
-        t = 4 * ti
-        i0, i1, i2 = _ring_row(t, frames), _ring_row(t + 1, frames), _ring_row(t + 2, frames)
-        i3, i4, i5 = _ring_row(t + 3, frames), _ring_row(t + 4, frames), _ring_row(t + 5, frames)
+        t = TILE * ti
+        i0, i1, i2, i3 = (
+            _ring_row(t, frames),
+            _ring_row(t + 1, frames),
+            _ring_row(t + 2, frames),
+            _ring_row(t + 3, frames),
+        )
+        i4, i5, i6, i7 = (
+            _ring_row(t + 4, frames),
+            _ring_row(t + 5, frames),
+            _ring_row(t + 6, frames),
+            _ring_row(t + 7, frames),
+        )
         for f in range(width):
             for c in range(channels):
-                d0, d1, d2 = ring[i0, f, c], ring[i1, f, c], ring[i2, f, c]
-                d3, d4, d5 = ring[i3, f, c], ring[i4, f, c], ring[i5, f, c]
-                r[0, f, c] = 4 * d0 - 5 * d2 + d4
-                r[1, f, c] = -4 * (d1 + d2) + d3 + d4
-                r[2, f, c] = 4 * (d1 - d2) - d3 + d4
-                r[3, f, c] = 2 * (d3 - d1) - d2 + d4
-                r[4, f, c] = 2 * (d1 - d3) - d2 + d4
-                r[5, f, c] = 4 * d1 - 5 * d3 + d5
+                o = _bt(
+                    ring[i0, f, c],
+                    ring[i1, f, c],
+                    ring[i2, f, c],
+                    ring[i3, f, c],
+                    ring[i4, f, c],
+                    ring[i5, f, c],
+                    ring[i6, f, c],
+                    ring[i7, f, c],
+                )
+                r[0, f, c], r[1, f, c], r[2, f, c], r[3, f, c] = o[0], o[1], o[2], o[3]
+                r[4, f, c], r[5, f, c], r[6, f, c], r[7, f, c] = o[4], o[5], o[6], o[7]
         base = (ti - row0) * cols
-        for k in range(6):
+        for k in range(8):
             for tf in range(cols):
-                f, tile = 4 * tf, base + tf
+                f, tile = TILE * tf, base + tf
                 for c in range(channels):
-                    e0, e1, e2 = r[k, f, c], r[k, f + 1, c], r[k, f + 2, c]
-                    e3, e4, e5 = r[k, f + 3, c], r[k, f + 4, c], r[k, f + 5, c]
-                    v[6 * k, tile, c] = 4 * e0 - 5 * e2 + e4
-                    v[6 * k + 1, tile, c] = -4 * (e1 + e2) + e3 + e4
-                    v[6 * k + 2, tile, c] = 4 * (e1 - e2) - e3 + e4
-                    v[6 * k + 3, tile, c] = 2 * (e3 - e1) - e2 + e4
-                    v[6 * k + 4, tile, c] = 2 * (e1 - e3) - e2 + e4
-                    v[6 * k + 5, tile, c] = 4 * e1 - 5 * e3 + e5
+                    o = _bt(
+                        r[k, f, c],
+                        r[k, f + 1, c],
+                        r[k, f + 2, c],
+                        r[k, f + 3, c],
+                        r[k, f + 4, c],
+                        r[k, f + 5, c],
+                        r[k, f + 6, c],
+                        r[k, f + 7, c],
+                    )
+                    v[8 * k, tile, c], v[8 * k + 1, tile, c] = o[0], o[1]
+                    v[8 * k + 2, tile, c], v[8 * k + 3, tile, c] = o[2], o[3]
+                    v[8 * k + 4, tile, c], v[8 * k + 5, tile, c] = o[4], o[5]
+                    v[8 * k + 6, tile, c], v[8 * k + 7, tile, c] = o[6], o[7]
 
 
 @njit(nogil=True, cache=True)
 def _output_transform(m, row0, row1, cols, bias, frames, bins, out, pool):
-    """relu(A^T m A + bias) of tile rows [row0, row1) of ``m`` (36, tiles, C): into ring
+    """relu(A^T m A + bias) of tile rows [row0, row1) of ``m`` (64, tiles, C): into ring
     ``out`` (bordered row y at y % RING), or with ``pool`` the 2x2 max of it into ``out``
-    (frames // 2, bins // 2, C), which must start at zero."""
+    (frames // 2, bins // 2, C). A 6x6 tile pools to 3x3: pooling never crosses tiles."""
     channels = m.shape[2]
-    # Pooling drops an odd last row or column, as the model's floor-sized pooling does.
-    last_y, last_x = (frames // 2 * 2, bins // 2 * 2) if pool else (frames, bins)
-    s = np.empty((4, 6, channels), np.float32)
+    s = np.empty((6, 8, channels), np.float32)
+    y = np.empty((6, 6, channels), np.float32)
     for ti in range(row0, row1):
         for tf in range(cols):
             tile = (ti - row0) * cols + tf
-            for col in range(6):
+            for col in range(8):
                 for c in range(channels):
-                    m0, m1, m2 = m[col, tile, c], m[6 + col, tile, c], m[12 + col, tile, c]
-                    m3, m4, m5 = m[18 + col, tile, c], m[24 + col, tile, c], m[30 + col, tile, c]
-                    s[0, col, c] = m0 + m1 + m2 + m3 + m4
-                    s[1, col, c] = m1 - m2 + 2 * (m3 - m4)
-                    s[2, col, c] = m1 + m2 + 4 * (m3 + m4)
-                    s[3, col, c] = m1 - m2 + 8 * (m3 - m4) + m5
-            for i in range(4):
-                y = 4 * ti + i
-                if y >= last_y:
-                    break
-                row = (y + 1) % RING
-                for j in range(4):
-                    x = 4 * tf + j
-                    if x >= last_x:
-                        break
-                    for c in range(channels):
-                        s1, s2, s3, s4 = s[i, 1, c], s[i, 2, c], s[i, 3, c], s[i, 4, c]
-                        if j == 0:
-                            value = s[i, 0, c] + s1 + s2 + s3 + s4
-                        elif j == 1:
-                            value = s1 - s2 + 2 * (s3 - s4)
-                        elif j == 2:
-                            value = s1 + s2 + 4 * (s3 + s4)
-                        else:
-                            value = s1 - s2 + 8 * (s3 - s4) + s[i, 5, c]
-                        value = max(value + bias[c], 0.0)
-                        if pool:
-                            out[y // 2, x // 2, c] = max(out[y // 2, x // 2, c], value)
-                        else:
-                            out[row, x + 1, c] = value
+                    o = _at(
+                        m[col, tile, c],
+                        m[8 + col, tile, c],
+                        m[16 + col, tile, c],
+                        m[24 + col, tile, c],
+                        m[32 + col, tile, c],
+                        m[40 + col, tile, c],
+                        m[48 + col, tile, c],
+                        m[56 + col, tile, c],
+                    )
+                    s[0, col, c], s[1, col, c], s[2, col, c] = o[0], o[1], o[2]
+                    s[3, col, c], s[4, col, c], s[5, col, c] = o[3], o[4], o[5]
+            for i in range(6):
+                for c in range(channels):
+                    o = _at(
+                        s[i, 0, c],
+                        s[i, 1, c],
+                        s[i, 2, c],
+                        s[i, 3, c],
+                        s[i, 4, c],
+                        s[i, 5, c],
+                        s[i, 6, c],
+                        s[i, 7, c],
+                    )
+                    y[i, 0, c], y[i, 1, c], y[i, 2, c] = o[0], o[1], o[2]
+                    y[i, 3, c], y[i, 4, c], y[i, 5, c] = o[3], o[4], o[5]
+            if pool:  # relu after the max: the same, and a quarter of the work
+                # The model's pooling drops an odd last row or column.
+                for a in range(min(3, frames // 2 - 3 * ti)):
+                    for b in range(min(3, bins // 2 - 3 * tf)):
+                        for c in range(channels):
+                            top = max(y[2 * a, 2 * b, c], y[2 * a, 2 * b + 1, c])
+                            low = max(y[2 * a + 1, 2 * b, c], y[2 * a + 1, 2 * b + 1, c])
+                            out[3 * ti + a, 3 * tf + b, c] = max(max(top, low) + bias[c], f32(0))
+            else:
+                for i in range(min(TILE, frames - TILE * ti)):
+                    row = (TILE * ti + i + 1) % RING
+                    for j in range(min(TILE, bins - TILE * tf)):
+                        x = TILE * tf + j + 1
+                        for c in range(channels):
+                            out[row, x, c] = max(y[i, j, c] + bias[c], f32(0))
 
 
 class WinogradConvs:
@@ -166,28 +233,28 @@ class WinogradConvs:
         (w, b), *rest = kernels
         self.first = (np.ascontiguousarray(w[:, 0].reshape(len(w), 9).T, np.float32), b)
         self.layers = []
-        for w, b in rest:  # U = G g G^T per channel pair, as (36, C_in, C_out)
+        for w, b in rest:  # U = G g G^T per channel pair, as (64, C_in, C_out)
             u = np.einsum("ik,ockl,jl->ijco", G, w.astype(np.float64), G)
-            u = u.reshape(36, w.shape[1], w.shape[0]).astype(np.float32)
+            u = u.reshape(64, w.shape[1], w.shape[0]).astype(np.float32)
             self.layers.append((torch.from_numpy(np.ascontiguousarray(u)), b.astype(np.float32)))
 
     def __call__(self, spectrum: np.ndarray) -> np.ndarray:
         """(T, F) -> (C_out, T // 2, F // 2) pooled maps, as the ONNX model has them."""
         frames, bins = spectrum.shape
-        rows, cols = -(-frames // 4), -(-bins // 4)
+        rows, cols = -(-frames // TILE), -(-bins // TILE)
         padded = np.zeros((frames + 2, bins + 2), np.float32)
         padded[1:-1, 1:-1] = spectrum
         # Each layer's output rows, bordered (row y is frame y - 1), in a ring; zero where
         # never written: the border columns and the last row.
-        rings = [np.zeros((RING + 1, 4 * cols + 2, len(self.first[1])), np.float32)]
+        rings = [np.zeros((RING + 1, TILE * cols + 2, len(self.first[1])), np.float32)]
         rings += [
-            np.zeros((RING + 1, 4 * cols + 2, u.shape[2]), np.float32) for u, _ in self.layers
+            np.zeros((RING + 1, TILE * cols + 2, u.shape[2]), np.float32) for u, _ in self.layers
         ]
-        pooled = np.zeros((frames // 2, bins // 2, self.layers[-1][0].shape[2]), np.float32)
+        pooled = np.empty((frames // 2, bins // 2, self.layers[-1][0].shape[2]), np.float32)
         buffers = [
             (
-                np.empty((36, ROWS * cols, u.shape[1]), np.float32),
-                self.torch.empty(36, ROWS * cols, u.shape[2]),
+                np.empty((64, ROWS * cols, u.shape[1]), np.float32),
+                self.torch.empty(64, ROWS * cols, u.shape[2]),
             )
             for u, _ in self.layers
         ]
@@ -197,9 +264,9 @@ class WinogradConvs:
             """Layer n writes its next block of tile rows, once its input holds them."""
             row0, row1 = done[n], min(rows, done[n] + ROWS)
             if n == 0:
-                _first_conv(padded, *self.first, 4 * row0 + 1, 4 * row1 + 1, rings[0])
+                _first_conv(padded, *self.first, TILE * row0 + 1, TILE * row1 + 1, rings[0])
             else:
-                # Tile rows [row0, row1) read bordered rows up to 4 * row1 + 1.
+                # Tile rows [row0, row1) read bordered rows up to TILE * row1 + 1.
                 while done[n - 1] < min(rows, row1 + 1):
                     advance(n - 1)
                 u, bias = self.layers[n - 1]
