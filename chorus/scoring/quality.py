@@ -6,16 +6,19 @@ Windows overlap by 8 s, and 95% of the cost is the P.835 model's four full-resol
 convolutions, which only see one STFT frame either side per layer. So we split that model
 after its first pooling: the conv stack runs once over the clip's frames (a window starts
 every 100 frames), and each window's only differences, the 4 frames at either edge where its
-own zero padding is seen, are recomputed from 8-frame runs; with fp32 this reproduces
-speechmos to ~1e-5 MOS. The rest of the graph (small convs, dense head) and the P.808 model
-run per window, batched; P.808's STFT frames are shared too. A single window (clips up to
-10 s) gains nothing from the sharing; it pays from 12 s on.
+own zero padding is seen, are recomputed from 8-frame runs. The same goes one level further
+for both models: their convolutions up to the third pooling (the "middle") run once over
+the clip too, and a window's middle is its slice, with 3 rows at either edge recomputed
+from a small patch of the window's own input. P.808 normalises each window by its own
+peak, so it shares only across windows with equal peaks (often most of them: the loudest
+frame is in many windows). Only the last pooling, one conv and the dense heads run per
+window. With fp32 this reproduces speechmos to ~1e-6 MOS. A single window (clips up to
+10 s) gains nothing from the sharing; it pays from 11 s on.
 
 The shared convolutions run in fp32 either way: in onnxruntime, or by Winograd's algorithm
-(``chorus.scoring.winograd``: 4x fewer multiplications, same result to float rounding),
+(``chorus.scoring.winograd``: 5x fewer multiplications, same result to float rounding),
 whichever measures faster at load on this CPU (on an Intel Xeon with AVX-512, Winograd took
-0.63x onnxruntime's time on 150-frame chunks). P.808 always runs in onnxruntime (cheap,
-and shared only at the feature level).
+about two thirds of onnxruntime's time). Everything else runs in onnxruntime.
 """
 
 from __future__ import annotations
