@@ -305,6 +305,9 @@ class DNSMOS:
             stacks["winograd"] = _winograd_stack(p835, load)
         self.backend = backend or min(stacks, key=lambda name: _seconds(stacks[name]))
         self._stack = stacks[self.backend]
+        # The 8-frame edge runs: onnxruntime does those in half Winograd's time (whose tiles
+        # and per-call set-up are sized for long runs).
+        self._edge_stack = onnx_stack
         self._mid = lambda maps: run_maps(middle, P835_SPLIT, maps).transpose(0, 2, 1, 3)
         self._tail = partial(run_maps, tail, P835_MID)
         p808 = onnx.load(str(models / "model_v8.onnx"))
@@ -493,7 +496,7 @@ class DNSMOS:
             return {}
         frames = [stft_frames(audio, s * hop, s * hop + span) for s in run[1:]]
         frames += [stft_frames(audio, s * hop + FRAMES - span, s * hop + FRAMES) for s in run[:-1]]
-        maps = self._stack(np.stack(frames))
+        maps = self._edge_stack(np.stack(frames))
         edges: dict[int, list] = {s: [None, None] for s in run}
         for s, m in zip(run[1:], maps[: len(run) - 1], strict=True):
             edges[s][0] = m[:half]
