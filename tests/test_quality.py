@@ -101,14 +101,14 @@ def test_winograd_convolutions_equal_direct_ones(frames: int, bins: int) -> None
     import torch.nn.functional as F
 
     rng = np.random.default_rng(frames)
-    shapes = [(16, 1), (8, 16), (8, 8)]  # (out, in) channels
+    shapes = [(16, 1), (8, 16), (8, 8), (4, 8)]  # (out, in) channels, as DNSMOS's four
     kernels = [(rng.normal(0, 0.3, (o, i, 3, 3)), rng.normal(0, 0.1, o)) for o, i in shapes]
     kernels = [(w.astype(np.float32), b.astype(np.float32)) for w, b in kernels]
     spectrum = rng.normal(0, 1, (frames, bins)).astype(np.float32)
     h = torch.from_numpy(spectrum)[None, None]
     for w, b in kernels:
         h = F.conv2d(h, torch.from_numpy(w), torch.from_numpy(b), padding=1).relu()
-    direct = F.max_pool2d(h, 2)[0].numpy()
+    direct = F.max_pool2d(h, 2)[0].numpy().transpose(1, 0, 2)  # time first
     ours = WinogradConvs(kernels)(spectrum)
     assert ours.shape == direct.shape
     assert np.abs(ours - direct).max() <= 1e-4 * np.abs(direct).max()

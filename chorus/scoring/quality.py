@@ -238,12 +238,13 @@ def _winograd_stack(p835, load: Callable) -> Callable[[np.ndarray], np.ndarray]:
     convs = WinogradConvs(
         [(weights[nodes[n].input[1]], weights[nodes[n].input[2]]) for n in P835_CONVS]
     )
-    single_threaded_scoring()  # torch is loaded now: one thread per call
+    convs(np.zeros((8, 161), np.float32))  # compiles, or loads numba's cache, and its BLAS
+    single_threaded_scoring()  # which, now loaded, is held to one thread per call too
     spectrum = load(_subgraph(p835, P835_FRAMES, P835_SPECTRUM, 3))
 
     def stack(x: np.ndarray) -> np.ndarray:
         logpow = spectrum.run(None, {P835_FRAMES: np.ascontiguousarray(x)})[0]
-        return np.stack([convs(s) for s in logpow]).transpose(0, 2, 1, 3)
+        return np.stack([convs(s) for s in logpow])
 
     return stack
 
