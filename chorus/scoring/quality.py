@@ -59,7 +59,7 @@ P808_PATCH = 24
 # Most frames per shared conv-stack call, per backend. For onnxruntime it bounds the
 # activations its arena keeps: 600 frames cost the validator ~120 MB more peak memory than
 # 150, at the same speed. Winograd streams its layers in a few MB, so its chunks are only
-# the workers' shares of the clip: each chunk recomputes HALO frames either side.
+# the workers' shares of the clip: each recomputes MID_HALO frames either side.
 CHUNK = {"onnxruntime": 150, "winograd": 1000}
 MAX_BATCH = 8  # windows per tail / P.808 call
 KEYS = ("p808", "ovrl", "sig", "bak")
