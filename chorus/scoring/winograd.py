@@ -69,7 +69,7 @@ def _first_conv(spectrum, weights, bias, y0, y1, ring):
                     + weights[7, c] * s7
                     + weights[8, c] * s8
                 )
-                ring[row, f + 1, c] = max(value, 0.0)
+                ring[row, f + 1, c] = max(value, f32(0))
 
 
 @njit(nogil=True, cache=True)
@@ -243,18 +243,12 @@ def _convs(padded, w0, b0, u1, b1, u2, b2, u3, b3):
     ring0 = np.zeros((RING + 1, width, u1.shape[1]), np.float32)
     ring1 = np.zeros((RING + 1, width, u2.shape[1]), np.float32)
     ring2 = np.zeros((RING + 1, width, u3.shape[1]), np.float32)
-    v1, m1 = (
-        np.empty((64, tiles, u1.shape[1]), np.float32),
-        np.empty((64, tiles, u1.shape[2]), np.float32),
-    )
-    v2, m2 = (
-        np.empty((64, tiles, u2.shape[1]), np.float32),
-        np.empty((64, tiles, u2.shape[2]), np.float32),
-    )
-    v3, m3 = (
-        np.empty((64, tiles, u3.shape[1]), np.float32),
-        np.empty((64, tiles, u3.shape[2]), np.float32),
-    )
+    v1 = np.empty((64, tiles, u1.shape[1]), np.float32)  # transformed input tiles
+    v2 = np.empty((64, tiles, u2.shape[1]), np.float32)
+    v3 = np.empty((64, tiles, u3.shape[1]), np.float32)
+    m1 = np.empty((64, tiles, u1.shape[2]), np.float32)  # their products with the kernels
+    m2 = np.empty((64, tiles, u2.shape[2]), np.float32)
+    m3 = np.empty((64, tiles, u3.shape[2]), np.float32)
     pooled = np.empty((frames // 2, bins // 2, u3.shape[2]), np.float32)
     blocks = -(-rows // ROWS)
     for step in range(blocks + 3):
