@@ -12,8 +12,8 @@ the clip too, and a window's middle is its slice, with 3 rows at either edge rec
 from a small patch of the window's own input. P.808 normalises each window by its own
 peak, so it shares only across windows with equal peaks (often most of them: the loudest
 frame is in many windows). Only the last pooling, one conv and the dense heads run per
-window. With fp32 this reproduces speechmos to ~1e-6 MOS. A single window (clips up to
-10 s) gains nothing from the sharing; it pays from 11 s on.
+window. With fp32 this reproduces speechmos to ~1e-6 MOS. Only audio that makes a single
+window (9 to about 11 s, once speechmos has doubled shorter clips) has nothing to share.
 
 The shared convolutions run in fp32 either way: in onnxruntime, or by Winograd's algorithm
 (``chorus.scoring.winograd``: 5x fewer multiplications, same result to float rounding),
