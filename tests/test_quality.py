@@ -16,7 +16,7 @@ from chorus.scoring.quality import (
     WINDOW_SAMPLES,
     compare_with_speechmos,
     groups,
-    p808_features,
+    p808_inputs,
     p808_mel,
     window_starts,
     windows,
@@ -134,7 +134,7 @@ def test_p808_features_match_librosa(clips) -> None:
     """Shared STFT frames plus per-window edge frames give speechmos's librosa features."""
     audio = np.clip(clips["30 s"], -1.0, 1.0).astype(np.float32)
     starts = window_starts(audio.size)
-    ours = p808_features(audio, starts)
+    ours = p808_inputs(p808_mel(audio, starts))
     for n, s in enumerate(starts):
         segment = audio[s * RATE : s * RATE + WINDOW_SAMPLES]
         theirs = reference.DNSMOS.audio_melspec(None, segment[:-160])

@@ -149,18 +149,13 @@ def _mel_power(frames: np.ndarray) -> np.ndarray:
     return (spectrum.real**2 + spectrum.imag**2).astype(np.float32) @ basis
 
 
-def _to_db(mel: np.ndarray) -> np.ndarray:
+def p808_inputs(mel: np.ndarray) -> np.ndarray:
     """(n, 900, 120) mel power -> speechmos's P.808 input: dB of each window's own peak,
     floored 80 dB below it (librosa.power_to_db(ref=np.max)), then (dB + 40) / 40."""
     peak = mel.max(axis=(1, 2), keepdims=True)
     db = 10 * np.log10(np.maximum(mel, 1e-10)) - 10 * np.log10(np.maximum(peak, 1e-10))
     db = np.maximum(db, db.max(axis=(1, 2), keepdims=True) - 80)
     return ((db + 40) / 40).astype(np.float32)
-
-
-def p808_features(audio: np.ndarray, starts: Sequence[int]) -> np.ndarray:
-    """(n, 900, 120) P.808 inputs of the windows at ``starts`` (seconds) of tiled audio."""
-    return _to_db(p808_mel(audio, starts))
 
 
 def p808_mel(audio: np.ndarray, starts: Sequence[int]) -> np.ndarray:
@@ -393,7 +388,7 @@ class DNSMOS:
         windows). Such runs of windows share one middle, the way P.835 does; the others
         run whole, in batches."""
         mel = p808_mel(audio, starts)
-        features = _to_db(mel)
+        features = p808_inputs(mel)
         index = {s: i for i, s in enumerate(starts)}
         peak = dict(zip(starts, mel.max(axis=(1, 2)), strict=True))
         runs = [
