@@ -96,10 +96,16 @@ class TTSEvaluator:
 
         audio16k = resample(audio, rate, ASR_RATE)  # both models work at 16 kHz
         # DNSMOS runs beside Whisper, each model call on a core of its own (chorus.scoring.
-        # cores): Whisper decodes on one core, DNSMOS takes the other and then both.
-        quality_job = self._beside.submit(self.dnsmos.score, audio16k, ASR_RATE)
-        beside_job = self._beside.submit(on_a_core, beside) if beside else None
-        transcript = self.transcriber.transcribe(audio16k, ASR_RATE)
+        # cores): Whisper encodes on both cores, then decodes on one while DNSMOS takes the
+        # other, and both once Whisper is done.
+        jobs = []
+
+        def start_beside() -> None:
+            jobs.append(self._beside.submit(self.dnsmos.score, audio16k, ASR_RATE))
+            jobs.append(self._beside.submit(on_a_core, beside) if beside else None)
+
+        transcript = self.transcriber.transcribe(audio16k, ASR_RATE, encoded=start_beside)
+        quality_job, beside_job = jobs
         wer = word_error_rate(text, transcript)
         mos = quality_job.result()
         intelligibility = 1.0 - min(wer, 1.0)
