@@ -101,10 +101,10 @@ class Transcriber:
         then the call's ``encoded`` hook, once."""
         with spare_cores() as spare:
             if spare and self._wide is not None:
-                import ctranslate2
+                from faster_whisper.transcribe import get_ctranslate2_storage
 
-                batch = np.ascontiguousarray(features[None] if features.ndim == 2 else features)
-                output = self._wide.encode(ctranslate2.StorageView.from_array(batch))
+                batch = features[None] if features.ndim == 2 else features
+                output = self._wide.encode(get_ctranslate2_storage(batch))
             else:
                 output = self._encode_narrow(features)
         hook, self._calls.encoded = getattr(self._calls, "encoded", None), None

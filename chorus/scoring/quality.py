@@ -307,7 +307,6 @@ class DNSMOS:
         self._mid = lambda maps: run_maps(middle, P835_SPLIT, maps).transpose(0, 2, 1, 3)
         self._tail = partial(run_maps, tail, P835_MID)
         p808 = onnx.load(str(models / "model_v8.onnx"))
-        self.p808 = load(p808.SerializeToString())  # whole windows that share nothing
         p808_middle = load(_subgraph(p808, P808_IN, P808_MID, 3))
         p808_tail = load(_subgraph(p808, P808_MID, P808_OUT, 4))
         self._p808_mid = lambda x: p808_middle.run(None, {P808_IN: x})[0].transpose(0, 2, 1, 3)
@@ -385,8 +384,8 @@ class DNSMOS:
 
         Each window's input is its log-mel frames in dB of its own peak, so windows share
         frames only where their peaks are equal (often: a clip's loudest frame is in many
-        windows). Such runs of windows share one middle, the way P.835 does; the others
-        run whole, in batches."""
+        windows). Each run of such windows shares one middle, the way P.835 does; a window
+        whose neighbours' peaks differ is a run of one."""
         mel = p808_mel(audio, starts)
         features = p808_inputs(mel)
         index = {s: i for i, s in enumerate(starts)}
@@ -396,16 +395,8 @@ class DNSMOS:
             for run in groups(starts)
             for _, same in itertools.groupby(run, key=peak.__getitem__)
         ]
-        alone = [index[run[0]] for run in runs if len(run) == 1]
-        jobs = [
-            self._start(
-                lambda batch: self.p808.run(None, {P808_IN: features[batch]})[0],
-                alone[i : i + MAX_BATCH],
-            )
-            for i in range(0, len(alone), MAX_BATCH)
-        ]
         shared = []
-        for run in (r for r in runs if len(r) > 1):
+        for run in runs:
             # The run's input: every frame as the windows that hold it away from their
             # edges see it; the outer windows' edge frames at its ends.
             first, last = index[run[0]], index[run[-1]]
@@ -438,7 +429,7 @@ class DNSMOS:
                 mid = np.concatenate([job() for job in chunks])
                 begin = run[0] * WINDOW_HOP_FRAMES
                 tails += self._tails(mid, run, begin, patches, self._p808_mid, self._p808_tail)
-            return jobs + tails
+            return tails
 
         return finish
 
