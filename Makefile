@@ -14,6 +14,10 @@ APT_PACKAGES := festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
 	festvox-ca-ona-hts festvox-suopuhe-lj festvox-suopuhe-mv \
 	fluid-soundfont-gm libfluidsynth3 chromium
 
+# The type checker covers the seams: the service descriptors, their Protocols (backends,
+# evaluators) against the shipped implementations, and the error map.
+TYPED := chorus/services chorus/errors.py chorus/incentive.py chorus/redteam.py
+
 .PHONY: demo test lint install system-packages clean
 
 install: $(STAMP) $(SYSTEM_STAMP)
@@ -47,11 +51,13 @@ demo: install
 
 test: install
 	$(VENV)/bin/ruff check chorus tests
+	$(VENV)/bin/mypy --ignore-missing-imports --follow-imports=silent $(TYPED)
 	$(PY) -m pytest -q tests
 
 lint: install
 	$(VENV)/bin/ruff check chorus tests
 	$(VENV)/bin/ruff format --check chorus tests
+	$(VENV)/bin/mypy --ignore-missing-imports --follow-imports=silent $(TYPED)
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

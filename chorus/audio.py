@@ -18,10 +18,15 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from chorus.errors import CallerError
+
 FORMATS = ("wav", "flac")
+# The rate every speech model here works at (Whisper, DNSMOS, Resemblyzer) and WORLD
+# analyses speech at: scorers resample an answer to it once.
+SPEECH_RATE = 16000
 
 
-class AudioError(ValueError):
+class AudioError(CallerError):
     """Audio that cannot be decoded or breaks a limit; the message says which."""
 
 

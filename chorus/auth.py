@@ -17,15 +17,14 @@ import bittensor as bt
 from bittensor import http_auth
 
 from chorus.chain import Chain, Neuron
+from chorus.errors import CallerError
 
 
-class AuthFailure(Exception):
-    """A refused caller: ``status`` is the HTTP code, the message is the reason."""
+class AuthFailure(CallerError):
+    """A refused caller: ``status`` is the HTTP code (401 or 403), the message the reason."""
 
     def __init__(self, status: int, reason: str):
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+        super().__init__(reason, status)
 
 
 def load_wallet(name: str, hotkey: str = "default", path: str | None = None) -> bt.Wallet:

@@ -12,22 +12,21 @@ import json
 import multiprocessing
 import os
 import platform
-import random
 import resource
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-SERVICES = ("tts", "clone", "music")
-DEFAULT_DURATION = {"tts": 30.0, "clone": 30.0, "music": 15.0}
-LABEL = {"tts": "TTS", "clone": "VC", "music": "Music"}
-LONG_LABEL = {"tts": "Text To Speech", "clone": "Voice Clone", "music": "Music Generation"}
+from chorus.errors import CallerError
+from chorus.services import get
+
+DEFAULT_RUNS = 5
 
 # The seed's figures (../shared/seed/benchmark.md): evaluation (15 s music, 30 s speech)
 # and generation, average / max / min seconds per GPU.
@@ -73,18 +72,55 @@ class Row:
     min_s: float
     rtf: float
     peak_rss_mb: float
+    cpu: str = field(default_factory=lambda: cpu_model())
+    cpu_kind: str = field(default_factory=lambda: cpu_kind())
+    vector_extensions: list[str] = field(default_factory=lambda: vector_extensions())
+
+
+# The vector extensions that change our speed most (CTranslate2's int8 GEMM, DNSMOS's sgemm).
+VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8")
+
+
+def cpu_model() -> str:
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def vector_extensions() -> list[str]:
+    """Which of ``VECTOR_FLAGS`` this CPU has, from /proc/cpuinfo (empty elsewhere)."""
+    for line in _cpuinfo().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return [f for f in VECTOR_FLAGS if f in flags]
+    return []
+
+
+def cpu_kind() -> str:
+    """ "AVX-512" or "AVX2-only" (or "no AVX2"): the line our speed claims are split on."""
+    found = vector_extensions()
+    if "avx512f" in found:
+        return "AVX-512"
+    return "AVX2-only" if "avx2" in found else "no AVX2"
+
+
+def section(name: str) -> str:
+    """The report section for ``name`` on this kind of CPU: speed tables are kept per kind
+    (``services-avx512`` beside ``services-avx2``), so one kind never overwrites another."""
+    slug = {"AVX-512": "avx512", "AVX2-only": "avx2"}.get(cpu_kind(), "other")
+    return f"{name}-{slug}"
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
 
 
 def machine() -> str:
-    """CPU model, cores and GPU (if any), for the table headings."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """CPU model, its vector extensions, cores and GPU (if any), for every table heading."""
     gpu = "no GPU"
     try:
         out = subprocess.run(
@@ -97,14 +133,22 @@ def machine() -> str:
             gpu = out.stdout.strip().splitlines()[0]
     except (OSError, subprocess.TimeoutExpired):
         pass
-    return f"{cpu}, {os.cpu_count()} cores, {gpu}"
+    extensions = " ".join(vector_extensions()) or "none detected"
+    return f"{cpu_model()} ({cpu_kind()}: {extensions}), {os.cpu_count()} cores, {gpu}"
 
 
 def _stdout_to_stderr() -> None:
     """Pool initializer: whatever a measuring process or a C library in it prints goes to
-    stderr, so that ``--json`` output on stdout stays parseable."""
+    stderr, so that ``--json`` output on stdout stays parseable. Also gives tqdm a thread
+    lock: faster-whisper makes a (disabled) bar per call, and tqdm's default lock is a
+    semaphore that a terminated pool worker leaks (a resource_tracker warning at exit)."""
+    import threading
+
+    from tqdm import tqdm
+
     sys.stdout.flush()
     os.dup2(2, 1)
+    tqdm.set_lock(threading.RLock())
 
 
 def _pool(ctx):
@@ -113,65 +157,6 @@ def _pool(ctx):
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-# -- what each service generates and how it is scored ------------------------------------
-
-
-def speech_text(seconds: float, seed: int = 0) -> str:
-    """Prompt sentences adding up to about ``seconds`` of speech."""
-    from chorus.prompts import SpeechPrompts
-    from chorus.scoring.tts import expected_seconds
-
-    prompts, parts = SpeechPrompts(seed=seed), []
-    while expected_seconds(" ".join(parts)) < seconds:
-        parts.append(prompts.next().text)
-    return " ".join(parts)
-
-
-Case = tuple[Callable[[], tuple[np.ndarray, int]], Callable[[np.ndarray, int], Any]]
-
-
-def tts_case(duration: float) -> Case:
-    from chorus.generation.tts import PiperTTS
-    from chorus.scoring.tts import TTSEvaluator
-
-    backend, evaluator, text = PiperTTS(), TTSEvaluator(), speech_text(duration)
-    return (lambda: backend.synthesize(text)), (lambda x, r: evaluator.evaluate(x, r, text))
-
-
-def clone_case(duration: float) -> Case:
-    from chorus.generation.clone import WorldClone
-    from chorus.scoring.clone import CloneEvaluator
-    from chorus.voices import VoiceBank
-
-    bank = VoiceBank.builtin()
-    ref, ref_rate = bank.reference(bank.voices[0])
-    backend, evaluator, text = WorldClone(), CloneEvaluator(), speech_text(duration)
-    return (
-        lambda: backend.clone(text, ref, ref_rate),
-        lambda x, r: evaluator.evaluate(x, r, text, ref, ref_rate),
-    )
-
-
-def music_case(duration: float) -> Case:
-    from chorus.generation.music import SymbolicMusic
-    from chorus.music_prompts import music_prompts, render_music_prompt
-    from chorus.scoring.music import MusicEvaluator
-
-    prompt = render_music_prompt(next(music_prompts(seed=0)), random.Random(0))
-    backend, evaluator = SymbolicMusic(), MusicEvaluator()
-    return (
-        lambda: backend.compose(prompt, duration),
-        lambda x, r: evaluator.evaluate(x, r, prompt, duration),
-    )
-
-
-CASES: dict[str, Callable[[float], Case]] = {
-    "tts": tts_case,
-    "clone": clone_case,
-    "music": music_case,
-}
 
 
 def _timed(fn: Callable[[], Any], runs: int) -> tuple[list[float], Any]:
@@ -184,9 +169,20 @@ def _timed(fn: Callable[[], Any], runs: int) -> tuple[list[float], Any]:
     return times, out
 
 
+def _runtime():
+    """A scoring runtime; callers apply its thread policy once their models are loaded,
+    as ``chorus validator`` does."""
+    from chorus.scoring.runtime import ScoringRuntime
+
+    return ScoringRuntime()
+
+
 def measure(service: str, duration: float, runs: int) -> list[dict]:
     """Run in a child process: time generation, then evaluation of what was generated."""
-    generate, evaluate = CASES[service](duration)
+    runtime = _runtime()
+    case = get(service).bench_case(duration, runtime)
+    runtime.limit_threads()
+    generate, evaluate = case.generate, case.evaluate
     print(
         f"[{service}] generating {duration:g} s of audio, {runs} runs + warm-up",
         file=sys.stderr,
@@ -222,7 +218,7 @@ def run_bench(services: list[str], duration: float | None, runs: int) -> list[Ro
     ctx = multiprocessing.get_context("spawn")
     rows: list[Row] = []
     for service in services:
-        seconds = duration or DEFAULT_DURATION[service]
+        seconds = duration or get(service).bench_seconds
         with _pool(ctx) as pool:
             rows += [Row(**r) for r in pool.apply(measure, (service, seconds, runs))]
     return rows
@@ -243,7 +239,7 @@ def markdown(rows: list[Row], where: str) -> str:
             "|---|---|---|---|---|---|---|",
         ]
         out += [
-            f"| {LABEL[r.service]} | {r.avg_s:.2f} | {r.duration_s:g} | {r.max_s:.2f} | "
+            f"| {get(r.service).label} | {r.avg_s:.2f} | {r.duration_s:g} | {r.max_s:.2f} | "
             f"{r.min_s:.2f} | {r.rtf:.3f} | {r.peak_rss_mb:.0f} |"
             for r in ev
         ]
@@ -256,7 +252,7 @@ def markdown(rows: list[Row], where: str) -> str:
             "|---|---|---|---|---|---|---|---|",
         ]
         out += [
-            f"| this CPU | {LONG_LABEL[r.service]} | {r.avg_s:.2f} | {r.max_s:.2f} | "
+            f"| this CPU | {get(r.service).title} | {r.avg_s:.2f} | {r.max_s:.2f} | "
             f"{r.min_s:.2f} | {r.duration_s:g} | {r.rtf:.3f} | {r.peak_rss_mb:.0f} |"
             for r in gen
         ]
@@ -266,7 +262,7 @@ def markdown(rows: list[Row], where: str) -> str:
 
 
 def comparison(rows: list[Row]) -> list[str]:
-    """Ours beside the seed's best GPU for each (service, task)."""
+    """Ours beside the seed's best GPU for each (service, task) the seed measured."""
     out = [
         "#### Against the seed's best GPU",
         "| Service | Task | This CPU (s) | Seed's best (s) | Seed GPU | Ours / theirs |",
@@ -274,13 +270,13 @@ def comparison(rows: list[Row]) -> list[str]:
     ]
     for r in rows:
         table = SEED_EVALUATION if r.task == "evaluation" else SEED_GENERATION
-        best = min(
-            ((gpu, t[r.service][0]) for gpu, t in table.items() if r.service in t),
-            key=lambda item: item[1],
-        )
+        theirs = [(gpu, t[r.service][0]) for gpu, t in table.items() if r.service in t]
+        if not theirs:
+            continue
+        gpu, best = min(theirs, key=lambda item: item[1])
         out.append(
-            f"| {LABEL[r.service]} | {r.task} | {r.avg_s:.2f} | {best[1]:.2f} | "
-            f"{best[0]} | {r.avg_s / best[1]:.2f} |"
+            f"| {get(r.service).label} | {r.task} | {r.avg_s:.2f} | {best:.2f} | "
+            f"{gpu} | {r.avg_s / best:.2f} |"
         )
     return out + [""]
 
@@ -307,15 +303,19 @@ def validator_round(miners: int = 10, seconds: float = 30.0) -> dict:
     from chorus import audio
     from chorus.auth import create_wallet
     from chorus.chain import Neuron
-    from chorus.cli import load_evaluators
     from chorus.client import CallResult
     from chorus.generation.tts import PiperTTS
-    from chorus.protocol import AudioResponse, TTSRequest
+    from chorus.prompts import speech_text
+    from chorus.protocol import AudioResponse
+    from chorus.services import Task, load_evaluators, registry
+    from chorus.services.tts import SpeechChallenge, TTSRequest
     from chorus.store import ValidatorStore
-    from chorus.validator import Task, Validator, ValidatorSettings
+    from chorus.validator import Validator, ValidatorSettings
 
     tmp = Path(tempfile.mkdtemp())
-    evaluators = load_evaluators({"tts", "clone", "music"})
+    runtime = _runtime()
+    evaluators = load_evaluators(list(registry()), runtime)
+    runtime.limit_threads()
     print(f"[validator] evaluators loaded; making {miners} answers", file=sys.stderr, flush=True)
     validator = Validator(
         create_wallet("bench", path=str(tmp)),
@@ -325,9 +325,7 @@ def validator_round(miners: int = 10, seconds: float = 30.0) -> dict:
         ValidatorSettings(services=("tts",), seed=1),
     )
     text = speech_text(seconds, seed=3)
-    task = Task(
-        "tts", text, TTSRequest(text=text), lambda x, r: evaluators["tts"].evaluate(x, r, text)
-    )
+    task = Task("tts", text, TTSRequest(text=text), SpeechChallenge(text))
     tts = PiperTTS()
     results = []
     for uid in range(miners):
@@ -365,9 +363,12 @@ def dnsmos_comparison() -> list[dict]:
     of about 5, 30 and 60 s (the same clips for both; fastest of 5 runs each)."""
     from chorus import audio
     from chorus.generation.tts import PiperTTS
+    from chorus.prompts import speech_text
     from chorus.scoring.quality import DNSMOS, RATE, compare_with_speechmos
 
-    tts, rows, dnsmos = PiperTTS(seed=0), [], DNSMOS()
+    runtime = _runtime()
+    tts, rows, dnsmos = PiperTTS(seed=0), [], DNSMOS(runtime)
+    runtime.limit_threads()
     for seconds in (5, 30, 60):
         samples, rate = tts.synthesize(speech_text(seconds, seed=seconds))
         clip = audio.resample(samples, rate, RATE)
@@ -418,7 +419,7 @@ def voices_table() -> str:
 
     bank = VoiceBank.builtin()
     if not bank.voices:
-        raise ValueError("no Festival voices installed; see `make system-packages`")
+        raise CallerError("no Festival voices installed; see `make system-packages`")
     print(f"[voices] cloning {len(bank.voices)} voices", file=sys.stderr, flush=True)
     evaluator = CloneEvaluator()
     backend = WorldClone(tts=evaluator.stock, speaker=evaluator.speaker)
@@ -478,15 +479,15 @@ def main(
     validator: bool = False,
     voices: bool = False,
 ) -> int:
-    for wanted, section, make in (
-        (validator, "validator", validator_bench),
+    for wanted, name, make in (
+        (validator, section("validator"), validator_bench),
         (voices, "voices", voices_bench),
     ):
         if wanted:
             table = make()
             print(table)
             if output:
-                write_report(Path(output), section, f"Measured on: {machine()}.\n\n{table}")
+                write_report(Path(output), name, f"Measured on: {machine()}.\n\n{table}")
                 print(f"wrote {output}")
             return 0
     if load:
@@ -497,10 +498,12 @@ def main(
             print(f"wrote {output}")
         return 0
     if runs < 1:
-        raise ValueError("--runs must be at least 1")
+        raise CallerError("--runs must be at least 1")
     if duration is not None and not 1 <= duration <= 120:
-        raise ValueError("--duration must be between 1 and 120 seconds")
-    services = list(SERVICES) if service == "all" else [service]
+        raise CallerError("--duration must be between 1 and 120 seconds")
+    from chorus.services import registry
+
+    services = list(registry()) if service == "all" else [get(service).name]
     rows = run_bench(services, duration, runs)
     where = machine()
     if as_json:
@@ -508,6 +511,6 @@ def main(
     else:
         print(markdown(rows, where))
     if output:
-        write_report(Path(output), "services", markdown(rows, where))
+        write_report(Path(output), section("services"), markdown(rows, where))
         print(f"wrote {output}")
     return 0

@@ -1,7 +1,8 @@
 """The ``chorus`` command: wallet, chain, miner, validator, localnet, generate, evaluate.
 
 Every user mistake (a missing wallet, a bad file, an unknown backend) ends with a one-line
-message on stderr and exit code 2, never a traceback.
+message on stderr and exit code 2, never a traceback; ``chorus.errors`` decides which
+errors are mistakes. Services add their own arguments from their descriptors.
 """
 
 from __future__ import annotations
@@ -15,13 +16,8 @@ import warnings
 from pathlib import Path
 
 from chorus import __version__
-
-EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """A mistake by the user; printed as one line, exit code 2."""
-
+from chorus.errors import CallerError as UsageError
+from chorus.errors import ChorusError, exit_code
 
 # -- shared options ---------------------------------------------------------------------
 
@@ -180,21 +176,15 @@ def cmd_chain(args) -> int:
 
 
 def load_backends(args) -> dict:
-    from chorus.generation import load_backend
-    from chorus.generation.tts import PiperTTS
+    """The miner's backends, one per service whose ``--NAME-backend`` is not "none"."""
+    from chorus.services import NO_BACKEND, registry
 
     backends: dict = {}
-    for service in ("tts", "clone", "music"):
-        name = getattr(args, f"{service}_backend", None)
-        if name and name != "none":
-            options = {}
-            # The WORLD cloners speak with Piper first: reuse the TTS backend's voice rather
-            # than loading a second copy (never the degraded one, which would clone badly).
-            if service == "clone" and type(backends.get("tts")) is PiperTTS:
-                options["tts"] = backends["tts"]
-            if service == "clone" and args.clone_weights:
-                options["weights"] = args.clone_weights
-            backends[service] = load_backend(service, name, **options)
+    for name, service in registry().items():
+        choice = getattr(args, f"{name}_backend", None)
+        if choice and choice != NO_BACKEND:
+            options = service.backend_options(args, backends)
+            backends[name] = service.load_backend(choice, **options)
     if not backends:
         raise UsageError("the miner has no backend to serve; pass --tts-backend piper")
     return backends
@@ -240,21 +230,16 @@ def cmd_miner(args) -> int:
     return 0
 
 
-def load_evaluators(services) -> dict:
-    """One evaluator per service, sharing the speech models between TTS and cloning."""
-    evaluators: dict = {}
-    if "tts" in services or "clone" in services:
-        from chorus.scoring.tts import TTSEvaluator
+def load_scoring(services) -> dict:
+    """The evaluators of a scoring process, sharing one runtime, and the thread policy it
+    needs (BLAS and torch on one thread each) applied once they are loaded: the policy
+    only reaches libraries already loaded."""
+    from chorus.scoring.runtime import ScoringRuntime
+    from chorus.services import load_evaluators
 
-        evaluators["tts"] = TTSEvaluator()
-    if "clone" in services:
-        from chorus.scoring.clone import CloneEvaluator
-
-        evaluators["clone"] = CloneEvaluator(tts_evaluator=evaluators["tts"])
-    if "music" in services:
-        from chorus.scoring.music import MusicEvaluator
-
-        evaluators["music"] = MusicEvaluator()
+    runtime = ScoringRuntime()
+    evaluators = load_evaluators(services, runtime)
+    runtime.limit_threads()
     return evaluators
 
 
@@ -278,7 +263,7 @@ def cmd_validator(args) -> int:
     )
     state = Path(args.state or chorus_home() / f"validator-{me.uid}")
     store = ValidatorStore(state / "state.sqlite", state / "samples", args.max_samples)
-    validator = Validator(wallet, chain, store, load_evaluators(services), settings)
+    validator = Validator(wallet, chain, store, load_scoring(services), settings)
     print(
         f"validator uid {me.uid} resuming after round {store.last_round()}; state in {state}",
         flush=True,
@@ -382,16 +367,11 @@ def cmd_gateway(args) -> int:
 
 def cmd_generate(args) -> int:
     from chorus import audio
-    from chorus.generation import load_backend
+    from chorus.services import get
 
-    backend = load_backend(args.service, args.backend)
-    if args.service == "tts":
-        samples, rate = backend.synthesize(args.text, args.voice)
-    elif args.service == "clone":
-        ref, ref_rate = audio.read(args.reference)
-        samples, rate = backend.clone(args.text, ref, ref_rate)
-    else:
-        samples, rate = backend.compose(args.prompt, args.duration)
+    service = get(args.service)
+    backend = service.load_backend(args.backend)
+    samples, rate = service.generate(backend, service.challenge_from_args(args))
     path = audio.write(args.output, samples, rate)
     print(f"wrote {path} ({len(samples) / rate:.2f} s at {rate} Hz, {backend.model})")
     return 0
@@ -399,20 +379,17 @@ def cmd_generate(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from chorus import audio
+    from chorus.services import get
 
+    service = get(args.service)
     samples, rate = audio.read(args.audio)
-    evaluator = load_evaluators({args.service})[args.service]
-    if args.service == "tts":
-        result = evaluator.evaluate(samples, rate, args.text)
-    elif args.service == "clone":
-        ref, ref_rate = audio.read(args.reference)
-        result = evaluator.evaluate(samples, rate, args.text, ref, ref_rate)
-    else:
-        result = evaluator.evaluate(samples, rate, args.prompt, args.duration)
+    challenge = service.challenge_from_args(args)
+    evaluator = load_scoring([service.name])[service.name]
+    result = evaluator.evaluate(samples, rate, challenge).to_json()
     if args.json:
-        print(json.dumps(result.to_json()))
+        print(json.dumps(result))
     else:
-        for key, value in result.to_json().items():
+        for key, value in result.items():
             print(f"{key:>20}: {value}")
     return 0
 
@@ -432,10 +409,28 @@ def cmd_bench(args) -> int:
     )
 
 
+def cmd_redteam(args) -> int:
+    from chorus.redteam import main as redteam
+
+    if args.cases < 1:
+        raise UsageError("--cases must be at least 1")
+    return redteam(args.service, args.cases, args.seed, args.json, args.output)
+
+
 # -- parser -----------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from chorus.auth import AccessPolicy
+    from chorus.bench import DEFAULT_RUNS
+    from chorus.gateway import GatewaySettings
+    from chorus.localnet import LocalnetSettings
+    from chorus.miner import MinerSettings
+    from chorus.services import NO_BACKEND, registry
+    from chorus.validator import ValidatorSettings
+
+    services = registry()
+    ms, vs, gs, ls = MinerSettings(), ValidatorSettings(), GatewaySettings(), LocalnetSettings()
     parser = argparse.ArgumentParser(prog="chorus", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"chorus {__version__}")
     parser.add_argument(
@@ -464,32 +459,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8091)
     p.add_argument("--axon-host", default=None, help="address published on the chain")
-    p.add_argument("--tts-backend", default="piper", help="tts backend (piper, degraded) or none")
-    p.add_argument("--clone-backend", default="none", help="clone backend (world, neural) or none")
-    p.add_argument("--clone-weights", default=None, help="weights file for a neural clone backend")
-    p.add_argument("--music-backend", default="none", help="music backend (symbolic) or none")
-    p.add_argument("--min-stake", type=float, default=0.0, help="minimum caller stake")
+    for name, service in services.items():
+        p.add_argument(
+            f"--{name}-backend",
+            default=service.miner_backend,
+            help=f"{name} backend ({', '.join(service.backends)}) or {NO_BACKEND}"
+            f" (default {service.miner_backend})",
+        )
+        service.add_miner_arguments(p)
+    p.add_argument(
+        "--min-stake", type=float, default=AccessPolicy.min_stake, help="minimum caller stake"
+    )
     p.add_argument("--blacklist", nargs="*", help="hotkeys to refuse")
     p.add_argument(
         "--allow-non-validators",
         action="store_true",
         help="accept registered callers without a validator permit",
     )
-    p.add_argument("--max-queue", type=int, default=8, help="requests waiting before 429")
-    p.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
-    p.add_argument("--workers", type=int, default=1, help="generation threads")
+    p.add_argument("--max-queue", type=int, default=ms.max_queue, help="requests before 429")
+    p.add_argument("--max-body-bytes", type=int, default=ms.max_body_bytes)
+    p.add_argument("--workers", type=int, default=ms.workers, help="generation threads")
     p.set_defaults(func=cmd_miner)
 
     p = sub.add_parser("validator", help="query miners, score them, set weights")
     _wallet_args(p, "validator")
     _chain_args(p)
-    p.add_argument("--services", default="tts,clone,music", help="comma-separated services to test")
+    p.add_argument(
+        "--services", default=",".join(services), help="comma-separated services to test"
+    )
     p.add_argument("--rounds", type=int, default=None, help="stop after N rounds")
-    p.add_argument("--alpha", type=float, default=0.9, help="moving-average weight of the past")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per miner answer")
-    p.add_argument("--batch-size", type=int, default=16, help="miners queried per round")
-    p.add_argument("--weights-interval", type=int, default=10, help="blocks between weights")
-    p.add_argument("--round-interval", type=float, default=0.0, help="pause between rounds (s)")
+    p.add_argument("--alpha", type=float, default=vs.alpha, help="moving-average weight of past")
+    p.add_argument("--timeout", type=float, default=vs.timeout_s, help="seconds per answer")
+    p.add_argument("--batch-size", type=int, default=vs.batch_size, help="miners per round")
+    p.add_argument(
+        "--weights-interval",
+        type=int,
+        default=vs.weights_interval_blocks,
+        help="blocks between weights",
+    )
+    p.add_argument(
+        "--round-interval", type=float, default=vs.round_interval_s, help="pause between rounds"
+    )
     p.add_argument("--state", default=None, help="state folder (default ~/.chorus/validator-UID)")
     p.add_argument("--max-samples", type=int, default=50, help="audio samples kept")
     p.add_argument("--corpus", default=None, help="extra prompt sentences, one per line")
@@ -502,12 +512,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_validator)
 
     p = sub.add_parser("localnet", help="a whole network on this machine, end to end")
-    p.add_argument("--miners", type=int, default=3)
-    p.add_argument("--rounds", type=int, default=6)
-    p.add_argument("--out", default="demo-out", help="folder for chain, wallets, samples")
-    p.add_argument("--port", type=int, default=18091, help="first miner port")
-    p.add_argument("--alpha", type=float, default=0.5, help="validator moving-average alpha")
-    p.add_argument("--timeout", type=float, default=20.0, help="seconds per miner answer")
+    p.add_argument("--miners", type=int, default=ls.miners)
+    p.add_argument("--rounds", type=int, default=ls.rounds)
+    p.add_argument("--out", default=ls.out, help="folder for chain, wallets, samples")
+    p.add_argument("--port", type=int, default=ls.base_port, help="first miner port")
+    p.add_argument("--alpha", type=float, default=ls.alpha, help="validator moving-average alpha")
+    p.add_argument("--timeout", type=float, default=ls.timeout_s, help="seconds per answer")
     p.set_defaults(func=cmd_localnet)
 
     p = sub.add_parser("dashboard", help="a web page of a validator's scores and samples")
@@ -528,55 +538,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-keys", default=None, help="file of API keys, one ID:KEY a line")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--rate", type=float, default=1.0, help="requests per second per key")
-    p.add_argument("--burst", type=float, default=10.0, help="requests a key may burst")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per miner attempt")
-    p.add_argument("--max-attempts", type=int, default=3, help="miners tried per request")
+    p.add_argument("--rate", type=float, default=gs.rate, help="requests per second per key")
+    p.add_argument("--burst", type=float, default=gs.burst, help="requests a key may burst")
+    p.add_argument("--timeout", type=float, default=gs.timeout_s, help="seconds per attempt")
+    p.add_argument("--max-attempts", type=int, default=gs.max_attempts, help="miners per request")
     p.add_argument("--log-file", default=None, help="JSON request log (default stdout)")
     p.set_defaults(func=cmd_gateway)
 
     p = sub.add_parser("generate", help="generate audio locally with a backend")
     gen = p.add_subparsers(dest="service", required=True)
-    g = gen.add_parser("tts", help="text to speech")
-    g.add_argument("text")
-    g.add_argument("--backend", default="piper")
-    g.add_argument("--voice", default=None)
-    g2 = gen.add_parser("clone", help="text in the voice of a reference recording")
-    g2.add_argument("text")
-    g2.add_argument("--reference", required=True, help="WAV/FLAC of the voice to clone")
-    g2.add_argument("--backend", default="world")
-    g3 = gen.add_parser("music", help="music that follows a text prompt")
-    g3.add_argument("prompt")
-    g3.add_argument("--duration", type=float, default=15.0, help="seconds (default 15)")
-    g3.add_argument("--backend", default="symbolic")
-    for each in (g, g2, g3):
-        each.add_argument("-o", "--output", required=True, help="WAV or FLAC file to write")
-        each.set_defaults(func=cmd_generate)
+    for name, service in services.items():
+        g = gen.add_parser(name, help=service.title)
+        service.add_arguments(g, "generate")
+        g.add_argument("--backend", default=service.default_backend, choices=service.backends)
+        g.add_argument("-o", "--output", required=True, help="WAV or FLAC file to write")
+        g.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("evaluate", help="score an audio file as a validator would")
     ev = p.add_subparsers(dest="service", required=True)
-    e = ev.add_parser("tts", help="speech against the text it should say")
-    e.add_argument("--text", required=True)
-    e2 = ev.add_parser("clone", help="cloned speech against its text and reference voice")
-    e2.add_argument("--text", required=True)
-    e2.add_argument("--reference", required=True, help="the reference recording")
-    e3 = ev.add_parser("music", help="music against the prompt it should follow")
-    e3.add_argument("--prompt", required=True)
-    e3.add_argument("--duration", type=float, default=None, help="asked duration (s)")
-    for each in (e, e2, e3):
-        each.add_argument("audio")
-        each.add_argument("--json", action="store_true", help="print one JSON object")
-        each.set_defaults(func=cmd_evaluate)
+    for name, service in services.items():
+        e = ev.add_parser(name, help=service.title)
+        service.add_arguments(e, "evaluate")
+        e.add_argument("audio")
+        e.add_argument("--json", action="store_true", help="print one JSON object")
+        e.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("bench", help="time generation and evaluation per service")
-    p.add_argument("--service", default="all", choices=["tts", "clone", "music", "all"])
+    p.add_argument("--service", default="all", choices=[*services, "all"])
     p.add_argument(
         "--duration",
         type=float,
         default=None,
-        help="seconds of audio (default 30 for tts and clone, 15 for music)",
+        help="seconds of audio (default: "
+        + ", ".join(f"{s.bench_seconds:g} for {n}" for n, s in services.items())
+        + ")",
     )
-    p.add_argument("--runs", type=int, default=5, help="timed runs after one warm-up")
+    p.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="timed runs after a warm-up")
     p.add_argument("--json", action="store_true", help="print JSON rows instead of tables")
     p.add_argument("--output", default=None, help="also write the tables into this Markdown file")
     p.add_argument(
@@ -597,27 +594,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead: clone every voice of the built-in bank; the per-voice table",
     )
     p.set_defaults(func=cmd_bench)
+
+    from chorus.redteam import DEFAULT_CASES, DEFAULT_SEED
+
+    p = sub.add_parser("redteam", help="score honest answers against degraded ones and cheats")
+    p.add_argument("--service", default="all", choices=[*services, "all"])
+    p.add_argument("--cases", type=int, default=DEFAULT_CASES, help="prompts per service")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the prompts")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--output", default=None, help="also write the tables into this Markdown file")
+    p.set_defaults(func=cmd_redteam)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     # resemblyzer's webrtcvad and pyworld import pkg_resources, which warns on every start.
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
-    from chorus.audio import AudioError
-    from chorus.chain import ChainError
-    from chorus.generation import BackendError
-
     try:
+        args = build_parser().parse_args(argv)  # plug-in services load here
+        logging.basicConfig(
+            level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+        )
         return args.func(args)
     except KeyboardInterrupt:
         return 130
-    except (UsageError, FileNotFoundError, AudioError, ChainError, BackendError, ValueError) as e:
+    except (ChorusError, FileNotFoundError) as e:
         print(f"chorus: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return exit_code(e)
 
 
 if __name__ == "__main__":

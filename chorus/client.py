@@ -17,7 +17,8 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from chorus.auth import sign
-from chorus.protocol import ROUTES, AudioResponse
+from chorus.protocol import AudioResponse
+from chorus.services import get
 
 DEFAULT_MAX_ANSWER_BYTES = 32 * 1024 * 1024
 
@@ -46,7 +47,8 @@ class MinerClient:
     async def call(
         self, url: str, receiver: str, service: str, request: BaseModel, timeout: float
     ) -> CallResult:
-        path = ROUTES[service]
+        """POST ``request`` to the route of ``service`` (a registered service's name)."""
+        path = get(service).route
         body = request.model_dump_json(exclude_none=True).encode()
         headers = sign(self.wallet, "POST", path, body, receiver)
         headers["Content-Type"] = "application/json"

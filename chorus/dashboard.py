@@ -15,7 +15,7 @@ import re
 import statistics
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
@@ -23,16 +23,15 @@ from fastapi.responses import FileResponse, HTMLResponse
 
 from chorus import __version__
 from chorus.chain import Chain
-from chorus.store import ValidatorStore
+from chorus.protocol import MEDIA_TYPES
+from chorus.services import Result, registry
+from chorus.store import MinerSummary, StoredAnswer, ValidatorStore
 
 HISTORY = 60  # answers per miner in the history plots
 RECENT_ROUNDS = 6
 TIMING_WINDOW = 500  # answers behind the evaluation timings
 COLORS = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777")
-# (column title, dotted path in an answer's metrics); a column shows when any miner has it
-METRICS = (("WER", "wer"), ("MOS", "mos.p808"), ("similarity", "similarity"))
 SAMPLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.(wav|flac)$")
-MEDIA_TYPES = {"wav": "audio/wav", "flac": "audio/flac"}
 
 
 @dataclass
@@ -46,10 +45,21 @@ class MinerRow:
     answers: int
     failed: int
     weight: float | None
-    metrics: dict[str, float | None]
+    columns: dict[str, float | None]  # the services' leaderboard columns, by title
     services: dict[str, float]
     last_seen: float | None
     history: list[tuple[int, float]] = field(default_factory=list)  # (round, raw score)
+
+
+@dataclass
+class Round:
+    """One recent round and its answers, best first."""
+
+    round: int
+    service: str
+    created: float
+    prompt: str
+    answers: list[StoredAnswer] = field(default_factory=list)
 
 
 @dataclass
@@ -59,22 +69,17 @@ class Board:
     round: int
     block: int | None
     miners: list[MinerRow]
-    rounds: list[dict[str, Any]]  # recent rounds, each with its answers
+    rounds: list[Round]
     timings: list[dict[str, Any]]  # per service
     generated: float
 
 
-def metric(metrics: dict[str, Any], path: str) -> float | None:
-    """A numeric metric by dotted path (``mos.p808``), or None if absent."""
-    value: Any = metrics
-    for key in path.split("."):
-        value = value.get(key) if isinstance(value, dict) else None
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _mean(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.fmean(present) if present else None
+def columns(service: str, result: Result | None) -> dict[str, float | None]:
+    """The leaderboard columns of ``service`` read from one answer's result."""
+    described = registry().get(service)
+    if described is None or result is None:
+        return {}
+    return {c.title: c.value(result) for c in described.columns}
 
 
 def _weights(chain: Chain | None, validator_uid: int | None) -> dict[int, float] | None:
@@ -91,35 +96,35 @@ def _weights(chain: Chain | None, validator_uid: int | None) -> dict[int, float]
     return dict(totals)
 
 
-def _miner_row(store: ValidatorStore, s: dict[str, Any], weights: dict | None) -> MinerRow:
-    answers = [a for a in store.answers(limit=HISTORY, uid=s["uid"]) if a["hotkey"] == s["hotkey"]]
+def _miner_row(store: ValidatorStore, s: MinerSummary, weights: dict | None) -> MinerRow:
+    answers = [a for a in store.answers(limit=HISTORY, uid=s.uid) if a.hotkey == s.hotkey]
     by_service: dict[str, list[float]] = defaultdict(list)
     for a in answers:
-        by_service[a["service"]].append(a["score"])
-    seen = [a["created"] for a in answers if a["error"] is None]
+        by_service[a.service].append(a.score)
+    seen = [a.created for a in answers if a.error is None]
     return MinerRow(
-        uid=s["uid"],
-        hotkey=s["hotkey"],
-        score=s["score"],
-        mean_score=s["mean_score"],
-        answers=s["answers"],
-        failed=s["failed"],
-        weight=None if weights is None else weights.get(s["uid"], 0.0),
-        metrics={path: _mean([metric(a["metrics"], path) for a in answers]) for _, path in METRICS},
+        uid=s.uid,
+        hotkey=s.hotkey,
+        score=s.score,
+        mean_score=s.mean_score,
+        answers=s.answers,
+        failed=s.failed,
+        weight=None if weights is None else weights.get(s.uid, 0.0),
+        columns=s.columns,
         services={svc: statistics.fmean(v) for svc, v in sorted(by_service.items())},
         last_seen=max(seen) if seen else None,
-        history=[(a["round"], a["score"]) for a in reversed(answers)],
+        history=[(a.round, a.score) for a in reversed(answers)],
     )
 
 
-def _timings(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _timings(answers: list[StoredAnswer]) -> list[dict[str, Any]]:
     """Per service: how long scoring, the miners' synthesis and the round trip took."""
     out = []
-    for service in sorted({a["service"] for a in answers}):
-        rows = [a for a in answers if a["service"] == service]
+    for service in sorted({a.service for a in answers}):
+        rows = [a for a in answers if a.service == service]
 
-        def stats(key: str, rows: list[dict[str, Any]] = rows) -> tuple[float, float] | None:
-            values = sorted(a[key] for a in rows if a[key] is not None)
+        def stats(key: str, rows: list[StoredAnswer] = rows) -> tuple[float, float] | None:
+            values = sorted(v for a in rows if (v := getattr(a, key)) is not None)
             if not values:
                 return None
             return statistics.fmean(values), values[min(len(values) - 1, int(0.95 * len(values)))]
@@ -128,7 +133,7 @@ def _timings(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
             {
                 "service": service,
                 "answers": len(rows),
-                "failed": sum(a["error"] is not None for a in rows),
+                "failed": sum(a.error is not None for a in rows),
                 "eval_s": stats("eval_s"),
                 "synthesis_s": stats("synthesis_s"),
                 "latency_s": stats("latency_s"),
@@ -144,14 +149,14 @@ def collect(
     weights = _weights(chain, validator_uid)
     miners = [_miner_row(store, s, weights) for s in store.summary()]
     recent = store.answers(limit=TIMING_WINDOW)
-    rounds: dict[int, dict[str, Any]] = {}
+    rounds: dict[int, Round] = {}
     for a in recent:
-        if a["round"] not in rounds and len(rounds) == RECENT_ROUNDS:
+        if a.round not in rounds and len(rounds) == RECENT_ROUNDS:
             break
-        r = rounds.setdefault(a["round"], {**a, "answers": []})
-        r["answers"].append(a)
+        r = rounds.setdefault(a.round, Round(a.round, a.service, a.created, a.prompt))
+        r.answers.append(a)
     for r in rounds.values():
-        r["answers"].sort(key=lambda a: -a["score"])
+        r.answers.sort(key=lambda a: -a.score)
     return Board(
         round=store.last_round(),
         block=chain.block() if chain is not None else None,
@@ -236,13 +241,14 @@ def _utc(ts: float) -> str:
 
 
 def _leaderboard(board: Board) -> str:
-    shown = [(t, p) for t, p in METRICS if any(m.metrics[p] is not None for m in board.miners)]
-    head = "".join(f"<th>{t}</th>" for t, _ in shown)
+    titles = list(dict.fromkeys(t for m in board.miners for t in m.columns))
+    shown = [t for t in titles if any(m.columns.get(t) is not None for m in board.miners)]
+    head = "".join(f"<th>{html.escape(t)}</th>" for t in shown)
     weight_head = "<th>weight</th>" if board.block is not None else ""
     rows = []
     for rank, m in enumerate(board.miners, 1):
         color = COLORS[(rank - 1) % len(COLORS)]
-        cells = "".join(f"<td>{_num(m.metrics[p])}</td>" for _, p in shown)
+        cells = "".join(f"<td>{_num(m.columns.get(t))}</td>" for t in shown)
         weight = f"<td>{_num(m.weight)}</td>" if board.block is not None else ""
         services = ", ".join(f"{s} {v:.2f}" for s, v in m.services.items())
         last = f'<td title="{_utc(m.last_seen)}">' if m.last_seen else "<td>"
@@ -275,26 +281,28 @@ def _history(board: Board) -> str:
     return f"{svg_chart(series)}<div>{legend}</div>"
 
 
-def _answer_row(a: dict[str, Any]) -> str:
-    m = a["metrics"]
-    if a["sample"]:
-        kind = "flac" if a["sample"].endswith(".flac") else "wav"
+def _answer_row(a: StoredAnswer, titles: list[str]) -> str:
+    if a.sample:
+        kind = "flac" if a.sample.endswith(".flac") else "wav"
         media = (
-            f'<audio controls preload="auto"><source src="samples/{html.escape(a["sample"])}"'
+            f'<audio controls preload="auto"><source src="samples/{html.escape(a.sample)}"'
             f' type="{MEDIA_TYPES[kind]}"></audio>'
         )
-    elif a["error"]:
-        media = f'<span class="error">{html.escape(a["error"][:160])}</span>'
+    elif a.error:
+        media = f'<span class="error">{html.escape(a.error[:160])}</span>'
     else:
         media = '<span class="muted">sample not kept</span>'
-    if m.get("reason"):  # the gate that zeroed an answer whose audio decoded
-        media += f'<div class="error">{html.escape(str(m["reason"])[:160])}</div>'
-    heard = f' title="heard: {html.escape(str(m["transcript"]))}"' if m.get("transcript") else ""
+    if a.result is not None and a.result.reason:  # the gate that zeroed decoded audio
+        media += f'<div class="error">{html.escape(a.result.reason[:160])}</div>'
+    transcript = getattr(a.result, "transcript", None)
+    heard = f' title="heard: {html.escape(transcript)}"' if transcript else ""
+    values = columns(a.service, a.result)
+    cells = "".join(
+        f"<td{heard if i == 0 else ''}>{_num(values.get(t))}</td>" for i, t in enumerate(titles)
+    )
     return (
-        f"<tr><td>{a['uid']}</td><td>{a['score']:.3f}</td>"
-        f"<td{heard}>{_num(metric(m, 'wer'))}</td>"
-        f"<td>{_num(metric(m, 'mos.p808'), 2)}</td><td>{_num(a['latency_s'], 2)}</td>"
-        f"<td>{_num(a['eval_s'], 2)}</td><td>{media}</td></tr>"
+        f"<tr><td>{a.uid}</td><td>{a.score:.3f}</td>{cells}"
+        f"<td>{_num(a.latency_s, 2)}</td><td>{_num(a.eval_s, 2)}</td><td>{media}</td></tr>"
     )
 
 
@@ -303,11 +311,14 @@ def _rounds(board: Board) -> str:
         return "<p>No rounds yet.</p>"
     out = []
     for r in board.rounds:
-        rows = "".join(_answer_row(a) for a in r["answers"])
+        described = registry().get(r.service)
+        titles = [c.title for c in described.columns] if described else []
+        rows = "".join(_answer_row(a, titles) for a in r.answers)
+        head = "".join(f"<th>{html.escape(t)}</th>" for t in titles)
         out.append(
-            f'<div class="round"><h3>round {r["round"]} · {html.escape(r["service"])} · '
-            f'{_utc(r["created"])}</h3><p class="prompt">{html.escape(r["prompt"])}</p>'
-            "<table><tr><th>uid</th><th>score</th><th>WER</th><th>MOS</th><th>latency s</th>"
+            f'<div class="round"><h3>round {r.round} · {html.escape(r.service)} · '
+            f'{_utc(r.created)}</h3><p class="prompt">{html.escape(r.prompt)}</p>'
+            f"<table><tr><th>uid</th><th>score</th>{head}<th>latency s</th>"
             f"<th>eval s</th><th>answer</th></tr>{rows}</table></div>"
         )
     return "".join(out)
@@ -382,7 +393,7 @@ def create_dashboard_app(
     def leaderboard() -> list[dict[str, Any]]:
         weights = _weights(chain, validator_uid)
         return [
-            {**s, "weight": None if weights is None else weights.get(s["uid"], 0.0)}
+            {**asdict(s), "weight": None if weights is None else weights.get(s.uid, 0.0)}
             for s in store.summary()
         ]
 

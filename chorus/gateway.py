@@ -23,99 +23,58 @@ from collections import defaultdict
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, TextIO
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from chorus import __version__, audio
 from chorus.chain import Chain, Neuron
 from chorus.client import MinerClient
+from chorus.errors import CallerError, ChorusError, http_status
 from chorus.protocol import (
+    ANSWER_LIMITS,
+    BODY_TIMEOUT_S,
     DEFAULT_MAX_BODY_BYTES,
-    MAX_MUSIC_SECONDS,
-    MIN_MUSIC_SECONDS,
-    BodyError,
-    CloneRequest,
-    MusicRequest,
-    TTSRequest,
+    MEDIA_TYPES,
     read_body,
 )
+from chorus.services import Service, registry
 from chorus.store import ValidatorStore
 
-ANSWER_LIMITS = audio.AudioLimits(max_seconds=180.0)
-MEDIA_TYPES = {"wav": "audio/wav", "flac": "audio/flac"}
-# OpenAI's voice names mean "the miner's default voice"; any other name goes to the miner.
-OPENAI_VOICES = frozenset(
-    ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer")
-    + ("verse", "marin", "cedar")
-)
-BODY_TIMEOUT_S = 10.0  # a client trickling its body gets 408 instead of holding a worker
 SCORE_WINDOW = 20  # a miner's most recent answers per service that rank it
+# OpenAI's error types by status, so their clients raise the right exception.
+OPENAI_ERROR_TYPES = {401: "authentication_error", 429: "rate_limit_error"}
 
 
-class GatewayError(Exception):
-    """A request the gateway cannot serve: HTTP status, OpenAI error type and a reason."""
+class NoMiners(ChorusError):
+    """No miner can serve this now (none scored yet, or every one tried failed)."""
 
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error"):
-        super().__init__(message)
-        self.status, self.message, self.kind = status, message, kind
+    status = 503
 
 
-def error_response(status: int, message: str, kind: str, headers: dict | None = None):
-    """OpenAI's error shape, so their clients raise the right exception with our reason."""
+class RateLimited(CallerError):
+    """A key over its rate limit; ``wait`` is how long until it may ask again."""
+
+    def __init__(self, wait: float):
+        super().__init__(f"rate limit for this key exceeded; retry in {wait:.1f} s", status=429)
+        self.wait = wait
+
+
+def error_response(error: BaseException) -> JSONResponse:
+    """The one place the gateway turns an exception into HTTP, in OpenAI's error shape."""
+    status = http_status(error)
+    message = error.reason if isinstance(error, ChorusError) else "internal error"
+    if status in OPENAI_ERROR_TYPES:
+        kind = OPENAI_ERROR_TYPES[status]
+    else:
+        kind = "invalid_request_error" if status < 500 else "service_unavailable"
     body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    headers = (
+        {"Retry-After": str(max(1, round(error.wait)))} if isinstance(error, RateLimited) else None
+    )
     return JSONResponse(body, status_code=status, headers=headers)
-
-
-# -- requests -----------------------------------------------------------------------------
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field(default="chorus", max_length=64)
-    response_format: Literal["wav", "flac"] = "wav"
-
-
-class SpeechBody(_Body):
-    """OpenAI's ``/v1/audio/speech`` body, limited to what miners can do."""
-
-    input: str
-    voice: str = Field(default="alloy", max_length=64)
-    speed: float = 1.0
-
-    def to_miner(self) -> TTSRequest:
-        if self.speed != 1.0:
-            raise GatewayError(400, "speed other than 1.0 is not supported")
-        voice = None if self.voice.lower() in OPENAI_VOICES else self.voice
-        return TTSRequest(text=self.input, voice=voice, format=self.response_format)
-
-
-class CloneBody(_Body):
-    """Speak ``input`` in the voice of ``reference`` (base64 WAV or FLAC, 2-30 s)."""
-
-    input: str
-    reference: str
-
-    def to_miner(self) -> CloneRequest:
-        return CloneRequest(text=self.input, reference=self.reference, format=self.response_format)
-
-
-class MusicBody(_Body):
-    """Compose ``duration`` seconds of music following ``prompt``."""
-
-    prompt: str
-    duration: float = Field(default=10.0, ge=MIN_MUSIC_SECONDS, le=MAX_MUSIC_SECONDS)
-
-    def to_miner(self) -> MusicRequest:
-        return MusicRequest(
-            prompt=self.prompt, duration=float(self.duration), format=self.response_format
-        )
-
-
-BODIES: dict[str, type[_Body]] = {"tts": SpeechBody, "clone": CloneBody, "music": MusicBody}
 
 
 def _first_problem(e: ValidationError) -> str:
@@ -144,7 +103,7 @@ def parse_key(line: str) -> ApiKey:
         secret = key_id
         key_id = "key-" + _digest(secret).hex()[:8]
     if len(secret) < 8:
-        raise ValueError(f"API key {key_id!r} is too short (at least 8 characters)")
+        raise CallerError(f"API key {key_id!r} is too short (at least 8 characters)")
     return ApiKey(key_id, _digest(secret))
 
 
@@ -207,14 +166,6 @@ class GatewaySettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
 
-class RateLimited(Exception):
-    """A key over its rate limit; ``wait`` is how long until it may ask again."""
-
-    def __init__(self, wait: float):
-        super().__init__(f"retry in {wait:.1f} s")
-        self.wait = wait
-
-
 @dataclass
 class Served:
     data: bytes
@@ -235,10 +186,10 @@ class Gateway:
         log: RequestLog | None = None,
     ):
         if not keys:
-            raise ValueError("the gateway needs at least one API key")
+            raise CallerError("the gateway needs at least one API key")
         self.settings = settings or GatewaySettings()
         if not (self.settings.rate > 0 and self.settings.burst >= 1):
-            raise ValueError("the rate limit needs a rate above 0 and a burst of at least 1")
+            raise CallerError("the rate limit needs a rate above 0 and a burst of at least 1")
         self.wallet = wallet
         self.hotkey = wallet.hotkey.ss58_address
         self.chain = chain
@@ -253,18 +204,14 @@ class Gateway:
     def authenticate(self, header: str | None) -> ApiKey:
         scheme, _, secret = (header or "").partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
-            raise GatewayError(
-                401,
-                "missing API key: send 'Authorization: Bearer KEY'",
-                "authentication_error",
-            )
+            raise CallerError("missing API key: send 'Authorization: Bearer KEY'", status=401)
         digest = _digest(secret.strip())
         found = None
         for key in self.keys:  # compare with every key, so timing says nothing
             if hmac.compare_digest(key.digest, digest):
                 found = key
         if found is None:
-            raise GatewayError(401, "invalid API key", "authentication_error")
+            raise CallerError("invalid API key", status=401)
         return found
 
     def admit(self, key: ApiKey) -> None:
@@ -287,12 +234,12 @@ class Gateway:
         neurons = {n.uid: n for n in self.chain.neurons() if n.url and n.hotkey != self.hotkey}
         recent: dict[tuple[str, int], list[float]] = defaultdict(list)
         for a in self.store.answers(limit=5000):
-            n = neurons.get(a["uid"])
-            if n is None or n.hotkey != a["hotkey"]:
+            n = neurons.get(a.uid)
+            if n is None or n.hotkey != a.hotkey:
                 continue  # gone, or the uid now belongs to someone else
-            scores = recent[a["service"], a["uid"]]
+            scores = recent[a.service, a.uid]
             if len(scores) < SCORE_WINDOW:
-                scores.append(a["score"])
+                scores.append(a.score)
         ranked: dict[str, list[tuple[float, Neuron]]] = defaultdict(list)
         for (service, uid), scores in recent.items():
             mean = statistics.fmean(scores)
@@ -304,11 +251,7 @@ class Gateway:
         """Try the best miners in turn until one returns audio that decodes."""
         miners = self.ranking(service)[: self.settings.max_attempts]
         if not miners:
-            raise GatewayError(
-                503,
-                f"no miner has been scored for {service} yet; try again later",
-                "service_unavailable",
-            )
+            raise NoMiners(f"no miner has been scored for {service} yet; try again later")
         assert self.client is not None, "the app's lifespan opens the client"
         failures = []
         for attempt, n in enumerate(miners, 1):
@@ -316,7 +259,7 @@ class Gateway:
                 n.url, n.hotkey, service, request, self.settings.timeout_s
             )
             if result.status == 422 and result.error:  # the request itself is at fault
-                raise GatewayError(422, f"miner refused the request: {result.error}")
+                raise CallerError(f"miner refused the request: {result.error}")
             if result.answer is None:
                 failures.append(f"uid {n.uid}: {result.error}")
                 continue
@@ -329,21 +272,16 @@ class Gateway:
             if result.answer.format != fmt:
                 data = audio.encode_bytes(samples, rate, fmt)
             return Served(data, n.uid, attempt)
-        raise GatewayError(
-            503, "every miner tried failed: " + "; ".join(failures)[:500], "service_unavailable"
-        )
+        raise NoMiners("every miner tried failed: " + "; ".join(failures)[:500])
 
 
 async def _read_json(request: Request, limit: int) -> Any:
     """The body as JSON, refusing more than ``limit`` bytes while reading it."""
-    try:
-        raw = await read_body(request, limit, BODY_TIMEOUT_S)
-    except BodyError as e:
-        raise GatewayError(e.status, e.reason) from None
+    raw = await read_body(request, limit, BODY_TIMEOUT_S)
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise GatewayError(400, "body is not valid JSON") from None
+        raise CallerError("body is not valid JSON", status=400) from None
 
 
 def create_gateway_app(gateway: Gateway) -> FastAPI:
@@ -371,57 +309,55 @@ def create_gateway_app(gateway: Gateway) -> FastAPI:
     async def models(request: Request) -> Response:
         try:
             gateway.authenticate(request.headers.get("authorization"))
-        except GatewayError as e:
-            return error_response(e.status, e.message, e.kind)
+        except ChorusError as e:
+            return error_response(e)
         data = [
             {"id": f"chorus-{service}", "object": "model", "owned_by": "chorus", "miners": n}
-            for service in BODIES
-            if (n := len(gateway.ranking(service)))
+            for service, described in registry().items()
+            if described.gateway_body and (n := len(gateway.ranking(service)))
         ]
         return JSONResponse({"object": "list", "data": data})
 
-    async def serve(service: str, route: str, request: Request) -> Response:
+    async def serve(service: Service, request: Request) -> Response:
         start = time.perf_counter()
-        record: dict[str, Any] = {"key": None, "route": route, "miner_uid": None, "attempts": 0}
+        record: dict[str, Any] = {
+            "key": None,
+            "route": service.gateway_route,
+            "miner_uid": None,
+            "attempts": 0,
+        }
         try:
             key = gateway.authenticate(request.headers.get("authorization"))
             record["key"] = key.id
             gateway.admit(key)
             payload = await _read_json(request, gateway.settings.max_body_bytes)
+            assert service.gateway_body is not None
             try:
-                body = BODIES[service].model_validate(payload)
+                body = service.gateway_body.model_validate(payload)
                 miner_request = body.to_miner()
             except ValidationError as e:
-                raise GatewayError(400, _first_problem(e)) from None
-            served = await gateway.forward(service, miner_request, body.response_format)
+                raise CallerError(_first_problem(e), status=400) from None
+            served = await gateway.forward(service.name, miner_request, body.response_format)
             record.update(miner_uid=served.uid, attempts=served.attempts)
             response: Response = Response(
                 served.data,
                 media_type=MEDIA_TYPES[body.response_format],
                 headers={"X-Chorus-Miner-Uid": str(served.uid)},
             )
-        except GatewayError as e:
-            record["error"] = e.message
-            response = error_response(e.status, e.message, e.kind)
-        except RateLimited as e:
-            record["error"] = "rate limited"
-            response = error_response(
-                429,
-                f"rate limit for this key exceeded; {e}",
-                "rate_limit_error",
-                {"Retry-After": str(max(1, round(e.wait)))},
-            )
+        except ChorusError as e:
+            record["error"] = e.reason
+            response = error_response(e)
         record.update(status=response.status_code, latency_s=round(time.perf_counter() - start, 4))
         gateway.log.write(**record)
         return response
 
-    def add_route(service: str, route: str) -> None:
+    def add_route(service: Service) -> None:
         async def handler(request: Request) -> Response:
-            return await serve(service, route, request)
+            return await serve(service, request)
 
-        app.post(route, name=service, response_model=None)(handler)
+        app.post(service.gateway_route, name=service.name, response_model=None)(handler)
 
-    add_route("tts", "/v1/audio/speech")
-    add_route("clone", "/v1/audio/clone")
-    add_route("music", "/v1/audio/music")
+    for service in registry().values():
+        if service.gateway_route and service.gateway_body:
+            add_route(service)
     return app

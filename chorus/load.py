@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 
 from chorus.auth import sign
-from chorus.protocol import TTSRequest
+from chorus.services.tts import TTSRequest
 
 SENTENCES = [
     "The lighthouse keeper counted forty ships before the storm arrived.",

@@ -15,17 +15,34 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from chorus.errors import CallerError
+from chorus.services import registry
+
 LINEUP = ["piper", "degraded", "hang"]
-BACKENDS = {
-    # the honest miner serves every service; the degraded one only a worse TTS
-    "piper": ["--tts-backend", "piper", "--clone-backend", "world", "--music-backend", "symbolic"],
-    "degraded": ["--tts-backend", "degraded"],
-}
 VALIDATOR_STAKE = 1000.0
+
+
+@dataclass
+class LocalnetSettings:
+    miners: int = 3
+    rounds: int = 6
+    out: str = "demo-out"
+    base_port: int = 18091
+    alpha: float = 0.5
+    timeout_s: float = 20.0
+
+
+def miner_flags(kind: str) -> list[str]:
+    """The honest miner serves every service with its default backend; the degraded one
+    only a worse TTS."""
+    if kind == "degraded":
+        return ["--tts-backend", "degraded"]
+    return [a for name, s in registry().items() for a in (f"--{name}-backend", s.default_backend)]
 
 
 def miner_kind(i: int) -> str:
@@ -103,7 +120,7 @@ class LocalNet:
                 chain.serve_axon(hk, "127.0.0.1", port)
             else:
                 cmd = _chorus(
-                    "miner", *self.common(f"miner-{i}"), "--port", str(port), *BACKENDS[kind]
+                    "miner", *self.common(f"miner-{i}"), "--port", str(port), *miner_flags(kind)
                 )
             self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
             print(f"  miner-{i}: {kind:<9} on 127.0.0.1:{port} (log {log.name})", flush=True)
@@ -175,46 +192,46 @@ class LocalNet:
         chain = LocalChain(self.chain_path)
         store = ValidatorStore(self.state / "state.sqlite", self.state / "samples")
         weights = next(iter(chain.weights().values()), {})
+        services = registry()
+        columns = list({c.title: c for s in services.values() for c in s.columns}.values())
         rows = [
-            f"{'rank':>4} {'uid':>4}  {'hotkey':<12} {'backend':<9} {'score':>6} {'tts':>6} "
-            f"{'clone':>6} {'music':>6} {'WER':>6} {'MOS':>5} {'fails':>5} {'weight':>7}"
+            f"{'rank':>4} {'uid':>4}  {'hotkey':<12} {'backend':<9} {'score':>6} "
+            + " ".join(f"{n:>6}" for n in services)
+            + "".join(f" {c.title[:10]:>10}" for c in columns)
+            + f" {'fails':>5} {'weight':>7}"
         ]
 
         def num(value: float | None, fmt: str) -> str:
             return "-" if value is None else format(value, fmt)
 
         for rank, r in enumerate(store.summary(), 1):
-            per = r["services"]
             rows.append(
-                f"{rank:>4} {r['uid']:>4}  {r['hotkey'][:10] + '..':<12} "
-                f"{self.kinds.get(r['uid'], '?'):<9} {r['score']:>6.3f} "
-                + " ".join(f"{num(per.get(s), '.3f'):>6}" for s in ("tts", "clone", "music"))
-                + f" {num(r['wer'], '.3f'):>6} {num(r['mos'], '.2f'):>5} {r['failed']:>5}"
-                f" {weights.get(r['uid'], 0.0):>7.3f}"
+                f"{rank:>4} {r.uid:>4}  {r.hotkey[:10] + '..':<12} "
+                f"{self.kinds.get(r.uid, '?'):<9} {r.score:>6.3f} "
+                + " ".join(f"{num(r.services.get(n), '.3f'):>6}" for n in services)
+                + "".join(f" {num(r.columns.get(c.title), c.fmt):>10}" for c in columns)
+                + f" {r.failed:>5} {weights.get(r.uid, 0.0):>7.3f}"
             )
         return "\n".join(rows)
 
 
 def services() -> list[str]:
-    """Every service, less voice cloning when no reference voices are installed."""
-    from chorus.voices import VoiceBank
-
-    bank = VoiceBank.builtin()
-    if bank.voices:
-        return ["tts", "clone", "music"]
-    print(
-        f"no reference voices for cloning ({sorted(set(bank.missing.values()))}); "
-        "the demo tests tts and music only",
-        flush=True,
-    )
-    return ["tts", "music"]
+    """Every service a validator can test here (cloning needs reference voices)."""
+    usable = []
+    for name, service in registry().items():
+        missing = service.available()
+        if missing:
+            print(f"the demo leaves out {name}: {missing}", flush=True)
+        else:
+            usable.append(name)
+    return usable
 
 
 def run_localnet(
     miners: int, rounds: int, out: Path, base_port: int, alpha: float, timeout: float = 20.0
 ) -> int:
     if miners < 1 or rounds < 1:
-        raise ValueError("--miners and --rounds must be at least 1")
+        raise CallerError("--miners and --rounds must be at least 1")
     start = time.monotonic()
     with LocalNet(out, miners, base_port) as net:
         net.setup()

@@ -17,32 +17,24 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from chorus import __version__, audio
-from chorus.auth import AccessPolicy, AuthFailure, Gatekeeper
+from chorus.auth import AccessPolicy, Gatekeeper
 from chorus.chain import Chain
-from chorus.generation.tts import UnknownVoiceError
+from chorus.errors import CallerError, ChorusError, InternalError, http_status
 from chorus.protocol import (
     DEFAULT_MAX_BODY_BYTES,
-    REQUESTS,
-    ROUTES,
     AudioResponse,
-    BodyError,
-    CloneRequest,
     InfoResponse,
-    MusicRequest,
     ServiceInfo,
-    TTSRequest,
     read_body,
 )
+from chorus.services import Service, registry
 
 log = logging.getLogger("chorus.miner")
-
-REFERENCE_LIMITS = audio.AudioLimits(min_seconds=2.0, max_seconds=30.0, min_rate=16000)
 
 
 @dataclass
@@ -52,27 +44,29 @@ class MinerSettings:
     max_queue: int = 8
     workers: int = 1
     policy: AccessPolicy = field(default_factory=AccessPolicy)
-    reference_limits: audio.AudioLimits = REFERENCE_LIMITS
 
 
-class Refusal(Exception):
-    """A request refused before or during work: HTTP ``status`` and a reason."""
+class InvalidRequest(CallerError):
+    """A body that breaks its service's schema; ``detail`` lists field and problem."""
 
-    def __init__(self, status: int, reason: str, detail: Any = None):
-        super().__init__(reason)
-        self.status, self.reason, self.detail = status, reason, detail
+    def __init__(self, detail: list[dict[str, str]]):
+        super().__init__("invalid request")
+        self.detail = detail
 
 
-def _error(status: int, reason: str, detail: Any = None) -> JSONResponse:
+def error_response(error: BaseException) -> JSONResponse:
+    """The one place a miner turns an exception into HTTP: status by fault, a reason."""
+    status = http_status(error)
+    reason = error.reason if isinstance(error, ChorusError) else "internal error"
     body: dict[str, Any] = {"error": reason}
-    if detail is not None:
-        body["detail"] = detail
+    if isinstance(error, InvalidRequest):
+        body["detail"] = error.detail
     headers = {"Retry-After": "1"} if status == 429 else None
     return JSONResponse(body, status_code=status, headers=headers)
 
 
 class Miner:
-    """Holds the loaded backends, the gatekeeper and the work queue."""
+    """Holds the loaded backends (one per service it serves), the gatekeeper and the queue."""
 
     def __init__(
         self,
@@ -96,35 +90,32 @@ class Miner:
         }
         return InfoResponse(version=__version__, hotkey=self.hotkey, services=services)
 
-    async def handle(self, service: str, request: Request) -> JSONResponse:
+    async def handle(self, service: Service, request: Request) -> JSONResponse:
         try:
-            try:
-                body = await read_body(
-                    request, self.settings.max_body_bytes, self.settings.body_timeout_s
-                )
-            except BodyError as e:
-                raise Refusal(e.status, e.reason) from None
+            body = await read_body(
+                request, self.settings.max_body_bytes, self.settings.body_timeout_s
+            )
             path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            try:
-                self.gatekeeper.check(request.headers, body, request.method, path)
-            except AuthFailure as e:
-                raise Refusal(e.status, e.reason) from None
-            if service not in self.backends:
-                raise Refusal(404, f"this miner does not serve {service}")
+            self.gatekeeper.check(request.headers, body, request.method, path)
+            if service.name not in self.backends:
+                raise CallerError(f"this miner does not serve {service.name}", status=404)
             try:
                 payload = json.loads(body)
             except (UnicodeDecodeError, json.JSONDecodeError):
-                raise Refusal(422, "body is not valid JSON") from None
+                raise CallerError("body is not valid JSON") from None
             try:
-                req = REQUESTS[service].model_validate(payload)
+                req = service.request.model_validate(payload)
             except ValidationError as e:
-                detail = [
-                    {"field": ".".join(map(str, err["loc"])), "problem": err["msg"]}
-                    for err in e.errors()
-                ]
-                raise Refusal(422, "invalid request", detail) from None
+                raise InvalidRequest(
+                    [
+                        {"field": ".".join(map(str, err["loc"])), "problem": err["msg"]}
+                        for err in e.errors()
+                    ]
+                ) from None
             if self.pending >= self.settings.max_queue:
-                raise Refusal(429, f"miner is busy ({self.pending} requests queued); retry later")
+                raise CallerError(
+                    f"miner is busy ({self.pending} requests queued); retry later", status=429
+                )
             self.pending += 1
             try:
                 loop = asyncio.get_running_loop()
@@ -133,37 +124,23 @@ class Miner:
                 self.pending -= 1
             self.served += 1
             return JSONResponse(answer.model_dump())
-        except Refusal as e:
-            if e.status >= 500:
-                log.error("%s request failed: %s", service, e.reason)
-            return _error(e.status, e.reason, e.detail)
+        except ChorusError as e:
+            if http_status(e) >= 500:
+                log.error("%s request failed: %s", service.name, e.reason)
+            return error_response(e)
 
-    def generate(self, service: str, req: Any) -> AudioResponse:
-        """Run the backend (in a worker thread) and encode its answer."""
-        backend = self.backends[service]
+    def generate(self, service: Service, req: Any) -> AudioResponse:
+        """Run the backend (in a worker thread) and encode its answer. A caller's fault
+        (a bad reference, an unknown voice) is the caller's; anything else is ours."""
+        backend = self.backends[service.name]
         start = time.perf_counter()
         try:
-            if isinstance(req, TTSRequest):
-                samples, rate = backend.synthesize(req.text, req.voice)
-            elif isinstance(req, CloneRequest):
-                try:
-                    ref, ref_rate = audio.decode(req.reference, self.settings.reference_limits)
-                except audio.AudioError as e:
-                    raise Refusal(422, f"reference audio refused: {e}") from None
-                if float(np.max(np.abs(ref))) < 1e-4:
-                    raise Refusal(422, "reference audio refused: it is silent")
-                samples, rate = backend.clone(req.text, ref, ref_rate)
-            elif isinstance(req, MusicRequest):
-                samples, rate = backend.compose(req.prompt, req.duration)
-            else:  # pragma: no cover - REQUESTS and this dispatch are kept in step
-                raise Refusal(500, f"no dispatch for {type(req).__name__}")
-        except UnknownVoiceError as e:
-            raise Refusal(422, str(e)) from None
-        except Refusal:
+            samples, rate = service.generate(backend, service.challenge(req))
+        except ChorusError:
             raise
         except Exception as e:
-            log.exception("%s backend failed", service)
-            raise Refusal(500, f"{service} generation failed: {type(e).__name__}") from None
+            log.exception("%s backend failed", service.name)
+            raise InternalError(f"{service.name} generation failed: {type(e).__name__}") from None
         if req.sample_rate and req.sample_rate != rate:
             samples, rate = audio.resample(samples, rate, req.sample_rate), req.sample_rate
         elapsed = time.perf_counter() - start
@@ -188,18 +165,18 @@ def create_app(miner: Miner) -> FastAPI:
     async def info() -> InfoResponse:
         return miner.info()
 
-    def add_route(service: str) -> None:
+    def add_route(service: Service) -> None:
         async def route(request: Request) -> JSONResponse:
             return await miner.handle(service, request)
 
-        app.post(ROUTES[service], name=service, response_model=None)(route)
+        app.post(service.route, name=service.name, response_model=None)(route)
 
-    for service in ROUTES:
+    for service in registry().values():
         add_route(service)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s", request.url.path)
-        return _error(500, f"internal error: {type(exc).__name__}")
+        return error_response(exc)
 
     return app

@@ -13,7 +13,10 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from chorus.text import spell_out
+from chorus.errors import CallerError
+from chorus.text import normalize, spell_out
+
+CHARS_PER_SECOND = 15.0  # normalised prompt characters per second of natural speech
 
 NAMES = [
     "Alice",
@@ -124,7 +127,7 @@ class SpeechPrompts:
             lines = Path(corpus).read_text(encoding="utf-8").splitlines()
             self.corpus = [s.strip() for s in lines if s.strip()]
             if not self.corpus:
-                raise ValueError(f"corpus {corpus} has no sentences")
+                raise CallerError(f"corpus {corpus} has no sentences")
 
     def sentence(self) -> str:
         r = self.rng
@@ -154,3 +157,16 @@ class SpeechPrompts:
         """A prompt of one or more sentences (longer prompts test longer audio)."""
         written = " ".join(self.sentence() for _ in range(sentences))
         return SpeechPrompt(written=written, text=spell_out(written))
+
+
+def expected_seconds(text: str) -> float:
+    """How long a natural reading of ``text`` takes, from its normalised length."""
+    return max(len(normalize(text)), 1) / CHARS_PER_SECOND
+
+
+def speech_text(seconds: float, seed: int = 0) -> str:
+    """Prompt sentences adding up to about ``seconds`` of speech (for benchmarks)."""
+    prompts, parts = SpeechPrompts(seed=seed), []
+    while expected_seconds(" ".join(parts)) < seconds:
+        parts.append(prompts.next().text)
+    return " ".join(parts)

@@ -1,8 +1,9 @@
 """The wire protocol between validators (and gateways) and miners.
 
-One pydantic model per request and one shared audio answer. Requests are strict
-(unknown fields and wrong types are refused) so that a miner never guesses what a
-caller meant; every limit is here so client and server agree on it.
+What every service shares on the wire: the strict base of request models (each service's
+own request lives in its descriptor, ``chorus.services``), the one audio answer, the
+limits both sides agree on, and the capped body reader. Requests are strict (unknown
+fields and wrong types are refused) so that a miner never guesses what a caller meant.
 """
 
 from __future__ import annotations
@@ -10,76 +11,38 @@ from __future__ import annotations
 import asyncio
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 
+from chorus.audio import AudioLimits
+from chorus.errors import CallerError
+
 PROTOCOL_VERSION = "1"
-SERVICES = ("tts", "clone", "music")
-ROUTES = {"tts": "/v1/tts", "clone": "/v1/clone", "music": "/v1/music"}
 
 MAX_TEXT_CHARS = 1000
 MAX_MUSIC_PROMPT_CHARS = 512
-MIN_MUSIC_SECONDS = 1.0
-MAX_MUSIC_SECONDS = 60.0
+MIN_MUSIC_SECONDS, MAX_MUSIC_SECONDS = 1.0, 60.0
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+BODY_TIMEOUT_S = 10.0  # a client trickling its body gets 408 instead of holding a worker
 
 AudioFormat = Literal["wav", "flac"]
+MEDIA_TYPES = {"wav": "audio/wav", "flac": "audio/flac"}
+# What validators and gateways accept from miners, and miners from callers as a voice.
+ANSWER_LIMITS = AudioLimits(max_seconds=180.0)
+REFERENCE_LIMITS = AudioLimits(min_seconds=2.0, max_seconds=30.0, min_rate=16000)
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """Base of every request model: unknown fields and wrong types are refused."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-def _not_blank(value: str) -> str:
+def not_blank(value: str) -> str:
+    """A field validator: text that is only whitespace says nothing."""
     if not value.strip():
         raise ValueError("must contain non-whitespace text")
     return value
-
-
-class TTSRequest(_Strict):
-    """Speak ``text``; ``voice`` picks one of the miner's voices (default: its first)."""
-
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
-    voice: str | None = Field(default=None, max_length=64)
-    sample_rate: int | None = Field(default=None, ge=8000, le=48000)
-    format: AudioFormat = "wav"
-
-    _text = field_validator("text")(_not_blank)
-
-
-class CloneRequest(_Strict):
-    """Speak ``text`` in the voice of ``reference`` (base64 WAV or FLAC)."""
-
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
-    reference: str = Field(min_length=1)
-    sample_rate: int | None = Field(default=None, ge=8000, le=48000)
-    format: AudioFormat = "wav"
-
-    _text = field_validator("text")(_not_blank)
-
-
-class MusicRequest(_Strict):
-    """Compose ``duration`` seconds of music that follows ``prompt``."""
-
-    prompt: str = Field(min_length=1, max_length=MAX_MUSIC_PROMPT_CHARS)
-    duration: float = Field(ge=MIN_MUSIC_SECONDS, le=MAX_MUSIC_SECONDS)
-    sample_rate: int | None = Field(default=None, ge=32000, le=48000)
-    format: AudioFormat = "wav"
-
-    _prompt = field_validator("prompt")(_not_blank)
-
-    @field_validator("duration", mode="before")
-    @classmethod
-    def _int_is_fine(cls, value: object) -> object:
-        # Strict mode would refuse 15 for a float field; a whole number of seconds is fine.
-        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
-REQUESTS: dict[str, type[_Strict]] = {
-    "tts": TTSRequest,
-    "clone": CloneRequest,
-    "music": MusicRequest,
-}
 
 
 class AudioResponse(BaseModel):
@@ -115,12 +78,24 @@ class ErrorResponse(BaseModel):
     detail: str | list | None = None
 
 
-class BodyError(Exception):
+class BodyError(CallerError):
     """A request body refused while reading it: HTTP ``status`` (413 or 408) and a reason."""
 
     def __init__(self, status: int, reason: str):
-        super().__init__(reason)
-        self.status, self.reason = status, reason
+        super().__init__(reason, status)
+
+
+class GatewayBody(BaseModel):
+    """Base of the gateway's public request bodies (OpenAI's shape): each service's body
+    says how it becomes that service's miner request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(default="chorus", max_length=64)
+    response_format: AudioFormat = "wav"
+
+    def to_miner(self) -> BaseModel:
+        raise NotImplementedError
 
 
 async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:

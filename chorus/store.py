@@ -18,7 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chorus.services import Result, registry
+
 log = logging.getLogger("chorus.store")
+
+COLUMN_WINDOW = 200  # a miner's most recent answers behind its leaderboard columns
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -47,6 +51,17 @@ CREATE TABLE IF NOT EXISTS answers (
     sample TEXT
 );
 CREATE INDEX IF NOT EXISTS answers_uid ON answers (uid, id);
+CREATE TABLE IF NOT EXISTS fingerprints (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    round INTEGER NOT NULL,
+    created REAL NOT NULL,
+    uid INTEGER NOT NULL,
+    hotkey TEXT NOT NULL,
+    prompt_key TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    hashes BLOB NOT NULL,
+    times BLOB NOT NULL
+);
 """
 
 
@@ -63,8 +78,43 @@ class Answer:
     latency_s: float | None = None
     synthesis_s: float | None = None
     eval_s: float | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
+    result: Result | None = None  # the evaluator's typed result; None if nothing was scored
     audio: bytes | None = None  # encoded file bytes, kept as a sample if room allows
+
+
+@dataclass
+class StoredAnswer:
+    """An answer as the store gives it back, its result typed by its service."""
+
+    id: int
+    round: int
+    created: float
+    uid: int
+    hotkey: str
+    service: str
+    prompt: str
+    score: float
+    error: str | None
+    latency_s: float | None
+    synthesis_s: float | None
+    eval_s: float | None
+    result: Result | None
+    sample: str | None
+
+
+@dataclass
+class MinerSummary:
+    """One miner's standing: moving-average score, mean raw score overall and per service,
+    answers and failures, and the services' leaderboard columns over recent answers."""
+
+    uid: int
+    hotkey: str
+    score: float
+    mean_score: float
+    answers: int
+    failed: int
+    services: dict[str, float] = field(default_factory=dict)
+    columns: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -156,7 +206,7 @@ class ValidatorStore:
                         a.latency_s,
                         a.synthesis_s,
                         a.eval_s,
-                        json.dumps(a.metrics, default=str),
+                        json.dumps(a.result.to_json() if a.result else {}),
                     ),
                 )
                 if a.audio:
@@ -185,8 +235,50 @@ class ValidatorStore:
                 (self.samples_dir / name).unlink(missing_ok=True)
             db.execute("UPDATE answers SET sample = NULL WHERE id = ?", (old_id,))
 
-    def answers(self, limit: int = 100, uid: int | None = None) -> list[dict[str, Any]]:
-        """The most recent answers first, with their metrics decoded."""
+    # -- the replay memory (chorus.fingerprint.ReplayMemory) ---------------------------
+
+    def add_fingerprints(self, rows: list[dict[str, Any]], keep: int) -> list[int]:
+        """Store answers' fingerprints (dicts with round, uid, hotkey, prompt_key, version,
+        hashes, times) and drop all but the newest ``keep``; returns the new rows' ids."""
+        now = time.time()
+        ids = []
+        with self._tx() as db:
+            for r in rows:
+                cur = db.execute(
+                    "INSERT INTO fingerprints (round, created, uid, hotkey, prompt_key, version,"
+                    " hashes, times) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        r["round"],
+                        now,
+                        r["uid"],
+                        r["hotkey"],
+                        r["prompt_key"],
+                        r["version"],
+                        r["hashes"],
+                        r["times"],
+                    ),
+                )
+                ids.append(int(cur.lastrowid))
+            db.execute(
+                "DELETE FROM fingerprints WHERE id <= (SELECT id FROM fingerprints"
+                " ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (keep,),
+            )
+        return ids
+
+    def fingerprints(self, limit: int, version: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` stored fingerprints of one format version, oldest first."""
+        with self._tx() as db:
+            db.row_factory = sqlite3.Row
+            rows = db.execute(
+                "SELECT id, round, uid, hotkey, prompt_key, hashes, times FROM fingerprints"
+                " WHERE version = ? ORDER BY id DESC LIMIT ?",
+                (version, limit),
+            ).fetchall()
+        return [dict(r) for r in reversed(rows)]
+
+    def answers(self, limit: int = 100, uid: int | None = None) -> list[StoredAnswer]:
+        """The most recent answers first, each with its typed result."""
         query = "SELECT * FROM answers"
         args: tuple = ()
         if uid is not None:
@@ -194,45 +286,49 @@ class ValidatorStore:
         with self._tx() as db:
             db.row_factory = sqlite3.Row
             rows = db.execute(query + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        services = registry()
         out = []
         for r in rows:
             d = dict(r)
-            d["metrics"] = json.loads(d["metrics"])
-            out.append(d)
+            metrics = json.loads(d.pop("metrics"))
+            service = services.get(d["service"])
+            kind = service.result if service else Result
+            d["result"] = kind.from_json(metrics) if metrics else None
+            out.append(StoredAnswer(**d))
         return out
 
-    def summary(self) -> list[dict[str, Any]]:
-        """Per miner: moving-average score, mean raw score (overall and per service), mean
-        WER and MOS of its speech answers, and failures."""
+    def summary(self, recent: int = COLUMN_WINDOW) -> list[MinerSummary]:
+        """Per current miner, best moving average first: its mean raw score overall and per
+        service, failures, and each service column averaged over its ``recent`` answers."""
         with self._tx() as db:
             rows = db.execute(
-                "SELECT uid, hotkey, AVG(score), COUNT(*), SUM(error IS NOT NULL),"
-                " AVG(json_extract(metrics, '$.wer')),"
-                " AVG(json_extract(metrics, '$.mos.p808')) FROM answers GROUP BY uid, hotkey"
+                "SELECT uid, hotkey, service, AVG(score), COUNT(*), SUM(error IS NOT NULL)"
+                " FROM answers GROUP BY uid, hotkey, service"
             ).fetchall()
-            per_service = db.execute(
-                "SELECT uid, hotkey, service, AVG(score) FROM answers GROUP BY uid, hotkey, service"
-            ).fetchall()
-        services: dict[tuple[int, str], dict[str, float]] = {}
-        for uid, hotkey, service, mean in per_service:
-            services.setdefault((uid, hotkey), {})[service] = mean
         ema = self.scores()
-        out = []
-        for uid, hotkey, mean, n, failed, wer, mos in rows:
+        miners: dict[int, MinerSummary] = {}
+        totals: dict[int, float] = {}
+        for uid, hotkey, service, mean, n, failed in rows:
             current = ema.get(uid)
             if current is None or current.hotkey != hotkey:
                 continue
-            out.append(
-                {
-                    "uid": uid,
-                    "hotkey": hotkey,
-                    "score": current.score,
-                    "mean_score": mean,
-                    "services": services.get((uid, hotkey), {}),
-                    "answers": n,
-                    "failed": failed,
-                    "wer": wer,
-                    "mos": mos,
-                }
-            )
-        return sorted(out, key=lambda r: -r["score"])
+            m = miners.setdefault(uid, MinerSummary(uid, hotkey, current.score, 0.0, 0, 0))
+            m.services[service] = mean
+            m.answers += n
+            m.failed += failed
+            totals[uid] = totals.get(uid, 0.0) + mean * n
+        services = registry()
+        for uid, m in miners.items():
+            m.mean_score = totals[uid] / m.answers
+            values: dict[str, list[float]] = {}
+            for a in self.answers(limit=recent, uid=uid):
+                service = services.get(a.service)
+                if a.hotkey != m.hotkey or a.result is None or service is None:
+                    continue
+                for column in service.columns:
+                    value = column.value(a.result)
+                    values.setdefault(column.title, [])
+                    if value is not None:
+                        values[column.title].append(value)
+            m.columns = {t: (sum(v) / len(v) if v else None) for t, v in values.items()}
+        return sorted(miners.values(), key=lambda m: -m.score)

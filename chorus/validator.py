@@ -13,26 +13,24 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel
 
 from chorus import audio
 from chorus.chain import Chain, ChainError, Neuron
 from chorus.client import CallResult, MinerClient
-from chorus.fingerprint import COPY_THRESHOLD, ReplayMemory, fingerprint, similarity
-from chorus.music_prompts import music_prompts
-from chorus.prompts import SpeechPrompts
-from chorus.protocol import CloneRequest, MusicRequest, TTSRequest
-from chorus.scoring import Score
+from chorus.errors import CallerError
+from chorus.fingerprint import Probe, ReplayMemory, near_copies, prompt_key
+from chorus.incentive import weights_from_scores
+from chorus.protocol import ANSWER_LIMITS
+from chorus.services import Evaluator, Task, TaskContext, get, registry
 from chorus.store import Answer, ValidatorStore
 
 log = logging.getLogger("chorus.validator")
 
-ANSWER_LIMITS = audio.AudioLimits(max_seconds=180.0)
 RETRY_FIRST_S, RETRY_MAX_S = 1.0, 60.0  # backoff while the chain is unreachable
 
 
@@ -51,16 +49,6 @@ class ValidatorSettings:
 
 
 @dataclass
-class Task:
-    """One round's challenge: the request sent to every miner and how to score answers."""
-
-    service: str
-    prompt: str
-    request: BaseModel
-    score: Callable[[np.ndarray, int], Score]
-
-
-@dataclass
 class RoundReport:
     round: int
     service: str
@@ -76,7 +64,7 @@ class Validator:
         wallet: Any,
         chain: Chain,
         store: ValidatorStore,
-        evaluators: dict[str, Any],
+        evaluators: dict[str, Evaluator],
         settings: ValidatorSettings | None = None,
     ):
         self.wallet = wallet
@@ -86,77 +74,26 @@ class Validator:
         self.evaluators = evaluators
         self.settings = settings or ValidatorSettings()
         self.rng = random.Random(self.settings.seed)
-        self.speech = SpeechPrompts(seed=self.settings.seed, corpus=self.settings.corpus)
-        self.replays = ReplayMemory()
-        self.task_makers: dict[str, Callable[[], Task]] = {
-            "tts": self._tts_task,
-            "clone": self._clone_task,
-            "music": self._music_task,
-        }
-        unknown = [s for s in self.settings.services if s not in self.task_makers]
+        self.replays = ReplayMemory(store)  # persisted: a restart keeps it
+        known = registry()
+        unknown = [name for name in self.settings.services if name not in known]
         if unknown or not self.settings.services:
-            raise ValueError(
-                f"validator cannot test {unknown or 'nothing'}; it knows {list(self.task_makers)}"
+            raise CallerError(
+                f"validator cannot test {unknown or 'nothing'}; it knows {list(known)}"
             )
-        self.voice_bank = self._voice_bank() if "clone" in self.settings.services else None
-        self.music = (
-            music_prompts(self.settings.seed) if "music" in self.settings.services else None
+        missing = [name for name in self.settings.services if name not in evaluators]
+        if missing:
+            raise CallerError(f"no evaluator loaded for {missing}")
+        ctx = TaskContext(
+            rng=self.rng,
+            seed=self.settings.seed,
+            corpus=self.settings.corpus,
+            voices=self.settings.voices,
+            music_seconds=self.settings.music_seconds,
         )
-
-    def _voice_bank(self):
-        from chorus.voices import VoiceBank
-
-        if self.settings.voices:
-            return VoiceBank.from_folder(self.settings.voices)
-        bank = VoiceBank.builtin()
-        if not bank.voices:
-            raise ValueError(
-                "no reference voices for clone: install the Festival voices "
-                f"({'; '.join(sorted(set(bank.missing.values())))}) or pass --voices DIR"
-            )
-        return bank
-
-    # -- tasks -----------------------------------------------------------------------
-
-    def _tts_task(self) -> Task:
-        prompt = self.speech.next(sentences=self.rng.choice([1, 2, 2, 3]))
-        evaluator = self.evaluators["tts"]
-        return Task(
-            service="tts",
-            prompt=prompt.text,
-            request=TTSRequest(text=prompt.text),
-            score=lambda samples, rate: evaluator.evaluate(samples, rate, prompt.text),
-        )
-
-    def _clone_task(self) -> Task:
-        assert self.voice_bank is not None
-        prompt = self.speech.next(sentences=self.rng.choice([1, 2]))
-        voice = self.rng.choice(self.voice_bank.voices)
-        ref, ref_rate = self.voice_bank.reference(
-            voice, np.random.default_rng(self.rng.getrandbits(32))
-        )
-        evaluator = self.evaluators["clone"]
-        return Task(
-            service="clone",
-            prompt=f"[{voice}] {prompt.text}",
-            request=CloneRequest(text=prompt.text, reference=audio.encode(ref, ref_rate, "flac")),
-            score=lambda samples, rate: evaluator.evaluate(
-                samples, rate, prompt.text, ref, ref_rate
-            ),
-        )
-
-    def _music_task(self) -> Task:
-        assert self.music is not None
-        asked = next(self.music)
-        lo, hi = self.settings.music_seconds
-        duration = round(self.rng.uniform(lo, hi), 1)
-        evaluator = self.evaluators["music"]
-        return Task(
-            service="music",
-            prompt=f"{asked.text} ({duration:g} s)",
-            request=MusicRequest(prompt=asked.text, duration=duration),
-            score=lambda samples, rate: evaluator.evaluate(samples, rate, asked.text, duration),
-        )
+        self.tasks: dict[str, Iterator[Task]] = {
+            name: get(name).tasks(ctx) for name in self.settings.services
+        }
 
     # -- one round -------------------------------------------------------------------
 
@@ -170,7 +107,7 @@ class Validator:
         start = time.perf_counter()
         round_no = self.store.last_round() + 1
         service = self.settings.services[(round_no - 1) % len(self.settings.services)]
-        task = self.task_makers[service]()
+        task = next(self.tasks[service])
         miners = self.miners()
         report = RoundReport(round_no, service, task.prompt)
         results = await asyncio.gather(
@@ -216,50 +153,64 @@ class Validator:
     def reject_copies(
         self, round_no: int, received: list[tuple[Answer, tuple[np.ndarray, int] | None]]
     ) -> None:
-        """Zero answers that are near-identical to another miner's answer in this round, or
-        that replay an answer from an earlier round.
+        """Zero answers that near-copy another miner's answer in this round, or that replay
+        an earlier answer; remember the rest (``chorus.fingerprint``).
 
-        Honest generation is stochastic, so identical answers mean shared output. Which
-        one is the original cannot be told from the outside (a copier can even answer
-        first), so every member of an identical group earns nothing this round."""
-        valid = [(a, fingerprint(*clip)) for a, clip in received if clip is not None]
-        fresh: list[tuple[Answer, np.ndarray]] = []
-        for answer, fp in valid:
-            twins = [
-                o.uid
-                for o, ofp in valid
-                if o is not answer and similarity(fp, ofp) > COPY_THRESHOLD
-            ]
-            earlier = self.replays.seen(fp)
+        Near-copy means re-encoded, resampled, gain-changed, trimmed or noisy, not only
+        identical. Honest generation is stochastic, so two miners' answers that share most
+        of their landmarks mean shared output; which one is the original cannot be told
+        from the outside (a copier can even answer first), so every member of such a group
+        earns nothing this round.
+
+        A replay is a near-copy of any answer that any miner gave in an earlier round (the
+        memory is persisted in the store and survives a restart), not only the same
+        miner's: a miner can fetch another's earlier answers from the dashboard's samples
+        and serve them when a prompt comes round again. The one exception is the same
+        miner's (hotkey's) answer to the same prompt, which a deterministic backend rightly
+        repeats. Every answer that is not a replay is remembered, copies included (what
+        was copied once can be replayed later); replays are not (their source is)."""
+        valid = [(a, Probe(*clip)) for a, clip in received if clip is not None]
+        pairs = near_copies([probe for _, probe in valid])
+        fresh = []
+        for (answer, probe), twins in zip(valid, pairs, strict=True):
+            key = prompt_key(answer.service, answer.prompt)
             if twins:
-                answer.error = f"identical to uid {', '.join(map(str, twins))}'s answer"
-            elif earlier is not None:
-                answer.error = f"replay of an answer from round {earlier}"
-            else:
-                fresh.append((answer, fp))
-        for _, fp in fresh:
-            self.replays.remember(round_no, fp)
+                best = max(twins.values(), key=lambda m: m.score)
+                uids = ", ".join(str(valid[i][0].uid) for i in sorted(twins))
+                answer.error = (
+                    f"identical to uid {uids}'s answer, or a near-copy"
+                    f" ({best.score:.0%} of landmarks shared)"
+                )
+            elif (replay := self.replays.seen(probe, answer.hotkey, key)) is not None:
+                earlier = replay.earlier
+                whose = "its own" if earlier.hotkey == answer.hotkey else f"uid {earlier.uid}'s"
+                answer.error = (
+                    f"replay of an answer from round {earlier.round} ({whose} answer,"
+                    f" {replay.match.score:.0%} of landmarks shared)"
+                )
+                continue
+            fresh.append((answer.uid, answer.hotkey, key, probe.fingerprint))
+        self.replays.remember(round_no, fresh)
 
     def score(self, answer: Answer, task: Task, clip: tuple[np.ndarray, int]) -> None:
         samples, rate = clip
-        scored = task.score(samples, rate)
-        answer.score = float(scored.score)
-        answer.eval_s = round(scored.seconds, 4)
-        answer.metrics = scored.to_json()
+        result = self.evaluators[task.service].evaluate(samples, rate, task.challenge)
+        answer.score = float(result.score)
+        answer.eval_s = round(result.seconds, 4)
+        answer.result = result
         answer.audio = audio.encode_bytes(samples, rate, "flac")
 
     # -- weights ---------------------------------------------------------------------
 
     def weights(self) -> dict[int, float]:
-        """Normalised weights from moving-average scores of miners still registered."""
+        """Weights from the moving-average scores of miners still registered, through
+        ``chorus.incentive`` (relative to the best, to the 6th power, nothing under half the
+        best)."""
         current = {n.uid: n.hotkey for n in self.chain.neurons()}
-        raw = {
-            uid: s.score
-            for uid, s in self.store.scores().items()
-            if current.get(uid) == s.hotkey and np.isfinite(s.score) and s.score > 0
+        scores = {
+            uid: s.score for uid, s in self.store.scores().items() if current.get(uid) == s.hotkey
         }
-        total = sum(raw.values())
-        return {uid: w / total for uid, w in raw.items()} if total > 0 else {}
+        return weights_from_scores(scores)
 
     def maybe_set_weights(self, force: bool = False) -> bool:
         """Set weights if the interval has passed; a chain failure is logged and retried
@@ -320,7 +271,6 @@ def format_round(report: RoundReport) -> str:
         if a.error:
             lines.append(f"  uid {a.uid:>3}  score 0.000  error: {a.error[:80]}")
         else:
-            m = a.metrics
-            extra = f"wer {m['wer']:.2f}" if m.get("wer") is not None else m.get("reason", "")
+            extra = a.result.summary() if a.result else ""
             lines.append(f"  uid {a.uid:>3}  score {a.score:.3f}  {extra}  eval {a.eval_s:.2f}s")
     return "\n".join(lines)

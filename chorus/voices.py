@@ -25,12 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from chorus.audio import AudioError, read, write
+from chorus.errors import CallerError
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 FESTIVAL_DIRS = (Path("/usr/share/festival/voices"), Path("/usr/lib/festival/voices"))
 
 
-class VoiceBankError(RuntimeError):
+class VoiceBankError(CallerError):
     """A voice that is unknown or cannot be rendered; the message says how to fix it."""
 
 

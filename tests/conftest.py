@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from chorus.generation.tts import DegradedTTS, PiperTTS
+from chorus.generation.tts import DegradedTTS
+from chorus.piper import PiperTTS
 from chorus.scoring.asr import Transcriber
 from chorus.scoring.quality import DNSMOS
+from chorus.scoring.runtime import ScoringRuntime
 from chorus.scoring.tts import TTSEvaluator
 
 
@@ -23,13 +25,21 @@ def degraded() -> DegradedTTS:
 
 
 @pytest.fixture(scope="session")
-def transcriber() -> Transcriber:
-    return Transcriber()
+def runtime() -> ScoringRuntime:
+    """The scorers' cores and threads, shared like a validator's."""
+    runtime = ScoringRuntime()
+    yield runtime
+    runtime.close()
 
 
 @pytest.fixture(scope="session")
-def dnsmos() -> DNSMOS:
-    return DNSMOS()
+def transcriber(runtime: ScoringRuntime) -> Transcriber:
+    return Transcriber(runtime)
+
+
+@pytest.fixture(scope="session")
+def dnsmos(runtime: ScoringRuntime) -> DNSMOS:
+    return DNSMOS(runtime)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_serving(url: str, timeout: float = 60.0) -> None:
+    """Return once ``url``'s ``/health`` answers 200; fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{url} did not start serving within {timeout:g} s")
+        time.sleep(0.1)
+
+
 class ThreadServer:
     """Serve an ASGI app with uvicorn on a free port in a background thread."""
 
@@ -56,8 +70,10 @@ class ThreadServer:
 
 @dataclass
 class Net:
-    """A local chain with wallets: a validator with stake, a non-validator, miners."""
+    """A local chain with wallets under ``root``: a validator with stake, a non-validator,
+    miners."""
 
+    root: Path
     chain: LocalChain
     validator: object
     outsider: object  # registered, no permit
@@ -81,4 +97,4 @@ def make_net(tmp: Path, miners: int = 1) -> Net:
     miner_wallets = [wallet(f"miner-{i}") for i in range(miners)]
     for w in miner_wallets:
         register(w)
-    return Net(chain, validator, outsider, stranger, miner_wallets)
+    return Net(tmp, chain, validator, outsider, stranger, miner_wallets)

@@ -27,22 +27,22 @@ def test_two_sentence_answers_are_transcribed_to_the_end(piper, transcriber):
         assert "sky" in transcript.lower() and word_error_rate(TEXT, transcript) < 0.35, transcript
 
 
-def test_encoder_on_every_core_gives_the_same_transcript(piper, transcriber):
+def test_encoder_on_every_core_gives_the_same_transcript(piper, transcriber, runtime):
     """The wide encoder (a thread per core, used when the cores are free) is the same model:
     the transcript must not change, and the ``encoded`` hook runs once per call, also when
     there is nothing to encode."""
     if (os.cpu_count() or 1) == 1:
         pytest.skip("one core: there is no wide encoder")
-    narrow = Transcriber(encoder_threads=1)
-    assert narrow._wide is None
+    narrow = Transcriber(runtime, encoder_threads=1)
+    assert narrow.model.wide is None
     samples, rate = piper.synthesize(TEXT)
     calls = []
-    wide, transcriber._wide = transcriber._wide, _Counting(transcriber._wide)
+    wide, transcriber.model.wide = transcriber.model.wide, _Counting(transcriber.model.wide)
     try:
         wide_text = transcriber.transcribe(samples, rate, encoded=lambda: calls.append("wide"))
-        assert transcriber._wide.calls == 1  # the cores were free: the wide one ran
+        assert transcriber.model.wide.calls == 1  # the cores were free: the wide one ran
     finally:
-        transcriber._wide = wide
+        transcriber.model.wide = wide
     assert wide_text == narrow.transcribe(samples, rate, encoded=lambda: calls.append("narrow"))
     assert transcriber.transcribe(samples[:0], rate, encoded=lambda: calls.append("empty")) == ""
     assert calls == ["wide", "narrow", "empty"]

@@ -10,6 +10,8 @@ import asyncio
 import base64
 import io
 import threading
+from contextlib import ExitStack
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -18,11 +20,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from chorus import audio
-from chorus.generation.tts import PiperTTS
 from chorus.miner import Miner, create_app
-from chorus.store import ValidatorStore
+from chorus.piper import PiperTTS
+from chorus.store import StoredAnswer, ValidatorStore
 from chorus.validator import Validator, ValidatorSettings
-from tests.servers import ThreadServer, make_net
+from tests.servers import Net, ThreadServer, make_net
 
 
 def wav_b64(samples: np.ndarray, rate: int, subtype: str = "PCM_16") -> str:
@@ -88,6 +90,7 @@ def bad_app(kind: str, honest: RecordingTTS) -> FastAPI:
             return StreamingResponse((chunk for _ in range(200)), media_type="application/json")
         if kind == "hang":
             await asyncio.sleep(120)
+            return JSONResponse({"error": "too late"}, status_code=500)
         if kind == "error500":
             return JSONResponse({"error": "boom"}, status_code=500)
         if kind == "garbage":
@@ -131,48 +134,51 @@ KINDS = [
 ]
 
 
+@dataclass
+class HostileNet:
+    """The network, and the kind of miner behind each uid."""
+
+    net: Net
+    by_uid: dict[int, str]
+
+
 @pytest.fixture(scope="module")
-def hostile_net(tmp_path_factory):
+def hostile_net(tmp_path_factory) -> HostileNet:
     tmp = tmp_path_factory.mktemp("hostile")
     net = make_net(tmp, miners=2 + len(KINDS))
     copied = RecordingTTS()
     hotkeys = [w.hotkey.ss58_address for w in net.miners]
-    servers = [
-        ThreadServer(create_app(Miner(hotkeys[0], net.chain, {"tts": PiperTTS()}))),
-        ThreadServer(create_app(Miner(hotkeys[1], net.chain, {"tts": copied}))),
+    apps = [
+        create_app(Miner(hotkeys[0], net.chain, {"tts": PiperTTS()})),
+        create_app(Miner(hotkeys[1], net.chain, {"tts": copied})),
+        *(bad_app(kind, copied) for kind in KINDS),
     ]
-    servers += [ThreadServer(bad_app(kind, copied)) for kind in KINDS]
-    net.by_uid = {}
-    kinds = ["honest", "copied", *KINDS]
-    for wallet, server, kind in zip(net.miners, servers, kinds, strict=True):
-        server.__enter__()
-        hotkey = wallet.hotkey.ss58_address
-        net.chain.serve_axon(hotkey, "127.0.0.1", server.port)
-        net.by_uid[net.chain.neuron(hotkey).uid] = kind
-    net.state = tmp / "state"
-    yield net
-    for server in servers:
-        server.__exit__()
+    by_uid = {}
+    with ExitStack() as stack:
+        for hotkey, app, kind in zip(hotkeys, apps, ["honest", "copied", *KINDS], strict=True):
+            server = stack.enter_context(ThreadServer(app))
+            net.chain.serve_axon(hotkey, "127.0.0.1", server.port)
+            by_uid[net.chain.neuron(hotkey).uid] = kind
+        yield HostileNet(net, by_uid)
 
 
-def test_every_bad_answer_scores_zero_and_the_loop_goes_on(hostile_net, tts_evaluator):
-    store = ValidatorStore(hostile_net.state / "state.sqlite")
+def test_every_bad_answer_scores_zero_and_the_loop_goes_on(hostile_net, tts_evaluator, tmp_path):
+    store = ValidatorStore(tmp_path / "state.sqlite")
     settings = ValidatorSettings(timeout_s=30, alpha=0.5, weights_interval_blocks=1, seed=11)
-    validator = Validator(
-        hostile_net.validator, hostile_net.chain, store, {"tts": tts_evaluator}, settings
-    )
+    net = hostile_net.net
+    validator = Validator(net.validator, net.chain, store, {"tts": tts_evaluator}, settings)
     asyncio.run(validator.run(rounds=2))
     assert store.last_round() == 2
 
-    results: dict[str, list[dict]] = {}
+    results: dict[str, list[StoredAnswer]] = {}
     for a in store.answers(limit=100):
-        results.setdefault(hostile_net.by_uid[a["uid"]], []).append(a)
-    assert all(a["score"] > 0.5 and a["error"] is None for a in results["honest"])
+        results.setdefault(hostile_net.by_uid[a.uid], []).append(a)
+    assert all(a.score > 0.5 and a.error is None for a in results["honest"])
     for kind in KINDS:
-        rounds = sorted(results[kind], key=lambda a: a["round"])
+        rounds = sorted(results[kind], key=lambda a: a.round)
         judged = rounds[1:] if kind == "replayer" else rounds  # its first answer is honest
-        assert all(a["score"] == 0.0 for a in judged), (kind, judged)
-    errors = {k: results[k][0]["error"] or "" for k in KINDS}
+        assert all(a.score == 0.0 for a in judged), (kind, judged)
+    errors = {k: results[k][0].error or "" for k in KINDS}
     assert "bad audio" in errors["not_audio"] and "bad audio" in errors["truncated"]
     assert "NaN" in errors["nan"] and "sample rate" in errors["low_rate"]
     assert "at most" in errors["ten_minutes"] and errors["huge"] == "answer too large"
@@ -180,9 +186,9 @@ def test_every_bad_answer_scores_zero_and_the_loop_goes_on(hostile_net, tts_eval
     assert "not a valid audio response" in errors["garbage"]
     # The copycat and the miner it copies cannot be told apart: neither earns.
     for kind in ("copycat", "copied"):
-        assert all("identical to uid" in (a["error"] or "") for a in results[kind]), kind
-    replay = max(results["replayer"], key=lambda a: a["round"])
-    assert "replay of an answer from round 1" in replay["error"]
+        assert all("identical to uid" in (a.error or "") for a in results[kind]), kind
+    replay = max(results["replayer"], key=lambda a: a.round)
+    assert "replay of an answer from round 1" in replay.error
 
     scores = store.scores()
     honest_uid = next(u for u, k in hostile_net.by_uid.items() if k == "honest")

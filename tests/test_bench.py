@@ -3,31 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-from chorus.bench import Row, markdown, write_report
+from chorus.bench import VECTOR_FLAGS, Row, markdown, write_report
+from tests.cli import run_chorus
 
 
-def test_bench_json_rows_for_music():
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "chorus.cli",
-            "bench",
-            "--service",
-            "music",
-            "--duration",
-            "3",
-            "--runs",
-            "1",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def test_bench_json_rows_for_music(tmp_path):
+    args = ["--service", "music", "--duration", "3", "--runs", "1", "--json"]
+    r = run_chorus("bench", *args, root=tmp_path)
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
     assert [(x["service"], x["task"]) for x in rows] == [
@@ -44,9 +27,16 @@ def test_bench_json_rows_for_music():
             "min_s",
             "rtf",
             "peak_rss_mb",
+            "cpu",
+            "cpu_kind",
+            "vector_extensions",
         }
         assert abs(x["duration_s"] - 3) <= 0.1 and 0 < x["min_s"] <= x["avg_s"] <= x["max_s"]
         assert abs(x["rtf"] - x["avg_s"] / x["duration_s"]) < 1e-3 and x["peak_rss_mb"] > 50
+        # the machine behind the numbers: this one's CPU, in the words the tables use
+        assert x["cpu"] and set(x["vector_extensions"]) <= set(VECTOR_FLAGS)
+        avx512, avx2 = "avx512f" in x["vector_extensions"], "avx2" in x["vector_extensions"]
+        assert x["cpu_kind"] == ("AVX-512" if avx512 else "AVX2-only" if avx2 else "no AVX2")
 
 
 def test_report_sections_are_replaced_in_place(tmp_path):

@@ -172,13 +172,38 @@ def subnet(tmp_path, monkeypatch) -> Subnet:
 # -- version key and weights ----------------------------------------------------------
 
 
-def test_version_key_formula():
-    assert version_key("0.1.0") == 1_000
-    assert version_key("1.2.3") == 1_002_003
-    assert version_key("2.0.0rc1") == version_key("2.0") == 2_000_000
+# The key each chorus release sends, worked out by hand from the formula in the docs
+# (major * 1_000_000 + minor * 1_000 + patch): 0.1.0 -> 0 + 1 * 1_000 + 0 = 1_000.
+# A release that bumps the version adds its line here.
+RELEASE_KEYS = {"0.1.0": 1_000}
+
+
+def test_version_key_sent_is_the_releases_key():
+    assert __version__ in RELEASE_KEYS, f"add chorus {__version__}'s key to RELEASE_KEYS"
+    assert RELEASE_KEYS[__version__] == VERSION_KEY
+
+
+@pytest.mark.parametrize(
+    ("version", "key"),
+    [
+        ("0.1.0", 1_000),
+        ("1.2.3", 1_002_003),
+        ("0.2.15", 2_015),
+        ("3.14.159", 3_014_159),
+        ("10.999.999", 10_999_999),
+        ("2.0.0rc1", 2_000_000),  # a pre-release suffix is ignored
+        ("2.0", 2_000_000),  # a missing patch is 0
+        ("1.4.2.post1", 1_004_002),
+    ],
+)
+def test_version_key_formula(version, key):
+    assert version_key(version) == key
+
+
+def test_version_key_ordering_and_refusals():
     assert version_key("0.10.0") < version_key("1.0.0")  # no 1000*major + 10*minor clash
-    assert version_key(__version__) == VERSION_KEY
-    for bad in ("dev", "1.1000.0"):
+    assert version_key("0.999.999") < version_key("1.0.0")
+    for bad in ("dev", "1.1000.0", "1.2.1000"):
         with pytest.raises(ValueError):
             version_key(bad)
 
@@ -352,18 +377,27 @@ def test_a_failed_extrinsic_is_a_chain_error(subnet):
         subnet.chain().set_weights(subnet.hotkey("validator"), {3: 1.0})
 
 
+class NeverEvaluates:
+    """An evaluator for a validator that only sets weights: scoring would be a bug."""
+
+    def evaluate(self, samples, rate, challenge):
+        raise AssertionError("setting weights must not evaluate anything")
+
+
 def test_validator_sets_weights_through_the_bittensor_chain(subnet, tmp_path):
     chain = subnet.chain()
     store = ValidatorStore(tmp_path / "state.sqlite", tmp_path / "samples", 0)
     answers = [
         Answer(uid=3, hotkey=subnet.hotkey("miner-0"), service="tts", prompt="p", score=0.9),
-        Answer(uid=4, hotkey=subnet.hotkey("miner-1"), service="tts", prompt="p", score=0.3),
+        Answer(uid=4, hotkey=subnet.hotkey("miner-1"), service="tts", prompt="p", score=0.72),
     ]
     store.record_round(1, answers, alpha=0.0)
-    validator = Validator(subnet.w["validator"], chain, store, {})
+    validator = Validator(subnet.w["validator"], chain, store, {"tts": NeverEvaluates()})
     assert validator.maybe_set_weights(force=True)
     [(call, _)] = subnet.substrate.submitted
-    assert call.params["dests"] == [3, 4] and call.params["weights"] == [65535, 21845]
+    # chorus.incentive: uid 4 scores 80 % of the best, so its weight is 0.8 ** 6 = 0.262144
+    # of uid 3's; max-upscaled to u16, 65535 * 0.262144 = 17179.6 -> 17180.
+    assert call.params["dests"] == [3, 4] and call.params["weights"] == [65535, 17180]
     # within the rate limit the chain refuses; the validator logs it and carries on
     assert not validator.maybe_set_weights(force=True)
     assert len(subnet.substrate.submitted) == 1

@@ -4,28 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
+import socket
 import subprocess
-import sys
+import time
+from argparse import Namespace
 
+import httpx
 import pytest
 
 from chorus import audio
-
-
-def chorus(*args: str, home) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "CHORUS_HOME": str(home / "home"),
-        "CHORUS_WALLET_PATH": str(home / "wallets"),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "chorus.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-    )
+from chorus.errors import CallerError
+from chorus.miner import Miner, create_app
+from chorus.piper import PiperTTS
+from tests.cli import chorus_process, run_chorus
+from tests.servers import ThreadServer, free_port, make_net
 
 
 @pytest.mark.parametrize(
@@ -34,34 +26,38 @@ def chorus(*args: str, home) -> subprocess.CompletedProcess:
         (["wallet", "show", "--wallet", "nobody"], "not found"),
         (["chain", "register", "--wallet", "nobody"], "not found"),
         (["evaluate", "tts", "missing.wav", "--text", "hello"], "cannot read"),
-        (["generate", "tts", "hello", "-o", "x.wav", "--backend", "nope"], "unknown tts backend"),
+        # argparse knows each service's backends: it names the choices
+        (
+            ["generate", "tts", "hello", "-o", "x.wav", "--backend", "nope"],
+            "invalid choice: 'nope'",
+        ),
     ],
 )
 def test_user_mistakes_exit_2_with_a_message(tmp_path, args, message):
-    r = chorus(*args, home=tmp_path)
+    r = run_chorus(*args, root=tmp_path)
     assert r.returncode == 2, r.stderr
     assert message in r.stderr and "Traceback" not in r.stderr
 
 
 def test_wallet_chain_and_unregistered_miner(tmp_path):
-    assert chorus("wallet", "create", "--wallet", "m", home=tmp_path).returncode == 0
-    r = chorus("miner", "--wallet", "m", "--port", "1", home=tmp_path)
+    assert run_chorus("wallet", "create", "--wallet", "m", root=tmp_path).returncode == 0
+    r = run_chorus("miner", "--wallet", "m", "--port", "1", root=tmp_path)
     assert r.returncode == 2 and "not registered" in r.stderr
-    r = chorus("chain", "register", "--wallet", "m", home=tmp_path)
+    r = run_chorus("chain", "register", "--wallet", "m", root=tmp_path)
     assert r.returncode == 0 and "uid 0" in r.stdout
-    shown = json.loads(chorus("chain", "show", "--json", home=tmp_path).stdout)
-    created = json.loads(chorus("wallet", "show", "--wallet", "m", home=tmp_path).stdout)
+    shown = json.loads(run_chorus("chain", "show", "--json", root=tmp_path).stdout)
+    created = json.loads(run_chorus("wallet", "show", "--wallet", "m", root=tmp_path).stdout)
     assert shown["neurons"][0]["hotkey"] == created["hotkey"]
 
 
 def test_generate_then_evaluate_tts(tmp_path):
     text = "Our guests arrived at the old station just before nine in the morning."
     out = tmp_path / "speech.wav"
-    r = chorus("generate", "tts", text, "-o", str(out), home=tmp_path)
+    r = run_chorus("generate", "tts", text, "-o", str(out), root=tmp_path)
     assert r.returncode == 0, r.stderr
     samples, rate = audio.read(out)
     assert rate == 22050 and 1.5 < len(samples) / rate < 6
-    r = chorus("evaluate", "tts", str(out), "--text", text, "--json", home=tmp_path)
+    r = run_chorus("evaluate", "tts", str(out), "--text", text, "--json", root=tmp_path)
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
     assert {"score", "wer", "transcript", "mos", "seconds"} <= result.keys()
@@ -69,28 +65,14 @@ def test_generate_then_evaluate_tts(tmp_path):
 
 
 def test_chain_init_is_only_for_the_local_chain(tmp_path):
-    r = chorus("chain", "init", "--chain", "bittensor", "--netuid", "1", home=tmp_path)
+    r = run_chorus("chain", "init", "--chain", "bittensor", "--netuid", "1", root=tmp_path)
     assert r.returncode == 2 and "local chain" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_running_validator_serves_its_dashboard(tmp_path):
-    import socket
-    import time
-
-    import httpx
-
-    from chorus.generation.tts import PiperTTS
-    from chorus.miner import Miner, create_app
-    from tests.servers import ThreadServer, free_port, make_net
-
     net = make_net(tmp_path, miners=2)
     honest, slow = (w.hotkey.ss58_address for w in net.miners)
-    hole = socket.socket()
-    hole.bind(("127.0.0.1", 0))
-    hole.listen(8)  # never answers: keeps each round open for the timeout
-    net.chain.serve_axon(slow, "127.0.0.1", hole.getsockname()[1])
     port = free_port()
-    env = {**os.environ, "CHORUS_WALLET_PATH": str(tmp_path / "wallets")}
     args = [
         "validator",
         "--wallet",
@@ -102,30 +84,28 @@ def test_running_validator_serves_its_dashboard(tmp_path):
         "--rounds",
         "5",
         "--timeout",
-        "4",
+        "8",  # each round waits this long on the hole; the honest miner needs ~1 s
         "--services",
         "tts",
         "--dashboard-port",
         str(port),
     ]
-    with ThreadServer(create_app(Miner(honest, net.chain, {"tts": PiperTTS()}))) as server:
+    miner = create_app(Miner(honest, net.chain, {"tts": PiperTTS()}))
+    with socket.socket() as hole, ThreadServer(miner) as server:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(8)  # never answers: keeps each round open for the timeout
+        net.chain.serve_axon(slow, "127.0.0.1", hole.getsockname()[1])
         net.chain.serve_axon(honest, "127.0.0.1", server.port)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "chorus.cli", *args],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        page, deadline = "", time.monotonic() + 120
-        while honest[:10] not in page and time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text
-            time.sleep(0.3)
-        assert proc.poll() is None, proc.stderr.read()  # served while the loop runs
-        assert honest[:10] in page and "<audio" in page
-        assert proc.wait(240) == 0
-    hole.close()
+        with chorus_process(*args, root=tmp_path, stderr=subprocess.PIPE) as proc:
+            page, deadline = "", time.monotonic() + 120
+            # until the honest miner is ranked and one of its answers is kept to listen to
+            while not (honest[:10] in page and "<audio" in page) and time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError):
+                    page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text
+                time.sleep(0.3)
+            assert proc.poll() is None, proc.stderr.read()  # served while the loop runs
+            assert honest[:10] in page and "<audio" in page
+            assert proc.wait(240) == 0, proc.stderr.read()
 
 
 @pytest.mark.parametrize(("doc", "command"), [("miner.md", "miner"), ("validator.md", "validator")])
@@ -144,8 +124,6 @@ def test_operator_docs_list_every_flag(doc, command):
 
 
 def test_miner_clone_backend_reuses_the_tts_voice():
-    from argparse import Namespace
-
     from chorus.cli import load_backends
 
     args = Namespace(
@@ -157,3 +135,11 @@ def test_miner_clone_backend_reuses_the_tts_voice():
     degraded = load_backends(args)
     assert type(degraded["clone"].tts).__name__ == "PiperTTS"  # never clones the degraded voice
     assert degraded["clone"].tts is not degraded["tts"]
+
+
+def test_unknown_miner_backend_is_a_caller_error():
+    from chorus.cli import load_backends
+
+    args = Namespace(tts_backend="nope", clone_backend="none", music_backend="none")
+    with pytest.raises(CallerError, match="unknown tts backend 'nope'; choose from"):
+        load_backends(args)

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from chorus.audio import resample
-from chorus.generation import load_backend
 from chorus.generation.clone import RATE, CloneError, World, WorldClone
 from chorus.generation.neural_clone import (
     EnvelopeNet,
@@ -15,10 +14,12 @@ from chorus.generation.neural_clone import (
     WeightsError,
     save_envelope_net,
 )
-from chorus.generation.tts import PiperTTS
+from chorus.piper import PiperTTS
 from chorus.scoring.clone import CloneEvaluator
-from chorus.scoring.speaker import SpeakerEncoder
 from chorus.scoring.tts import TTSEvaluator
+from chorus.services import get
+from chorus.services.clone import CloneChallenge
+from chorus.speaker import SpeakerEncoder
 from chorus.voices import FESTIVAL_PACKAGES, VoiceBank
 
 TEXT = "Our train leaves the station at half past seven every morning."
@@ -36,7 +37,7 @@ def speaker() -> SpeakerEncoder:
 
 @pytest.fixture(scope="module")
 def world(piper: PiperTTS, speaker: SpeakerEncoder) -> WorldClone:
-    return load_backend("clone", "world", tts=piper, speaker=speaker)
+    return get("clone").load_backend("world", tts=piper, speaker=speaker)
 
 
 @pytest.fixture(scope="module")
@@ -65,17 +66,19 @@ def test_honest_clone_beats_every_cheat(voice, world, evaluator, references, pip
     reference, ref_rate = references[voice]
     clone, rate = world.clone(TEXT, reference, ref_rate)
     assert rate == RATE and np.isfinite(clone).all() and clone.size > 2 * RATE
-    honest = evaluator.evaluate(clone, rate, TEXT, reference, ref_rate)
-    assert honest.reason is None, honest.metrics
+    challenge = CloneChallenge(TEXT, reference, ref_rate)
+    honest = evaluator.evaluate(clone, rate, challenge)
+    assert honest.reason is None, honest
     # Piper samples noise, so one sentence in eight loses a word or two after conversion
     # (docs/voice-cloning.md); intelligibility is judged over two sentences. Over 12 Piper
     # seeds per voice their mean WER was 0.04 (worst 0.136); the warp bug this guards
     # against gave 0.64 on one sentence.
     second = evaluator.evaluate(
-        *world.clone(SECOND_TEXT, reference, ref_rate), SECOND_TEXT, reference, ref_rate
+        *world.clone(SECOND_TEXT, reference, ref_rate),
+        CloneChallenge(SECOND_TEXT, reference, ref_rate),
     )
-    transcripts = honest.metrics["transcript"], second.metrics["transcript"]
-    assert (honest.metrics["wer"] + second.metrics["wer"]) / 2 <= 0.2, transcripts
+    transcripts = honest.transcript, second.transcript
+    assert (honest.wer + second.wer) / 2 <= 0.2, transcripts
     stock = piper.synthesize(TEXT)
     noise = np.random.default_rng(0).normal(0, 0.1, 4 * RATE).astype(np.float32)
     cheats = {
@@ -85,15 +88,13 @@ def test_honest_clone_beats_every_cheat(voice, world, evaluator, references, pip
         "silence": (np.zeros(4 * RATE, dtype=np.float32), RATE),
         "noise": (noise, RATE),
     }
-    scores = {
-        k: evaluator.evaluate(a, r, TEXT, reference, ref_rate) for k, (a, r) in cheats.items()
-    }
+    scores = {k: evaluator.evaluate(a, r, challenge) for k, (a, r) in cheats.items()}
     # The clone sounds like the reference, and more so than the voice it was made from.
-    stock_similarity = scores["stock piper voice"].metrics["speaker_similarity"]
-    assert honest.metrics["speaker_similarity"] >= stock_similarity + 0.1
-    assert honest.score >= 0.2, honest.metrics
+    stock_similarity = scores["stock piper voice"].speaker_similarity
+    assert honest.speaker_similarity >= stock_similarity + 0.1
+    assert honest.score >= 0.2, honest
     for name, score in scores.items():
-        assert score.score <= 0.05 and score.score < honest.score - 0.15, (name, score.metrics)
+        assert score.score <= 0.05 and score.score < honest.score - 0.15, (name, score)
     assert "replays the reference" in (scores["spliced reference"].reason or "")
 
 
@@ -117,7 +118,8 @@ def test_neural_clone_loads_local_weights(tmp_path, piper, speaker, references, 
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     save_envelope_net(EnvelopeNet(EnvelopeNetConfig(hidden=16, layers=1)), tmp_path)
-    neural = load_backend("clone", "neural", weights=str(tmp_path), tts=piper, speaker=speaker)
+    clone = get("clone")
+    neural = clone.load_backend("neural", weights=str(tmp_path), tts=piper, speaker=speaker)
     reference, ref_rate = references["slt"]
     out, rate = neural.clone(TEXT, reference, ref_rate)
     assert rate == RATE and np.isfinite(out).all() and 2.0 < out.size / RATE < 8.0
@@ -130,7 +132,7 @@ def test_neural_clone_loads_local_weights(tmp_path, piper, speaker, references, 
     assert "neural-vc" in neural.model
 
     with pytest.raises(WeightsError, match="no EnvelopeNet weights"):
-        load_backend("clone", "neural", weights=str(tmp_path / "nope"), tts=piper, speaker=speaker)
+        clone.load_backend("neural", weights=str(tmp_path / "nope"), tts=piper, speaker=speaker)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match="cannot load"):
-        load_backend("clone", "neural", weights=str(tmp_path / "junk.pt"), tts=piper)
+        clone.load_backend("neural", weights=str(tmp_path / "junk.pt"), tts=piper)

@@ -3,49 +3,38 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
 
 import httpx
 import pytest
 
 from chorus.chain.local import LocalChain
-from chorus.generation.tts import PiperTTS
 from chorus.miner import Miner, MinerSettings, create_app
+from chorus.piper import PiperTTS
+from chorus.services import Task
+from chorus.services.tts import SpeechChallenge, TTSRequest
 from chorus.store import ValidatorStore
 from chorus.validator import Validator, ValidatorSettings
-from tests.servers import ThreadServer, free_port, make_net
+from tests.cli import chorus_process, run_chorus
+from tests.servers import Net, ThreadServer, free_port, make_net, wait_until_serving
 
 LONG_TEXT = " ".join(["The harbor lights flickered as seven boats returned home."] * 8)
 
 
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "chorus.cli", *args]
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.fixture
-def net(tmp_path):
-    n = make_net(tmp_path, miners=2)
-    n.tmp = tmp_path
-    return n
+def net(tmp_path) -> Net:
+    return make_net(tmp_path, miners=2)
 
 
-def make_validator(net, evaluator, chain=None, timeout_s: float = 30) -> Validator:
-    store = ValidatorStore(net.tmp / "state" / "state.sqlite")
+def make_validator(net: Net, evaluator, chain=None, timeout_s: float = 30) -> Validator:
+    store = ValidatorStore(net.root / "state" / "state.sqlite")
     settings = ValidatorSettings(timeout_s=timeout_s, alpha=0.5, weights_interval_blocks=1)
     return Validator(net.validator, chain or net.chain, store, {"tts": evaluator}, settings)
 
@@ -65,31 +54,14 @@ def test_slow_client_trickling_a_body_gets_408_and_others_are_served(net):
 
 
 def test_miner_killed_mid_request_is_punished_and_the_loop_goes_on(net, tts_evaluator):
-    wallets = str(net.tmp / "wallets")
     port = free_port()
-    env = {**os.environ, "CHORUS_WALLET_PATH": wallets}
-    miner = subprocess.Popen(
-        cli(
-            "miner", "--wallet", "miner-0", "--chain-path", str(net.chain.path), "--port", str(port)
-        ),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    args = ["miner", "--wallet", "miner-0", "--chain-path", str(net.chain.path)]
+    with chorus_process(*args, "--port", str(port), root=net.root) as miner:
         url = f"http://127.0.0.1:{port}"
-
-        def up() -> bool:
-            try:
-                return httpx.get(url + "/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(up, 120, "the miner to start")
+        wait_until_serving(url, 120)
         validator = make_validator(net, tts_evaluator)
-        validator.speech.next = lambda sentences=1: type(  # a long prompt keeps it busy
-            "P", (), {"text": LONG_TEXT, "written": LONG_TEXT}
-        )()
+        long_task = Task("tts", LONG_TEXT, TTSRequest(text=LONG_TEXT), SpeechChallenge(LONG_TEXT))
+        validator.tasks["tts"] = itertools.repeat(long_task)  # a long prompt keeps it busy
 
         async def round_with_kill():
             task = asyncio.create_task(validator.run(rounds=1))
@@ -102,23 +74,17 @@ def test_miner_killed_mid_request_is_punished_and_the_loop_goes_on(net, tts_eval
         asyncio.run(round_with_kill())
         uid = net.chain.neuron(net.miners[0].hotkey.ss58_address).uid
         answer = validator.store.answers(uid=uid)[0]
-        assert answer["score"] == 0.0 and answer["error"].startswith("http")
+        assert answer.prompt == LONG_TEXT
+        assert answer.score == 0.0 and answer.error.startswith("http")
         asyncio.run(validator.run(rounds=1))  # the dead miner again: refused, not a crash
         assert validator.store.last_round() == 2
         assert validator.store.scores()[uid].failed == 2
-    finally:
-        miner.kill()
-        miner.wait()
 
 
 def test_validator_killed_mid_round_restarts_with_scores_intact(net):
     honest, dead = (w.hotkey.ss58_address for w in net.miners)
-    black_hole = socket.socket()
-    black_hole.bind(("127.0.0.1", 0))
-    black_hole.listen(16)  # accepts connections, never answers: every round waits
-    net.chain.serve_axon(dead, "127.0.0.1", black_hole.getsockname()[1])
-    state = net.tmp / "state"
-    args = cli(
+    state = net.root / "state"
+    args = [
         "validator",
         "--wallet",
         "validator",
@@ -127,23 +93,25 @@ def test_validator_killed_mid_round_restarts_with_scores_intact(net):
         "--state",
         str(state),
         "--timeout",
-        "4",
+        "10",  # every round waits this long on the black hole; the honest miner needs ~1 s
         "--services",
         "tts",
         "--alpha",
         "0.5",
-    )
-    env = {**os.environ, "CHORUS_WALLET_PATH": str(net.tmp / "wallets")}
-    with ThreadServer(create_app(Miner(honest, net.chain, {"tts": PiperTTS()}))) as server:
+    ]
+    miner = create_app(Miner(honest, net.chain, {"tts": PiperTTS()}))
+    with socket.socket() as black_hole, ThreadServer(miner) as server:
+        black_hole.bind(("127.0.0.1", 0))
+        black_hole.listen(16)  # accepts connections, never answers: every round waits
+        net.chain.serve_axon(dead, "127.0.0.1", black_hole.getsockname()[1])
         net.chain.serve_axon(honest, "127.0.0.1", server.port)
-        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, text=True)
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("round 1 "):
-                break
-        time.sleep(1.0)  # round 2 is now waiting on the black hole
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        with chorus_process(*args, root=net.root, stdout=subprocess.PIPE) as proc:
+            for line in proc.stdout:
+                if line.startswith("round 1 "):
+                    break
+            time.sleep(1.0)  # round 2 is now waiting on the black hole
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
 
         store = ValidatorStore(state / "state.sqlite")
         with sqlite3.connect(state / "state.sqlite") as db:
@@ -153,14 +121,11 @@ def test_validator_killed_mid_round_restarts_with_scores_intact(net):
         uid = net.chain.neuron(honest).uid
         assert before[uid].score > 0 and before[uid].answered == 1
 
-        again = subprocess.run(
-            [*args, "--rounds", "1"], env=env, capture_output=True, text=True, timeout=300
-        )
+        again = run_chorus(*args, "--rounds", "1", root=net.root)
         assert again.returncode == 0, again.stderr
         assert "resuming after round 1" in again.stdout
         after = ValidatorStore(state / "state.sqlite").scores()
         assert after[uid].answered == 2 and store.last_round() == 2
-    black_hole.close()
 
 
 def test_locked_chain_delays_weights_but_not_rounds(net, tts_evaluator):
@@ -183,7 +148,7 @@ def test_locked_chain_delays_weights_but_not_rounds(net, tts_evaluator):
 def test_missing_chain_file_is_retried_until_it_returns(net, tts_evaluator):
     validator = make_validator(net, tts_evaluator, timeout_s=5)
     path = net.chain.path
-    hidden = net.tmp / "hidden"
+    hidden = net.root / "hidden"
     hidden.mkdir()
     for f in path.parent.glob(path.name + "*"):
         shutil.move(f, hidden / f.name)

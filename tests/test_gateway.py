@@ -4,9 +4,9 @@ failover, API keys, rate limits, bad input, and the official OpenAI client."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -15,6 +15,7 @@ import pytest
 
 from chorus import audio
 from chorus.auth import create_wallet
+from chorus.chain.local import LocalChain
 from chorus.cli import main
 from chorus.gateway import (
     Gateway,
@@ -27,11 +28,23 @@ from chorus.gateway import (
 from chorus.miner import Miner, create_app
 from chorus.store import Answer, ValidatorStore
 from chorus.text import word_error_rate
-from tests.servers import ThreadServer, free_port, make_net
+from tests.cli import chorus_process
+from tests.servers import ThreadServer, free_port, make_net, wait_until_serving
 
 KEY = "alice:sk-test-alice-0123456789"
 SECRET = KEY.split(":", 1)[1]
 AUTH = {"Authorization": f"Bearer {SECRET}"}
+
+
+@dataclass
+class GatewayNet:
+    """The local chain (wallets under ``root``), the gateway's wallet, and the miners' uids
+    by role."""
+
+    chain: LocalChain
+    root: Path
+    gateway: object  # wallet
+    uids: dict[str, int]
 
 
 @pytest.fixture(scope="module")
@@ -41,23 +54,17 @@ def network(tmp_path_factory, piper, degraded):
     tmp = tmp_path_factory.mktemp("gwnet")
     net = make_net(tmp, miners=3)
     honest, worse, dead = (w.hotkey.ss58_address for w in net.miners)
-    servers = [
-        ThreadServer(create_app(Miner(honest, net.chain, {"tts": piper}))),
-        ThreadServer(create_app(Miner(worse, net.chain, {"tts": degraded}))),
-    ]
-    for hotkey, server in zip((honest, worse), servers, strict=True):
-        server.__enter__()
-        net.chain.serve_axon(hotkey, "127.0.0.1", server.port)
-    net.chain.serve_axon(dead, "127.0.0.1", free_port())  # nothing listens there
-    net.gateway = create_wallet("gateway", path=str(tmp / "wallets"))
-    g = net.gateway
-    net.chain.register(g.hotkey.ss58_address, g.coldkeypub.ss58_address, 50.0, True)
-    hotkeys = {"honest": honest, "degraded": worse, "dead": dead}
-    net.uids = {name: net.chain.neuron(h).uid for name, h in hotkeys.items()}
-    net.tmp = tmp
-    yield net
-    for server in servers:
-        server.__exit__()
+    with ExitStack() as stack:
+        for hotkey, backend in ((honest, piper), (worse, degraded)):
+            app = create_app(Miner(hotkey, net.chain, {"tts": backend}))
+            server = stack.enter_context(ThreadServer(app))
+            net.chain.serve_axon(hotkey, "127.0.0.1", server.port)
+        net.chain.serve_axon(dead, "127.0.0.1", free_port())  # nothing listens there
+        gateway = create_wallet("gateway", path=str(tmp / "wallets"))
+        net.chain.register(gateway.hotkey.ss58_address, gateway.coldkeypub.ss58_address, 50.0, True)
+        hotkeys = {"honest": honest, "degraded": worse, "dead": dead}
+        uids = {name: net.chain.neuron(h).uid for name, h in hotkeys.items()}
+        yield GatewayNet(net.chain, tmp, gateway, uids)
 
 
 def start_gateway(net, tmp_path, scores: dict[str, float], **settings) -> tuple:
@@ -217,7 +224,7 @@ def test_official_openai_client_gets_real_speech(network, tmp_path, transcriber)
 
 def test_cli_serves_the_gateway_and_refuses_bad_setups(network, tmp_path, capsys):
     start_gateway(network, tmp_path, {"honest": 0.8})  # writes the validator state
-    wallets = str(network.tmp / "wallets")
+    wallets = str(network.root / "wallets")
     common = ["--wallet-path", wallets, "--chain-path", str(network.chain.path)]
     nowhere = ["--api-key", KEY, "--state", str(tmp_path / "nothing")]
     no_permit = ["--api-key", KEY, "--state", str(tmp_path)]
@@ -233,23 +240,10 @@ def test_cli_serves_the_gateway_and_refuses_bad_setups(network, tmp_path, capsys
 
     port, log_path = free_port(), tmp_path / "cli.jsonl"
     args = ["gateway", "--wallet", "gateway", *common, *no_permit, "--port", str(port)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "chorus.cli", *args, "--log-file", str(log_path)],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
+    with chorus_process(*args, "--log-file", str(log_path)):
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(url + "/health", timeout=0.5)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_until_serving(url, 60)
         r = speak(url, "Served by the command line.")
-    finally:
-        proc.terminate()
-        proc.wait(10)
     assert r.status_code == 200 and r.content[:4] == b"RIFF"
     assert log_lines(log_path)[0]["miner_uid"] == network.uids["honest"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import dataclass
 
 import httpx
 import numpy as np
@@ -12,9 +13,9 @@ import pytest
 
 from chorus import audio
 from chorus.auth import AccessPolicy, create_wallet, sign
-from chorus.generation.tts import PiperTTS
 from chorus.miner import Miner, MinerSettings, create_app
-from tests.servers import ThreadServer, make_net
+from chorus.piper import PiperTTS
+from tests.servers import Net, ThreadServer, make_net
 
 TEXT = "The museum opens at nine thirty on the fourth of July."
 
@@ -24,14 +25,27 @@ def piper_backend():
     return PiperTTS()
 
 
+@dataclass
+class CallerNet(Net):
+    """``make_net``'s network with two more validators that miners refuse."""
+
+    poor: object = None  # validator permit, too little stake
+    banned: object = None  # rich validator, blacklisted
+
+
+@dataclass
+class MinerServer:
+    url: str
+    hotkey: str
+
+
 @pytest.fixture(scope="module")
-def net(tmp_path_factory):
+def net(tmp_path_factory) -> CallerNet:
     tmp = tmp_path_factory.mktemp("net")
-    net = make_net(tmp)
     wallets = str(tmp / "wallets")
-    net.poor = create_wallet("poor", path=wallets)  # validator permit, too little stake
-    net.banned = create_wallet("banned", path=wallets)  # rich validator, blacklisted
-    for w, stake in ((net.poor, 1.0), (net.banned, 500.0)):
+    poor, banned = create_wallet("poor", path=wallets), create_wallet("banned", path=wallets)
+    net = CallerNet(**vars(make_net(tmp)), poor=poor, banned=banned)
+    for w, stake in ((poor, 1.0), (banned, 500.0)):
         net.chain.register(w.hotkey.ss58_address, w.coldkeypub.ss58_address, stake, True)
     return net
 
@@ -45,8 +59,7 @@ def miner(net, piper_backend):
         policy=AccessPolicy(min_stake=10.0, blacklist=frozenset({net.banned.hotkey.ss58_address})),
     )
     with ThreadServer(create_app(Miner(hotkey, net.chain, {"tts": piper_backend}, settings))) as s:
-        s.hotkey = hotkey
-        yield s
+        yield MinerServer(s.url, hotkey)
 
 
 def post(miner, wallet, payload, *, receiver=None, path="/v1/tts", body=None, headers=None):
@@ -224,8 +237,7 @@ def media_miner(net, piper_backend):
         policy=AccessPolicy(min_stake=10.0, blacklist=frozenset({net.banned.hotkey.ss58_address}))
     )
     with ThreadServer(create_app(Miner(hotkey, net.chain, backends, settings))) as s:
-        s.hotkey = hotkey
-        yield s
+        yield MinerServer(s.url, hotkey)
 
 
 def _voice(seconds: float, rate: int = 16000) -> np.ndarray:

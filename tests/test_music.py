@@ -12,10 +12,11 @@ import librosa
 import numpy as np
 import pytest
 
-from chorus.generation import load_backend
 from chorus.generation.music import SymbolicMusic
 from chorus.music_prompts import music_prompts, parse_music_prompt
 from chorus.scoring.music import MusicEvaluator, key_match, tempo_match
+from chorus.services import get
+from chorus.services.music import MusicChallenge
 
 FUNK = "An upbeat funk groove in E minor at 112 BPM with slap bass, electric piano and drums"
 OTHER = "A dreamy synthwave track in Bb major at 86 BPM with synth lead, synth bass and drums"
@@ -23,7 +24,7 @@ OTHER = "A dreamy synthwave track in Bb major at 86 BPM with synth lead, synth b
 
 @pytest.fixture(scope="module")
 def backend() -> SymbolicMusic:
-    return load_backend("music", "symbolic", seed=0)  # reproducible pieces
+    return get("music").load_backend("symbolic", seed=0)  # reproducible pieces
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +43,10 @@ def test_tempo_and_key_are_found_in_most_generated_pieces(
     n = 30
     for p in itertools.islice(music_prompts(seed=7), n):
         samples, rate = backend.compose(p.text, 8.0)
-        score = evaluator.evaluate(samples, rate, p.text, 8.0)
-        ours += _tempo_ok(score.metrics["tempo_bpm"], p.bpm)
-        keys += score.metrics["key"] == f"{p.key} {p.mode}"
-        assert score.metrics["adherence_parts"]["duration"] == 1.0
+        score = evaluator.evaluate(samples, rate, MusicChallenge(p.text, 8.0))
+        ours += _tempo_ok(score.tempo_bpm, p.bpm)
+        keys += score.key == f"{p.key} {p.mode}"
+        assert score.adherence_parts["duration"] == 1.0
         y = librosa.resample(samples, orig_sr=rate, target_sr=22050)
         tempo = np.atleast_1d(librosa.beat.beat_track(y=y, sr=22050)[0])[0]
         librosa_ok += _tempo_ok(float(tempo), p.bpm)
@@ -63,9 +64,10 @@ def test_bad_answers_score_clearly_below_faithful_music(
     t = np.arange(n) / rate
     noise = 0.3 * np.random.default_rng(0).standard_normal(n)
     square = np.clip(3 * np.sign(np.sin(2 * np.pi * 220 * t)), -1, 1)
-    faithful = evaluator.evaluate(music, rate, FUNK, 10.0)
+    funk = MusicChallenge(FUNK, 10.0)
+    faithful = evaluator.evaluate(music, rate, funk)
     assert faithful.score >= 0.85, faithful.to_json()
-    assert faithful.metrics["quality"] >= 0.9
+    assert faithful.quality >= 0.9
     bad = {
         "silence": (np.zeros(n, np.float32), "not_silent"),
         "noise": (noise.astype(np.float32), "not_noise"),
@@ -73,10 +75,10 @@ def test_bad_answers_score_clearly_below_faithful_music(
         "other prompt": (other, None),
     }
     for name, (samples, reason) in bad.items():
-        s = evaluator.evaluate(samples, rate, FUNK, 10.0)
+        s = evaluator.evaluate(samples, rate, funk)
         assert s.score <= faithful.score - 0.5, (name, s.to_json())
         assert s.reason == reason, (name, s.to_json())
-    swapped = evaluator.evaluate(other, rate, FUNK, 10.0).metrics["adherence_parts"]
+    swapped = evaluator.evaluate(other, rate, funk).adherence_parts
     assert swapped["tempo_bpm"] < 0.5 and swapped["key"] < 0.5
 
 
@@ -86,10 +88,10 @@ def test_evaluator_reads_free_text_and_checks_duration(
     prompt = "slow sad piano ballad in F sharp minor at 72 bpm, no drums"
     samples, rate = backend.compose(prompt, 8.0)
     assert "drums" not in backend.plan(prompt).instruments
-    s = evaluator.evaluate(samples, rate, prompt, 8.0)
-    assert s.metrics["key"] == "F# minor" and s.metrics["adherence_parts"]["drums"] > 0.5
-    short = evaluator.evaluate(samples[: rate * 4], rate, prompt, 8.0)
-    assert short.metrics["adherence_parts"]["duration"] == 0.0
+    s = evaluator.evaluate(samples, rate, MusicChallenge(prompt, 8.0))
+    assert s.key == "F# minor" and s.adherence_parts["drums"] > 0.5
+    short = evaluator.evaluate(samples[: rate * 4], rate, MusicChallenge(prompt, 8.0))
+    assert short.adherence_parts["duration"] == 0.0
     assert short.score == 0.0 and short.reason == "duration" and s.score > 0.8
 
 
@@ -121,8 +123,8 @@ def test_numpy_synthesizer_fallback_keeps_tempo_and_key(
     assert "numpy" in fallback.model
     assert "SoundFont" in caplog.text
     samples, rate = fallback.compose(FUNK, 8.0)
-    s = evaluator.evaluate(samples, rate, FUNK, 8.0)
-    assert s.metrics["key"] == "E minor" and _tempo_ok(s.metrics["tempo_bpm"], 112)
+    s = evaluator.evaluate(samples, rate, MusicChallenge(FUNK, 8.0))
+    assert s.key == "E minor" and _tempo_ok(s.tempo_bpm, 112)
     assert s.score > 0.8, s.to_json()
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chorus.generation import load_backend
+from chorus.services import get
 
 transformers = pytest.importorskip("transformers")
 
@@ -72,7 +72,7 @@ def tiny_musicgen(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_musicgen_composes_exact_duration_from_local_weights(tiny_musicgen: Path) -> None:
-    backend = load_backend("music", "musicgen", weights=str(tiny_musicgen))
+    backend = get("music").load_backend("musicgen", weights=str(tiny_musicgen))
     assert backend.sample_rate == 32000 and backend.model == f"musicgen:{tiny_musicgen.name}"
     samples, rate = backend.compose("funk groove in E minor at 112 BPM", 1.0)
     assert rate == 32000 and samples.dtype == np.float32 and samples.ndim == 1
@@ -86,6 +86,6 @@ def test_musicgen_composes_exact_duration_from_local_weights(tiny_musicgen: Path
 
 def test_musicgen_refuses_to_start_without_local_weights(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="weights"):
-        load_backend("music", "musicgen")
+        get("music").load_backend("musicgen")
     with pytest.raises(ValueError, match="weights"):
-        load_backend("music", "musicgen", weights=str(tmp_path / "absent"))
+        get("music").load_backend("musicgen", weights=str(tmp_path / "absent"))

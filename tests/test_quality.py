@@ -62,9 +62,9 @@ def clips(piper, degraded) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def backends() -> dict[str, DNSMOS]:
+def backends(runtime) -> dict[str, DNSMOS]:
     """Each way of running the shared convolutions, whichever this CPU would pick."""
-    return {name: DNSMOS(backend=name) for name in BACKENDS}
+    return {name: DNSMOS(runtime, backend=name) for name in BACKENDS}
 
 
 NAMES = ["short", "several windows", "degraded", "30 s", "noisy", "music", "louder later"]
@@ -77,7 +77,6 @@ def test_matches_speechmos(dnsmos, backends, clips, name: str) -> None:
     shows up well above 1e-4."""
     clip = np.clip(clips[name], -1.0, 1.0).astype(np.float32)
     theirs = reference.run(clip, RATE)
-    assert dnsmos.backend in BACKENDS
     for backend in backends.values():
         ours = backend.score(clip, RATE)
         for key in KEYS:
@@ -114,9 +113,9 @@ def test_winograd_convolutions_equal_direct_ones(frames: int, bins: int) -> None
     assert np.abs(ours - direct).max() <= 1e-4 * np.abs(direct).max()
 
 
-def test_unknown_backend_is_refused() -> None:
+def test_unknown_backend_is_refused(runtime) -> None:
     with pytest.raises(ValueError, match="winograd"):
-        DNSMOS(backend="bf16")
+        DNSMOS(runtime, backend="bf16")
 
 
 def test_windows_follow_speechmos() -> None:
@@ -145,13 +144,15 @@ def test_compare_with_speechmos(dnsmos, clips) -> None:
     """What ``chorus bench`` prints: the differences, and speed ratios (measured by the
     benchmark, not judged here: this machine is shared)."""
     result = compare_with_speechmos([clips["30 s"]], dnsmos, repeats=1)
-    assert all(result[key] <= 0.02 for key in KEYS), result
-    assert result["speedup_cpu"] > 0 and result["speedup_wall"] > 0
+    assert all(result[key] <= 1e-4 for key in KEYS), result  # the largest difference
+    assert set(result) >= {"speedup_cpu", "speedup_wall"}  # reported, not judged
 
 
 def test_any_rate_and_degraded_speech_scores_lower(dnsmos, piper, clips) -> None:
     speech, rate = piper.synthesize(spell_out(SENTENCES[0]))
     native = dnsmos.score(speech, rate)
-    assert native["ovrl"] == pytest.approx(dnsmos.score(resample(speech, rate, RATE), RATE)["ovrl"])
+    at_16k = dnsmos.score(resample(speech, rate, RATE), RATE)
+    for key in KEYS:  # the same audio at another rate scores the same
+        assert native[key] == pytest.approx(at_16k[key]), key
     hissy = dnsmos.score(clips["degraded"], RATE)
     assert native["ovrl"] > hissy["ovrl"] + 0.5 and native["p808"] > hissy["p808"] + 0.5

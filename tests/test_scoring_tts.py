@@ -8,6 +8,7 @@ import pytest
 
 from chorus.scoring import gates
 from chorus.scoring.tts import TTSEvaluator
+from chorus.services.tts import MOS, SpeechChallenge
 from chorus.text import spell_out
 
 # Written the way the prompt generator writes them; spelled out before synthesis.
@@ -37,30 +38,31 @@ def speech(readings) -> tuple[np.ndarray, int]:
 
 
 def test_piper_reading_its_prompts_scores_high(tts_evaluator: TTSEvaluator, readings) -> None:
-    results = [tts_evaluator.evaluate(x, rate, text) for x, rate, text in readings]
-    wers = [r.metrics["wer"] for r in results]
+    results = [tts_evaluator.evaluate(x, rate, SpeechChallenge(text)) for x, rate, text in readings]
+    wers = [r.wer for r in results]
     scores = [r.score for r in results]
-    assert np.mean(wers) <= 0.10, [r.metrics["transcript"] for r in results]
+    assert np.mean(wers) <= 0.10, [r.transcript for r in results]
     assert np.mean(scores) >= 0.7 and min(scores) >= 0.5, scores
     for r in results:
-        assert r.reason is None and r.metrics["gate"] is None
-        assert set(r.metrics["mos"]) >= {"p808", "ovrl"} and r.metrics["duration_s"] > 1
-        assert 0.0 <= r.score <= 1.0 and r.metrics["transcript"]
+        assert r.reason is None and r.gate is None
+        assert isinstance(r.mos, MOS) and 1.0 <= r.mos.p808 <= 5.0 and 1.0 <= r.mos.ovrl <= 5.0
+        assert r.duration_s > 1
+        assert 0.0 <= r.score <= 1.0 and r.transcript
 
 
 def test_speech_of_another_text_scores_low(tts_evaluator, readings) -> None:
     other, rate, _ = readings[5]
-    result = tts_evaluator.evaluate(other, rate, PROMPT)
-    assert result.score <= 0.2 and result.metrics["wer"] >= 0.7
+    result = tts_evaluator.evaluate(other, rate, SpeechChallenge(PROMPT))
+    assert result.score <= 0.2 and result.wer >= 0.7
 
 
 def test_degraded_voice_ranks_below_clean(tts_evaluator, speech, degraded) -> None:
     hissy, rate = degraded.synthesize(PROMPT)
-    clean = tts_evaluator.evaluate(*speech, PROMPT)
-    worse = tts_evaluator.evaluate(hissy, rate, PROMPT)
+    clean = tts_evaluator.evaluate(*speech, SpeechChallenge(PROMPT))
+    worse = tts_evaluator.evaluate(hissy, rate, SpeechChallenge(PROMPT))
     assert worse.reason is None  # still speech: judged, not gated
     assert clean.score > worse.score + 0.05
-    assert clean.metrics["quality"] > worse.metrics["quality"] + 0.3
+    assert clean.quality > worse.quality + 0.3
 
 
 def _bad_inputs(speech: np.ndarray, rate: int) -> dict[str, np.ndarray]:
@@ -81,10 +83,10 @@ def _bad_inputs(speech: np.ndarray, rate: int) -> dict[str, np.ndarray]:
 )
 def test_bad_audio_is_gated(tts_evaluator, speech, kind: str) -> None:
     samples, rate = speech
-    result = tts_evaluator.evaluate(_bad_inputs(samples, rate)[kind], rate, PROMPT)
-    assert result.score == 0.0 and result.reason and result.metrics["gate"] == result.reason
+    result = tts_evaluator.evaluate(_bad_inputs(samples, rate)[kind], rate, SpeechChallenge(PROMPT))
+    assert result.score == 0.0 and result.reason and result.gate == result.reason
     assert kind.split("-")[0].split()[-1] in result.reason or kind == "NaN"
-    assert result.metrics["wer"] is None  # no model ran on junk
+    assert result.wer is None and result.mos is None  # no model ran on junk
 
 
 def _noise(colour: float, rate: int, seconds: float = 3.0) -> np.ndarray:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from chorus.services import Result
+from chorus.services.clone import CloneResult
+from chorus.services.music import MusicResult
+from chorus.services.tts import MOS, SpeechResult
 from chorus.store import Answer, ValidatorStore
 
 
@@ -47,7 +51,7 @@ def test_samples_are_capped(tmp_path):
     for r in range(1, 6):
         store.record_round(r, [answer(1, 0.5, audio=b"RIFF" + bytes(40))], alpha=0.5)
     assert len(list((tmp_path / "samples").iterdir())) == 3
-    kept = [a["sample"] for a in store.answers() if a["sample"]]
+    kept = [a.sample for a in store.answers() if a.sample]
     assert len(kept) == 3
 
 
@@ -57,4 +61,32 @@ def test_unwritable_sample_folder_keeps_scores(tmp_path):
     store = ValidatorStore(tmp_path / "s.sqlite", blocker)
     store.record_round(1, [answer(1, 0.8, audio=b"RIFF" + bytes(40))], alpha=0.5)
     assert store.scores()[1].score == pytest.approx(0.4)
-    assert store.answers()[0]["sample"] is None
+    assert store.answers()[0].sample is None
+
+
+def test_results_come_back_typed_by_their_service(tmp_path):
+    store = ValidatorStore(tmp_path / "s.sqlite")
+    speech = SpeechResult(score=0.7, wer=0.1, transcript="hi", mos=MOS(4.1, 3.2, 3.5, 4.0))
+    clone = CloneResult(score=0.4, wer=0.2, speaker_similarity=0.71, copied=0.0)
+    music = MusicResult(score=0.9, adherence=0.8, adherence_parts={"duration": 1.0}, key="E minor")
+    answers = [
+        answer(1, 0.7, result=speech),
+        Answer(1, "hk-1", "clone", "p", 0.4, result=clone),
+        Answer(1, "hk-1", "music", "p", 0.9, result=music),
+        answer(2, 0.0, error="timeout"),
+    ]
+    store.record_round(1, answers, alpha=0.5)
+    by_service = {a.service: a.result for a in store.answers(uid=1)}
+    assert by_service == {"tts": speech, "clone": clone, "music": music}
+    assert type(by_service["clone"]) is CloneResult and by_service["tts"].mos.p808 == 4.1
+    assert store.answers(uid=2)[0].result is None  # nothing was scored
+    assert isinstance(by_service["music"], Result)
+    summary = {m.uid: m for m in store.summary()}
+    assert summary[1].columns == {
+        "WER": pytest.approx(0.15),
+        "MOS": pytest.approx(4.1),
+        "similarity": pytest.approx(0.71),
+        "adherence": pytest.approx(0.8),
+    }
+    assert summary[1].answers == 3 and summary[1].mean_score == pytest.approx(2.0 / 3)
+    assert summary[2].failed == 1 and summary[2].columns == {}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from chorus.audio import read, write
-from chorus.scoring.speaker import SpeakerEncoder
+from chorus.speaker import SpeakerEncoder
 from chorus.voices import FESTIVAL_PACKAGES, VoiceBank, VoiceBankError
 
 

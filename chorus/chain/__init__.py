@@ -7,8 +7,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
+from chorus.errors import ChainFault
 
-class ChainError(RuntimeError):
+
+class ChainError(ChainFault):
     """The chain refused or could not do something; the message says what."""
 
 

@@ -25,11 +25,12 @@ from dataclasses import dataclass
 import numpy as np
 import pyworld as pw
 
-from chorus.audio import resample, to_mono_float
-from chorus.generation.tts import PiperTTS
-from chorus.scoring.speaker import SpeakerEncoder
+from chorus.audio import SPEECH_RATE, resample, to_mono_float
+from chorus.errors import CallerError
+from chorus.piper import PiperTTS
+from chorus.speaker import SpeakerEncoder
 
-RATE = 16000  # the references and every scorer live at 16 kHz; WORLD is faster there too
+RATE = SPEECH_RATE  # the references and every scorer live at 16 kHz; WORLD is faster there too
 FRAME_MS = 5.0
 COARSE_WARPS = (0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5)
 FINE_STEP = 0.05
@@ -43,7 +44,7 @@ CALIBRATION_TEXT = "Seven bright flags were waving over the quiet harbour this m
 PROFILE_CACHE = 32
 
 
-class CloneError(ValueError):
+class CloneError(CallerError):
     """A reference recording that cannot be cloned (no voiced speech in it)."""
 
 

@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import butter, sosfilt
 
+from chorus.errors import CallerError
 from chorus.music_prompts import GENRES, MOODS, NOTE_NAMES, MusicPrompt, parse_music_prompt
+from chorus.protocol import MAX_MUSIC_SECONDS, MIN_MUSIC_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -783,7 +785,7 @@ class SymbolicMusic:
 
     name = "symbolic"
     sample_rate = 44100
-    min_seconds, max_seconds = 1.0, 60.0
+    min_seconds, max_seconds = MIN_MUSIC_SECONDS, MAX_MUSIC_SECONDS
 
     def __init__(self, soundfont: str | None = None, seed: int | None = None) -> None:
         self.seed = secrets.randbits(31) if seed is None else int(seed)
@@ -816,10 +818,14 @@ class SymbolicMusic:
     def _rng(self, prompt: str) -> random.Random:
         return random.Random(zlib.crc32(prompt.encode()) ^ self.seed)
 
-    def compose(self, prompt: str, duration: float) -> tuple[np.ndarray, int]:
-        """``duration`` seconds (1-60) of mono float32 music for ``prompt``."""
+    def compose(
+        self, prompt: str, duration: float, omit: tuple[str, ...] = ()
+    ) -> tuple[np.ndarray, int]:
+        """``duration`` seconds (1-60) of mono float32 music for ``prompt``. ``omit`` names
+        instruments of the plan to leave out of the mix (the red team's "right piece with
+        its drums missing"); the other parts are the ones the full piece plays."""
         if not self.min_seconds <= duration <= self.max_seconds:
-            raise ValueError(f"duration must be {self.min_seconds:g}-{self.max_seconds:g} s")
+            raise CallerError(f"duration must be {self.min_seconds:g}-{self.max_seconds:g} s")
         rng = self._rng(prompt)
         plan = plan_music(parse_music_prompt(prompt), rng)
         log.info(
@@ -832,6 +838,7 @@ class SymbolicMusic:
             ", ".join(plan.instruments),
         )
         parts = Composer(plan, rng).compose(duration)
+        parts = [p for p in parts if p.instrument not in omit]
         stems = self.renderer.render(parts, duration + 0.5)
         audio = mix(stems, parts, self.sample_rate)
         return master(audio, self.sample_rate, duration), self.sample_rate

@@ -15,15 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
+from chorus.errors import CallerError
 from chorus.generation import BackendError
 from chorus.generation.music import master
+from chorus.protocol import MAX_MUSIC_SECONDS, MIN_MUSIC_SECONDS
 
 
 class MusicGen:
     """``compose(prompt, duration)`` with a local MusicGen model (GPU when there is one)."""
 
     name = "musicgen"
-    min_seconds, max_seconds = 1.0, 60.0
+    min_seconds, max_seconds = MIN_MUSIC_SECONDS, MAX_MUSIC_SECONDS
 
     def __init__(
         self,
@@ -59,7 +61,7 @@ class MusicGen:
     def compose(self, prompt: str, duration: float) -> tuple[np.ndarray, int]:
         """``duration`` seconds of mono float32 audio; sampling is seeded by the prompt."""
         if not self.min_seconds <= duration <= self.max_seconds:
-            raise ValueError(f"duration must be {self.min_seconds:g}-{self.max_seconds:g} s")
+            raise CallerError(f"duration must be {self.min_seconds:g}-{self.max_seconds:g} s")
         inputs = self.tokenizer([prompt], return_tensors="pt", padding=True).to(self.device)
         # the delay pattern costs one frame per codebook before audio starts
         frames = math.ceil(duration * self.frame_rate) + self.net.decoder.num_codebooks + 1

@@ -20,13 +20,14 @@ import pyworld as pw
 import torch
 from torch import nn
 
+from chorus.errors import CallerError
 from chorus.generation.clone import RATE, VoiceProfile, World, WorldClone
 
 FORMAT = "chorus-envelope-net/1"
 WEIGHTS_FILE = "envelope_net.pt"
 
 
-class WeightsError(ValueError):
+class WeightsError(CallerError):
     """A weights path that is missing or does not hold an EnvelopeNet checkpoint."""
 
 

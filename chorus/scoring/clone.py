@@ -27,11 +27,11 @@ import librosa
 import numpy as np
 
 from chorus.audio import resample, to_mono_float
-from chorus.generation.tts import PiperTTS
-from chorus.scoring import Score
-from chorus.scoring.cores import single_threaded_scoring
-from chorus.scoring.speaker import SPEAKER_RATE, SpeakerEncoder
+from chorus.piper import PiperTTS
+from chorus.scoring.runtime import ScoringRuntime, shared_runtime
 from chorus.scoring.tts import TTSEvaluator
+from chorus.services.clone import CloneChallenge, CloneResult
+from chorus.speaker import SPEAKER_RATE, SpeakerEncoder
 from chorus.voices import VoiceBank
 
 SIMILARITY_RANGE = (0.6, 0.85)  # cosine scoring 0 and 1
@@ -96,14 +96,15 @@ class CloneEvaluator:
         tts_evaluator: TTSEvaluator | None = None,
         speaker: SpeakerEncoder | None = None,
         stock: PiperTTS | None = None,
+        runtime: ScoringRuntime | None = None,
     ):
-        self.tts = tts_evaluator or TTSEvaluator()
+        self.runtime = shared_runtime(runtime, tts_evaluator)
+        self.tts = tts_evaluator or TTSEvaluator(runtime=self.runtime)
         self.speaker = speaker or SpeakerEncoder()
         self.stock = stock or PiperTTS()
         self._stock_embedding: np.ndarray | None = None
         self._references: dict[bytes, np.ndarray] = {}  # every miner in a round shares one
         self._lock = threading.Lock()
-        single_threaded_scoring()  # the speaker encoder's torch, now that it is loaded
         self.stock_embedding()  # at load, not in the first answer's evaluation time
 
     def stock_embedding(self) -> np.ndarray:
@@ -128,16 +129,14 @@ class CloneEvaluator:
                 self._references[key] = cached
         return cached
 
-    def evaluate(
-        self,
-        samples: np.ndarray,
-        rate: int,
-        text: str,
-        reference: np.ndarray,
-        reference_rate: int,
-    ) -> Score:
-        """Score ``samples`` as ``text`` spoken in the voice of ``reference``, in [0, 1]."""
+    def evaluate(self, samples: np.ndarray, rate: int, challenge: CloneChallenge) -> CloneResult:
+        """Score ``samples`` as the challenge's text spoken in the voice of its reference."""
         start = time.perf_counter()
+        text, reference, reference_rate = (
+            challenge.text,
+            challenge.reference,
+            challenge.reference_rate,
+        )
 
         def speaker_checks() -> tuple[float, float, float]:
             answer = resample(to_mono_float(samples), rate, SPEAKER_RATE)
@@ -148,32 +147,24 @@ class CloneEvaluator:
 
         # The speaker checks run beside Whisper, once the answer has passed the gates.
         base, checks = self.tts.evaluate_beside(samples, rate, text, speaker_checks)
-        metrics = {
-            **base.metrics,
-            "speaker_similarity": None,
-            "stock_similarity": None,
-            "copied": None,
-        }
+        result = CloneResult(**vars(base))
+        result.score = 0.0
         if base.reason or checks is None:
-            return Score(0.0, metrics, time.perf_counter() - start, base.reason)
+            result.seconds = time.perf_counter() - start
+            return result
 
         similarity, stock_similarity, copied = checks
-        metrics.update(
-            speaker_similarity=round(similarity, 4),
-            stock_similarity=round(stock_similarity, 4),
-            copied=round(copied, 4),
-            tts_score=round(base.score, 4),
-        )
+        result.speaker_similarity, result.stock_similarity = similarity, stock_similarity
+        result.copied, result.tts_score = copied, base.score
         if copied > MAX_COPIED:
-            reason = f"answer replays the reference recording ({copied:.0%} of it copied)"
-            return Score(0.0, metrics, time.perf_counter() - start, reason)
-        excess = stock_similarity - similarity - STOCK_MARGIN
-        stock_penalty = float(np.clip(1.0 - excess / 0.1, 0.0, 1.0))
-        score = base.score * speaker_score(similarity) * stock_penalty * (1.0 - copied)
-        metrics.update(
-            speaker_score=round(speaker_score(similarity), 4), stock_penalty=stock_penalty
-        )
-        return Score(score, metrics, time.perf_counter() - start)
+            result.reason = f"answer replays the reference recording ({copied:.0%} of it copied)"
+        else:
+            excess = stock_similarity - similarity - STOCK_MARGIN
+            result.stock_penalty = float(np.clip(1.0 - excess / 0.1, 0.0, 1.0))
+            result.speaker_score = speaker_score(similarity)
+            result.score = base.score * result.speaker_score * result.stock_penalty * (1 - copied)
+        result.seconds = time.perf_counter() - start
+        return result
 
 
 BENCH_TEXTS = (
@@ -206,10 +197,10 @@ def voice_table(
         stats = []
         for text in texts:
             audio, rate = backend.clone(text, reference, ref_rate)
-            result = evaluator.evaluate(audio, rate, text, reference, ref_rate)
+            result = evaluator.evaluate(audio, rate, CloneChallenge(text, reference, ref_rate))
             stock, stock_rate = evaluator.stock.synthesize(text)
             stock_sim = evaluator.speaker.similarity(stock, stock_rate, reference, ref_rate)
-            sim, wer = result.metrics["speaker_similarity"], result.metrics["wer"]
+            sim, wer = result.speaker_similarity, result.wer
             stats.append((sim or 0.0, stock_sim, 1.0 if wer is None else wer, result.score))
         mean = np.mean(stats, axis=0)
         rows.append(VoiceRow(name, bank.describe(name), *(round(float(v), 3) for v in mean)))

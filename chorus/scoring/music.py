@@ -6,22 +6,27 @@ prompt asked for and a signal can show: tempo (onset autocorrelation with a harm
 so the estimate is precise to a fraction of a BPM; a clean double or half counts), key and
 mode (Krumhansl–Schmuckler on a chroma summary), the duration, whether drums are
 present when asked for or refused, whether a bass line is there when one was named, and
-the energy. The prompt is read with
-`parse_music_prompt`, so a validator's generated prompts and a person's free text both work.
-Everything is numpy/librosa feature extraction: about a tenth of a second for 15 s of music.
+the energy; the instrument families it names (drums, bass, a melodic instrument) multiply.
+``musicality`` asks whether it is music at all, which tempo and key cannot: a click track
+over a drone in the right key has both (see the musicality section below for what each
+measure is and why a cheap imitation lacks it). ``score = quality x adherence x
+musicality``. The prompt is read with `parse_music_prompt`, so a validator's generated
+prompts and a person's free text both work. Everything is numpy/librosa feature
+extraction: about a fifth of a second for 15 s of music on two cores.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import dataclass
 
 import librosa
 import numpy as np
 
 from chorus.audio import resample, to_mono_float
 from chorus.music_prompts import NOTE_NAMES, MusicPrompt, parse_music_prompt
-from chorus.scoring import Score
+from chorus.services.music import MusicChallenge, MusicResult
 
 RATE = 22050
 HOP = 256  # 11.6 ms onset frames: fine enough for a comb search to resolve ±1 %
@@ -36,7 +41,8 @@ MINOR_PROFILE = np.array(
     [0.712, 0.084, 0.474, 0.618, 0.049, 0.460, 0.105, 0.747, 0.404, 0.067, 0.133, 0.330]
 )
 
-WEIGHTS = {"tempo_bpm": 0.35, "key": 0.35, "drums": 0.1, "bass": 0.05, "energy": 0.15}
+WEIGHTS = {"tempo_bpm": 0.35, "key": 0.35, "energy": 0.15}
+FAMILIES = ("drums", "bass", "melody")  # named instrument families the signal can show
 BASS_INSTRUMENTS = ("bass", "slap bass", "upright bass", "synth bass")
 TEMPO_TOLERANCE = 0.04  # ±4 % is full credit; credit falls to zero at three times that
 
@@ -119,6 +125,265 @@ def key_match(tonic: int, mode: str, prompt: MusicPrompt) -> float | None:
     return 0.0
 
 
+# -- musicality: is it music at all? ------------------------------------------------------
+#
+# Tempo and key say nothing about whether an answer is music: a click on every beat over a
+# tonic triad has both. What such a cheat lacks, and music of any style has, is measured
+# here from the signal, on a beat grid at the signal's own tempo (pitch content: a chroma of
+# the spectrum below 2.3 kHz, where chords and tunes have their fundamentals; timbre: MFCCs;
+# both averaged per beat):
+#
+#   change       the sound changes from beat to beat: the RMS distance of a beat's pitch and
+#                timbre features from the piece's mean. A drone, a held chord, a click track
+#                or noise pulsed on the beat is the same every beat.
+#   not_loop     ...but never repeats exactly: the smallest mean distance between beats a
+#                lag apart (1 beat to half the piece; a diagonal of the self-similarity
+#                matrix), relative to the spread. One bar tiled scores ~0 at one bar's lag;
+#                real music, played or sequenced with any variation, stays well above.
+#   harmony      harmonic motion: the chroma of each bar against the next bar's (chords
+#                change). A drone, a held chord or a loop of one bar has none. Soft (x0.3 at
+#                worst): a one-chord vamp is still music.
+#   melody       pitched notes in the melodic range C4-C7: the strongest harmonic-sum
+#                salience of a constant-Q spectrogram, held for 70 ms, several distinct
+#                pitches at a note or more a second. A drone holds one top pitch; clicks and
+#                noise have none. Soft (x0.5): some music has no tune.
+#   texture      rhythmic and timbral variety: 1 - the median cosine similarity between the
+#                spectral rises of two onsets (a kick, a hat, a chord, a tune's note differ).
+#                One click or one noise burst repeated is always the same. Soft (x0.5).
+#   organization not random: the mean of two signs of order, each from where random notes
+#                sit to below where music sits -- persistence (the share of the pitch-class
+#                profile two consecutive beats have in common: chords are held or repeated
+#                while a tune moves, whereas random notes change everything every beat) and
+#                groove (how well each bar's onset pattern in four frequency bands at 16th-
+#                note resolution recurs elsewhere in the piece: drums, riffs and comping
+#                figures repeat; random notes do not). A sign needs enough beats to be judged.
+#
+# factor = change x not_loop x ramp(organization, 0.2, 0.5) x (0.3 + 0.7 harmony) x
+# (0.5 + 0.5 melody) x (0.5 + 0.5 texture). Each ramp runs from where the cheats sit to below
+# where real music sits, so an honest piece of any style earns about 1. They are general
+# properties of (mostly Western tonal and popular) music, not of chorus's own composer; a
+# miner who makes its answer vary, not loop, hold chords and repeat a groove is making music.
+
+CHROMA_FFT, CHROMA_HOP = 4096, 1024
+HARMONIC_BINS = 420  # long-STFT bins below 2.26 kHz: where chords' and tunes' fundamentals lie
+_CHROMA_FB = librosa.filters.chroma(
+    sr=RATE, n_fft=CHROMA_FFT, tuning=0.0, ctroct=4.0, octwidth=1.5
+)[:, :HARMONIC_BINS]
+MELODY_FMIN, MELODY_PITCHES = "C4", 37  # the tune's range: C4-C7
+MELODY_HOP = 512
+PARTIALS = ((0, 1.0), (12, 0.8), (19, 0.6), (24, 0.5))  # semitones above f0, weight
+MELODIC_INSTRUMENTS = (
+    "violin", "cello", "trumpet", "saxophone", "flute", "clarinet",
+    "synth lead", "harmonica", "kalimba", "bells",
+)  # fmt: skip
+
+
+@dataclass
+class Musicality:
+    """The musicality factor, its parts (each 0..1) and the raw measurements behind them
+    (named as `MusicResult` fields)."""
+
+    factor: float
+    parts: dict[str, float]
+    found: dict[str, float | int | None]
+
+
+def beat_frames(onset: np.ndarray, fps: float, bpm: float) -> np.ndarray:
+    """Onset-frame indices of beat boundaries: a grid at ``bpm`` whose phase puts the most
+    onset strength on the beats. A grid, not a tracked beat: a loop stays exactly periodic."""
+    period = 60.0 * fps / bpm if bpm > 0 else fps / 2
+    n = int((onset.size - 1) // period)
+    if n < 1:
+        return np.array([0, onset.size - 1])
+    phases = np.arange(max(1, int(period)))
+    grid = np.round(phases[:, None] + np.arange(n)[None, :] * period).astype(int)
+    phase = phases[int(np.argmax(onset[grid.clip(0, onset.size - 1)].mean(axis=1)))]
+    frames = np.round(phase + np.arange(n + 1) * period).astype(int)
+    return frames[frames < onset.size]
+
+
+def _unit(a: np.ndarray, axis: int = 0) -> np.ndarray:
+    return a / (np.linalg.norm(a, axis=axis, keepdims=True) + 1e-9)
+
+
+def _recurrence(features: np.ndarray, width: int) -> float | None:
+    """Median over windows of ``width`` beats of the best cosine similarity to any window
+    at least ``width`` beats away: how much of the piece comes back."""
+    n = features.shape[1] - width + 1
+    if n < width + 2:
+        return None
+    windows = _unit(np.stack([features[:, i : i + width].ravel() for i in range(n)], 1))
+    sim = windows.T @ windows
+    near = np.abs(np.subtract.outer(np.arange(n), np.arange(n))) < width
+    return float(np.median(np.where(near, -1.0, sim).max(axis=1)))
+
+
+def _melody(x: np.ndarray) -> tuple[int, float]:
+    """(distinct pitches, notes per second) of the tune: per frame the strongest harmonic-
+    sum salience in C4-C7, notes where it holds a pitch for 70 ms, repeats merged."""
+    fmin = librosa.note_to_hz(MELODY_FMIN)
+    top = PARTIALS[-1][0]
+    q = np.abs(
+        librosa.cqt(x, sr=RATE, hop_length=MELODY_HOP, fmin=fmin, n_bins=MELODY_PITCHES + top)
+    )
+    salience = sum(w * q[k : k + MELODY_PITCHES] for k, w in PARTIALS)
+    pitch = salience.argmax(axis=0)
+    peak = salience.max(axis=0)
+    voiced = peak > 10 ** (-25 / 20) * (peak.max() + 1e-12)
+    notes: list[int] = []
+    run = 0
+    for t in range(1, pitch.size):
+        same = pitch[t] == pitch[t - 1] and voiced[t] and voiced[t - 1]
+        run = run + 1 if same else 0
+        if run == 2 and (not notes or notes[-1] != pitch[t]):
+            notes.append(int(pitch[t]))
+    return len(set(notes)), len(notes) / (x.size / RATE)
+
+
+def _onset_variety(mel_db: np.ndarray, onset: np.ndarray) -> float:
+    """1 - the median cosine similarity between the spectral rises (mel dB, 23 ms before to
+    23 ms after) of every two onsets: how different the attacks are. Only real attacks
+    count (onset strength of 1.5 dB or more, four at least), so a steady tone has none."""
+    peaks = librosa.util.peak_pick(
+        onset, pre_max=3, post_max=3, pre_avg=10, post_avg=10, delta=0.3 * float(onset.std()),
+        wait=4,
+    )  # fmt: skip
+    peaks = peaks[onset[peaks] >= 1.5]
+    if peaks.size < 4:
+        return 0.0
+    last = mel_db.shape[1] - 1
+    after, before = mel_db[:, (peaks + 2).clip(0, last)], mel_db[:, (peaks - 2).clip(0, last)]
+    rise = _unit(np.maximum(0.0, after - before))
+    sim = rise.T @ rise
+    return float(1.0 - np.median(sim[np.triu_indices(sim.shape[0], 1)]))
+
+
+def _groove(mel_db: np.ndarray, beats: np.ndarray) -> float | None:
+    """Recurrence of one-bar onset patterns in four frequency bands, at sixteenth-note
+    resolution (band flux maxima in four slots per beat)."""
+    flux = np.maximum(0.0, np.diff(mel_db, axis=1, prepend=mel_db[:, :1]))
+    bands = flux.reshape(4, mel_db.shape[0] // 4, -1).mean(axis=1)
+    cells = []
+    for a, b in zip(beats[:-1], beats[1:], strict=False):
+        edges = np.linspace(a, b, 5).round().astype(int)
+        cells += [
+            bands[:, e : max(f, e + 1)].max(axis=1) for e, f in zip(edges, edges[1:], strict=False)
+        ]
+    if not cells:
+        return None
+    pattern = np.array(cells).T.reshape(4, -1, 4).transpose(0, 2, 1).reshape(16, -1)
+    width = 4 if pattern.shape[1] >= 10 else 2  # a bar, or half of one in a short clip
+    return _recurrence(pattern - pattern.mean(axis=1, keepdims=True), width)
+
+
+def _persistence(chroma: np.ndarray) -> float | None:
+    """Median over pairs of consecutive beats of the share of their pitch-class profiles
+    (above each beat's median, normalised to sum 1) that they have in common. Chords are
+    held or repeated while a tune moves, so much persists; random notes change it all."""
+    peaks = np.maximum(0.0, chroma - np.median(chroma, axis=0, keepdims=True))
+    total = peaks.sum(axis=0)
+    keep = total > 1e-6
+    if keep.sum() < 4:
+        return None
+    profile = peaks / np.where(keep, total, 1.0)
+    shared = np.minimum(profile[:, :-1], profile[:, 1:]).sum(axis=0)
+    return float(np.median(shared[keep[:-1] & keep[1:]]))
+
+
+def musicality(
+    x: np.ndarray, mel_db: np.ndarray, onset: np.ndarray, bpm: float, long: np.ndarray
+) -> Musicality:
+    """Measure how much ``x`` is music rather than a cheap imitation (see above)."""
+    beats = beat_frames(onset, RATE / HOP, bpm)
+    per_chroma = CHROMA_HOP // HOP
+    chroma_frames = _CHROMA_FB @ long[:HARMONIC_BINS]
+    cbeats = np.unique((beats // per_chroma).clip(0, chroma_frames.shape[1]))
+    chroma = librosa.util.sync(chroma_frames, cbeats, aggregate=np.sum, pad=False)
+    timbre = librosa.util.sync(
+        librosa.feature.mfcc(S=mel_db, n_mfcc=13), beats, aggregate=np.mean, pad=False
+    )
+    n = min(chroma.shape[1], timbre.shape[1])
+    pitches, rate = _melody(x)
+    variety = _onset_variety(mel_db, onset)
+    heard = {
+        "melody": _ramp(pitches, 2, 4) * _ramp(rate, 0.4, 1.0),
+        "texture": _ramp(variety, 0.2, 0.45),
+    }
+    found: dict[str, float | int | None] = {
+        "melody_pitches": pitches,
+        "melody_rate": round(rate, 2),
+        "onset_variety": round(variety, 3),
+    }
+    if n < 2:  # under two beats: too short to judge the rest
+        return Musicality(
+            (0.5 + 0.5 * heard["melody"]) * (0.5 + 0.5 * heard["texture"]), heard, found
+        )
+    chroma = chroma[:, :n] / (chroma[:, :n].max(axis=0, keepdims=True) + 1e-3 * chroma.max() + 1e-9)
+    timbre = timbre[:, :n]
+
+    # change and not_loop: distances between beats' pitch and timbre features
+    feats = np.vstack([3.0 * chroma, timbre / 20.0])
+    spread = float(np.mean(np.sum((feats - feats.mean(axis=1, keepdims=True)) ** 2, axis=0)))
+    lags = range(1, n // 2 + 1)
+    loop = min(
+        (
+            float(np.mean(np.sum((feats[:, :-k] - feats[:, k:]) ** 2, axis=0)))
+            / (2 * spread + 1e-3)
+            for k in lags
+        ),
+        default=None,
+    )
+    # harmony: bar-long chroma against the next bar's
+    width = 4 if n >= 8 else max(1, n // 2)
+    bars = _unit(np.stack([chroma[:, i : i + width].mean(axis=1) for i in range(n - width + 1)], 1))
+    change_h = (
+        float(np.mean(1.0 - np.sum(bars[:, :-width] * bars[:, width:], axis=0)))
+        if bars.shape[1] > width
+        else None
+    )
+    # organization: pitch content that persists from beat to beat, and a groove
+    persist = _persistence(chroma)
+    groove = _groove(mel_db, beats)
+    signs = {
+        k: _ramp(v, zero, one)
+        for k, v, zero, one in (
+            ("persistence", persist, 0.40, 0.55),
+            ("groove", groove, 0.25, 0.55),
+        )
+        if v is not None  # too short to judge: not counted
+    }
+    organization = float(np.mean(list(signs.values()))) if signs else 1.0
+
+    def judged(value: float | None, zero: float, one: float) -> float:
+        return 1.0 if value is None else _ramp(value, zero, one)  # too short to judge
+
+    parts = {
+        "change": _ramp(np.sqrt(spread), 0.5, 1.2),
+        "not_loop": judged(loop, 0.03, 0.15),
+        "harmony": judged(change_h, 0.002, 0.012),
+        **heard,
+        "organization": organization,
+        **signs,
+    }
+    factor = (
+        parts["change"]
+        * parts["not_loop"]
+        * _ramp(organization, 0.2, 0.5)
+        * (0.3 + 0.7 * parts["harmony"])
+        * (0.5 + 0.5 * parts["melody"])
+        * (0.5 + 0.5 * parts["texture"])
+    )
+    found |= {
+        "beat_variation": round(float(np.sqrt(spread)), 3),
+        "loop_distance": None if loop is None else round(loop, 3),
+        "harmonic_change": None if change_h is None else round(change_h, 4),
+        "organization": round(organization, 3),
+        "persistence": None if persist is None else round(persist, 3),
+        "groove": None if groove is None else round(groove, 3),
+    }
+    return Musicality(float(factor), parts, found)
+
+
 class MusicEvaluator:
     """Scores text-to-music answers. Holds nothing heavy: all features are computed per
     call from the audio, so one instance serves any number of threads."""
@@ -129,20 +394,23 @@ class MusicEvaluator:
         # librosa loads its filter banks and compiles on first use; pay that here, once,
         # so that the first answer scored is timed like every later one
         t = np.arange(RATE) / RATE
-        self.evaluate(np.sin(2 * np.pi * 220 * t).astype(np.float32), RATE, "C major, 120 BPM")
+        tone = np.sin(2 * np.pi * 220 * t).astype(np.float32)
+        self.evaluate(tone, RATE, MusicChallenge("C major, 120 BPM"))
 
-    def evaluate(
-        self, samples: np.ndarray, rate: int, prompt: str, duration: float | None = None
-    ) -> Score:
-        """Score ``samples`` (mono or channels-last) at ``rate`` against ``prompt``; the
-        answer should last ``duration`` seconds when given."""
+    def evaluate(self, samples: np.ndarray, rate: int, challenge: MusicChallenge) -> MusicResult:
+        """Score ``samples`` (mono or channels-last) at ``rate`` against the challenge's
+        prompt; the answer should last its ``duration`` seconds when given."""
         t0 = time.perf_counter()
-        asked = parse_music_prompt(prompt)
+        duration = challenge.duration
+        asked = parse_music_prompt(challenge.prompt)
         raw = to_mono_float(samples)
         seconds = raw.size / rate if rate > 0 else 0.0
         if rate <= 0 or raw.size < rate * 0.5 or not np.isfinite(raw).all():
-            metrics = {"quality": 0.0, "adherence": 0.0, "seconds_audio": round(seconds, 3)}
-            return Score(0.0, metrics, time.perf_counter() - t0, "too short or not finite")
+            return MusicResult(
+                seconds=time.perf_counter() - t0,
+                reason="too short or not finite",
+                seconds_audio=seconds,
+            )
         x = resample(raw, rate, RATE)
         x = x - x.mean()  # a DC offset is inaudible: judge the music, not the offset
 
@@ -151,23 +419,33 @@ class MusicEvaluator:
             quality, qparts = self._quality(raw, x)
             S = np.abs(librosa.stft(x, n_fft=N_FFT, hop_length=HOP)) ** 2
             mel = librosa.feature.melspectrogram(S=S, sr=RATE, n_mels=64)
-            adherence, aparts, found = self._adherence(x, S, mel, asked, seconds, duration)
+            mel_db = librosa.power_to_db(mel)
+            onset = librosa.onset.onset_strength(S=mel_db, sr=RATE, hop_length=HOP)
+            bpm, strength = estimate_tempo(onset, RATE / HOP)
+            long = np.abs(librosa.stft(x, n_fft=CHROMA_FFT, hop_length=CHROMA_HOP))
+            heard = musicality(x, mel_db, onset, bpm, long)
+            adherence, aparts, found = self._adherence(
+                S, mel, onset, (bpm, strength), long, heard, asked, seconds, duration
+            )
         qparts["snr"] = self._snr(mel)
         quality *= 0.5 + 0.5 * (qparts["loudness"] + qparts["snr"]) / 2
-        gates = {**qparts, "duration": aparts.get("duration", 1.0)}
-        reason = next(
-            (k for k in ("not_silent", "not_noise", "no_clipping", "duration") if gates[k] < 0.5),
-            None,
-        )
-        metrics = {
-            "quality": round(quality, 4),
-            "adherence": round(adherence, 4),
-            "quality_parts": {k: round(v, 4) for k, v in qparts.items()},
-            "adherence_parts": {k: round(v, 4) for k, v in aparts.items()},
+        gates = {**qparts, "duration": aparts.get("duration", 1.0), "musicality": heard.factor}
+        order = ("not_silent", "not_noise", "no_clipping", "duration", "musicality")
+        reason = next((k for k in order if gates[k] < 0.5), None)
+        return MusicResult(
+            score=quality * adherence * heard.factor,
+            seconds=time.perf_counter() - t0,
+            reason=reason,
+            quality=quality,
+            adherence=adherence,
+            musicality=heard.factor,
+            quality_parts=qparts,
+            adherence_parts=aparts,
+            musicality_parts=heard.parts,
+            seconds_audio=seconds,
+            **heard.found,
             **found,
-            "seconds_audio": round(seconds, 3),
-        }
-        return Score(quality * adherence, metrics, time.perf_counter() - t0, reason)
+        )
 
     @staticmethod
     def _quality(raw: np.ndarray, x: np.ndarray) -> tuple[float, dict[str, float]]:
@@ -199,23 +477,25 @@ class MusicEvaluator:
 
     def _adherence(
         self,
-        x: np.ndarray,
         S: np.ndarray,
         mel: np.ndarray,
+        onset: np.ndarray,
+        tempo: tuple[float, float],
+        long: np.ndarray,
+        heard: Musicality,
         asked: MusicPrompt,
         seconds: float,
         duration: float | None,
     ) -> tuple[float, dict[str, float], dict[str, object]]:
         """The weighted mean of the musical parts the prompt asked for, times the duration
         match; plus what was found."""
-        onset = librosa.onset.onset_strength(S=librosa.power_to_db(mel), sr=RATE, hop_length=HOP)
-        bpm, strength = estimate_tempo(onset, RATE / HOP)
-        tonic, mode, key_r = estimate_key(self._chroma(x))
+        bpm, strength = tempo
+        tonic, mode, key_r = estimate_key(self._chroma(long))
         drums = self._percussive_share(S)
         energy = self._energy(onset, RATE / HOP, S, drums)
-        low = float(
-            S[librosa.fft_frequencies(sr=RATE, n_fft=N_FFT) < 180].sum() / (S.sum() + 1e-12)
-        )
+        freqs = librosa.fft_frequencies(sr=RATE, n_fft=N_FFT)
+        low = float(S[freqs < 180].sum() / (S.sum() + 1e-12))
+        high = float(S[freqs >= 5000].sum() / (S.sum() + 1e-12))
         found: dict[str, object] = {
             "tempo_bpm": round(bpm, 2),
             "tempo_strength": round(strength, 3),
@@ -224,6 +504,7 @@ class MusicEvaluator:
             "percussive_share": round(drums, 3),
             "energy_index": round(energy, 3),
             "low_share": round(low, 3),
+            "high_share": round(high, 5),
         }
         parts: dict[str, float | None] = {
             "tempo_bpm": tempo_match(bpm, asked),
@@ -231,7 +512,7 @@ class MusicEvaluator:
             "duration": None
             if duration is None
             else _ramp(abs(seconds - duration), max(0.1, 0.25 * duration), 0.1),
-            "drums": self._drums_match(drums, asked),
+            "drums": self._drums_match(drums, high, heard.parts["texture"], asked),
             # a bass line puts a fifth or more of the energy below 180 Hz; without one it
             # is near zero (a kick drum alone also passes: this is a coarse check)
             "bass": (
@@ -239,22 +520,33 @@ class MusicEvaluator:
                 if any(i in BASS_INSTRUMENTS for i in asked.instruments)
                 else None
             ),
+            # a tune, when an instrument that usually carries one is named
+            "melody": (
+                heard.parts["melody"]
+                if any(i in MELODIC_INSTRUMENTS for i in asked.instruments)
+                else None
+            ),
             "energy": self._energy_match(energy, asked.energy),
         }
         present = {k: v for k, v in parts.items() if v is not None}
-        musical = {k: v for k, v in present.items() if k != "duration"}
+        musical = {k: v for k, v in present.items() if k in WEIGHTS}
         total = sum(WEIGHTS[k] for k in musical)
         mean = sum(WEIGHTS[k] * v for k, v in musical.items()) / total if musical else 1.0
+        # the named instrument families multiply: a right piece without the drums that
+        # were asked for keeps 70 % when bass was named too, 40 % when drums were all
+        families = [present[k] for k in FAMILIES if k in present]
+        present["instruments"] = 0.4 + 0.6 * float(np.mean(families)) if families else 1.0
         # a truncated or overlong answer is not what was asked, however well it plays
-        return mean * present.get("duration", 1.0), present, found
+        return mean * present["instruments"] * present.get("duration", 1.0), present, found
 
     @staticmethod
-    def _chroma(x: np.ndarray) -> np.ndarray:
+    def _chroma(long: np.ndarray) -> np.ndarray:
         """Chroma from a long-window magnitude STFT (5 Hz bins resolve bass notes), weighted
         towards octaves 2-5 where fundamentals are, so upper harmonics (a root's major
         third two octaves up) do not turn minor into major."""
-        S = np.abs(librosa.stft(x, n_fft=4096, hop_length=1024))
-        return librosa.feature.chroma_stft(S=S, sr=RATE, n_fft=4096, ctroct=4.0, octwidth=1.5)
+        return librosa.feature.chroma_stft(
+            S=long, sr=RATE, n_fft=CHROMA_FFT, ctroct=4.0, octwidth=1.5
+        )
 
     @staticmethod
     def _percussive_share(S: np.ndarray) -> float:
@@ -265,11 +557,16 @@ class MusicEvaluator:
         return float((perc * coarse).sum() / ((coarse.sum()) + 1e-12))
 
     @staticmethod
-    def _drums_match(share: float, asked: MusicPrompt) -> float | None:
+    def _drums_match(share: float, high: float, variety: float, asked: MusicPrompt) -> float | None:
+        """Refused drums: little percussive energy. Asked-for drums: enough of it, some
+        energy above 5 kHz (``high``: a kit's snare and cymbals are broadband; plucked,
+        slapped or struck pitched instruments, which are percussive too, put almost none
+        there) and attacks of several timbres (``variety``: a click on every beat is not a
+        kit)."""
         if asked.no_drums:
             return _ramp(share, 0.15, 0.05)
         if "drums" in asked.instruments:
-            return _ramp(share, 0.02, 0.08)
+            return _ramp(share, 0.02, 0.08) * _ramp(high, 0.001, 0.004) * variety
         return None
 
     @staticmethod

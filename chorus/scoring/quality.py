@@ -24,7 +24,6 @@ about two thirds of onnxruntime's time). Everything else runs in onnxruntime.
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,10 +32,10 @@ from importlib import resources
 
 import numpy as np
 
-from chorus.audio import resample, to_mono_float
-from chorus.scoring.cores import on_a_core, single_threaded_scoring
+from chorus.audio import SPEECH_RATE, resample, to_mono_float
+from chorus.scoring.runtime import ScoringRuntime
 
-RATE = 16000
+RATE = SPEECH_RATE
 WINDOW = 9.01  # seconds, as DNSMOS was trained
 WINDOW_SAMPLES = int(WINDOW * RATE)
 HOP_SAMPLES = RATE
@@ -234,7 +233,6 @@ def _winograd_stack(p835, load: Callable) -> Callable[[np.ndarray], np.ndarray]:
         [(weights[nodes[n].input[1]], weights[nodes[n].input[2]]) for n in P835_CONVS]
     )
     convs(np.zeros((8, 161), np.float32))  # compiles, or loads numba's cache, and its BLAS
-    single_threaded_scoring()  # which, now loaded, is held to one thread per call too
     spectrum = load(_subgraph(p835, P835_FRAMES, P835_SPECTRUM, 3))
 
     def stack(x: np.ndarray) -> np.ndarray:
@@ -257,7 +255,7 @@ class DNSMOS:
     (both fp32, same scores to ~1e-5 MOS). None: time both at load and keep the faster (on
     a GPU, onnxruntime); which one runs is ``self.backend``."""
 
-    def __init__(self, threads: int = 0, backend: str | None = None):
+    def __init__(self, runtime: ScoringRuntime, threads: int = 0, backend: str | None = None):
         import onnxruntime as ort
 
         if backend not in (None, *BACKENDS):
@@ -267,8 +265,8 @@ class DNSMOS:
         except ImportError as e:  # a dependency since the split graphs
             raise ImportError("DNSMOS needs the onnx package (onnx==1.23.2)") from e
 
-        single_threaded_scoring()  # every model call on one thread, calls side by side
-        self.workers = threads or os.cpu_count() or 1
+        self.runtime = runtime
+        self.workers = threads or runtime.cores
         self._pool = ThreadPoolExecutor(self.workers, "dnsmos") if self.workers > 1 else None
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
@@ -319,9 +317,9 @@ class DNSMOS:
     def _start(self, fn: Callable, item) -> Callable[[], object]:
         """Start ``fn(item)`` on a worker (on a free core); call the result to wait for it."""
         if self._pool is None:
-            result = on_a_core(partial(fn, item))
+            result = self.runtime.on_a_core(partial(fn, item))
             return lambda: result
-        return self._pool.submit(on_a_core, partial(fn, item)).result
+        return self._pool.submit(self.runtime.on_a_core, partial(fn, item)).result
 
     def _map(self, fn: Callable, items: Sequence) -> list:
         jobs = [self._start(fn, item) for item in items]
@@ -510,7 +508,7 @@ def compare_with_speechmos(
     speechmos's total time over ours (fastest of ``repeats`` runs per clip)."""
     from speechmos import dnsmos as reference
 
-    dnsmos = dnsmos or DNSMOS()
+    dnsmos = dnsmos or DNSMOS(ScoringRuntime())
     result = dict.fromkeys(KEYS, 0.0)
     totals = np.zeros(4)  # ours cpu, ours wall, theirs cpu, theirs wall
     reference.run(np.zeros(WINDOW_SAMPLES, np.float32), RATE)  # load its sessions untimed

@@ -1,43 +1,59 @@
-"""TTS scoring: did the miner say the prompt (intelligibility), and does it sound good
-(DNSMOS quality)? Cheap gates first, so junk never costs an ASR or DNSMOS pass.
+"""TTS scoring: did the miner say the prompt (intelligibility), and does it sound like clean,
+natural speech (quality)? Cheap gates first, so junk never costs an ASR or DNSMOS pass.
 
-score = intelligibility x (0.7 + 0.3 x quality), with intelligibility = 1 - min(WER, 1).
-Saying the right words is the task, so it carries 70% and multiplies the rest: clean,
-natural speech of the wrong text must not earn points, and DNSMOS cannot tell whether the
-content is right. Quality then separates miners that are all intelligible (a hissy
-telephone-band voice loses about a fifth of the 0.3 against clean Piper).
+score = intelligibility x quality, with intelligibility = 1 - min(WER, 1) and
+
+quality = dnsmos x bandwidth x pitch x pace x clipping,
+
+each factor in [0, 1] and exactly 1 for clean, natural read speech (Piper's, or a real
+person's recording), so an honest answer loses nothing and every kind of damage costs its
+own share. Saying the right words is the task, so intelligibility multiplies everything:
+clean speech of the wrong text earns nothing. The quality factors:
+
+- dnsmos: the mean of P.808, SIG (signal distortion) and BAK (background noise), each
+  mapped linearly from "poor" (2.0) to full credit at ``MOS_KNEES``: the level of a clean
+  studio recording of a real person (CMU ARCTIC awb scores P.808 3.78, SIG 3.46, BAK 3.90),
+  a little under it. Above the knee DNSMOS ranks clean voices by taste (it prefers Piper
+  to that person by 0.4 MOS, within its per-clip error), so it stops paying; below it,
+  hiss, reverberation, codec and vocoder damage cost in proportion.
+- bandwidth, pitch range, pace and clipping: measured from the signal
+  (``chorus.scoring.measures``): the telephone band keeps about three quarters, a 2 kHz
+  low-pass half, a monotone (robotic) voice a fraction, speech far too fast or slow loses
+  credit towards the duration gates, and a waveform clipped flat below full scale keeps
+  1 / (1 + share / 2%) of its quality, for the share of its samples stuck at the peak.
+
+The old rule, intelligibility x (0.7 + 0.3 x DNSMOS quality), paid any intelligible answer
+70%: hiss at 10 dB SNR kept 79% of the honest score and the telephone band 97%.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TypeVar
 
 import numpy as np
 
 from chorus.audio import resample, to_mono_float
-from chorus.scoring import Score
+from chorus.prompts import expected_seconds
+from chorus.scoring import measures
 from chorus.scoring.asr import ASR_RATE, Transcriber
-from chorus.scoring.cores import on_a_core
 from chorus.scoring.gates import first_failure
 from chorus.scoring.quality import DNSMOS
-from chorus.text import normalize, word_error_rate
+from chorus.scoring.runtime import ScoringRuntime, shared_runtime
+from chorus.services.tts import MOS, SpeechChallenge, SpeechResult
+from chorus.text import word_error_rate
 
 T = TypeVar("T")
-INTELLIGIBILITY_WEIGHT = 0.7
-CHARS_PER_SECOND = 15.0  # normalised prompt characters per second of natural speech
 MIN_DURATION_RATIO = 0.35  # below this share of the expected duration: truncated
 MAX_DURATION_RATIO = 3.0  # above this multiple: padded, looped or absurdly slow
-# DNSMOS values mapped linearly onto [0, 1]: (MOS that scores 0, MOS that scores 1).
-# Clean Piper speech is about P.808 4.2 and OVRL 3.3; few real clips exceed these tops.
-MOS_RANGES = {"p808": (2.0, 4.5), "ovrl": (1.5, 3.5)}
-
-
-def expected_seconds(text: str) -> float:
-    """How long a natural reading of ``text`` takes, from its normalised length."""
-    return max(len(normalize(text)), 1) / CHARS_PER_SECOND
+# DNSMOS values mapped linearly onto [0, 1]: from "poor" on the ACR scale (2.0, scores 0) to
+# a knee (scores 1) just under a clean studio recording of a person (CMU ARCTIC awb, from
+# pysptk: P.808 3.78, SIG 3.46, BAK 3.90). Piper reads at P.808 3.9-4.3, SIG 3.5-3.7, BAK
+# 4.2; white noise at 30 dB SNR brings BAK to 3.4-3.8, at 10 dB to 2.1.
+MOS_FLOOR = 2.0
+MOS_KNEES = {"p808": 3.7, "sig": 3.35, "bak": 3.8}
 
 
 def duration_gate(seconds: float, text: str) -> str | None:
@@ -52,71 +68,84 @@ def duration_gate(seconds: float, text: str) -> str | None:
 
 
 def mos_quality(mos: dict[str, float]) -> float:
-    """Mean of P.808 and OVRL, each mapped onto [0, 1] by ``MOS_RANGES``."""
-    parts = [np.clip((mos[k] - lo) / (hi - lo), 0.0, 1.0) for k, (lo, hi) in MOS_RANGES.items()]
-    return float(np.mean(parts))
+    """Mean of P.808, SIG and BAK, each mapped from ``MOS_FLOOR`` (0) to its knee (1)."""
+    parts = [(mos[k] - MOS_FLOOR) / (knee - MOS_FLOOR) for k, knee in MOS_KNEES.items()]
+    return float(np.mean(np.clip(parts, 0.0, 1.0)))
+
+
+def quality_factors(mos: dict[str, float], m: measures.Measures, expected: float) -> dict:
+    """Every factor of ``quality`` by name, each in [0, 1]."""
+    return {
+        "dnsmos": mos_quality(mos),
+        "bandwidth": measures.bandwidth_factor(m.bandwidth_hz),
+        "pitch": measures.pitch_factor(m.pitch_range),
+        "pace": measures.pace_factor(
+            m.speech_s / expected, (MIN_DURATION_RATIO, MAX_DURATION_RATIO)
+        ),
+        "clipping": measures.clipping_factor(m.clipped),
+    }
 
 
 class TTSEvaluator:
     """Scores one TTS answer against its prompt; the models are loaded once and reused."""
 
-    def __init__(self, transcriber: Transcriber | None = None, dnsmos: DNSMOS | None = None):
-        self.transcriber = transcriber or Transcriber()
-        self.dnsmos = dnsmos or DNSMOS()
-        self._beside = ThreadPoolExecutor(2, thread_name_prefix="beside-whisper")
+    def __init__(
+        self,
+        transcriber: Transcriber | None = None,
+        dnsmos: DNSMOS | None = None,
+        runtime: ScoringRuntime | None = None,
+    ):
+        self.runtime = shared_runtime(runtime, transcriber, dnsmos)
+        self.transcriber = transcriber or Transcriber(self.runtime)
+        self.dnsmos = dnsmos or DNSMOS(self.runtime)
         # The gates' first call pays librosa's lazy set-up (0.8 s here): pay it now, so the
         # first answer scored is timed like every later one.
         tone = 0.1 * np.sin(2 * np.pi * 220 * np.arange(ASR_RATE) / ASR_RATE)
         first_failure(tone.astype(np.float32), ASR_RATE)
 
-    def evaluate(self, samples: np.ndarray, rate: int, text: str) -> Score:
-        """Score ``samples`` (any rate) as a reading of ``text``, in [0, 1]."""
-        return self.evaluate_beside(samples, rate, text)[0]
+    def evaluate(self, samples: np.ndarray, rate: int, challenge: SpeechChallenge) -> SpeechResult:
+        """Score ``samples`` (any rate) as a reading of ``challenge.text``, in [0, 1]."""
+        return self.evaluate_beside(samples, rate, challenge.text)[0]
 
     def evaluate_beside(
         self, samples: np.ndarray, rate: int, text: str, beside: Callable[[], T] | None = None
-    ) -> tuple[Score, T | None]:
+    ) -> tuple[SpeechResult, T | None]:
         """``evaluate``, also running ``beside()`` next to Whisper once the gates pass (the
-        voice-cloning scorer's speaker checks): the score, and beside's result or None."""
+        voice-cloning scorer's speaker checks): the result, and beside's result or None."""
         start = time.perf_counter()
         audio = to_mono_float(samples)
         seconds = audio.size / rate
-        metrics: dict = {
-            "duration_s": round(seconds, 3),
-            "expected_s": round(expected_seconds(text), 3),
-            "gate": None,
-            "wer": None,
-            "transcript": None,
-            "mos": None,
-        }
+        result = SpeechResult(duration_s=seconds, expected_s=expected_seconds(text))
         reason = first_failure(audio, rate) or duration_gate(seconds, text)
         if reason:
-            metrics["gate"] = reason
-            return Score(0.0, metrics, time.perf_counter() - start, reason), None
+            result.gate = result.reason = reason
+            result.seconds = time.perf_counter() - start
+            return result, None
 
         audio16k = resample(audio, rate, ASR_RATE)  # both models work at 16 kHz
-        # DNSMOS runs beside Whisper, each model call on a core of its own (chorus.scoring.
-        # cores): Whisper encodes on both cores, then decodes on one while DNSMOS takes the
+        # DNSMOS runs beside Whisper, each model call on a core of its own (the runtime's
+        # slots): Whisper encodes on both cores, then decodes on one while DNSMOS takes the
         # other, and both once Whisper is done.
         jobs = []
 
         def start_beside() -> None:
-            jobs.append(self._beside.submit(self.dnsmos.score, audio16k, ASR_RATE))
-            jobs.append(self._beside.submit(on_a_core, beside) if beside else None)
+            jobs.append(self.runtime.submit(self.dnsmos.score, audio16k, ASR_RATE))
+            jobs.append(self.runtime.submit(self.runtime.on_a_core, beside) if beside else None)
 
         transcript = self.transcriber.transcribe(audio16k, ASR_RATE, encoded=start_beside)
+        # The signal measures (about 50 ms of CPU for 30 s) take a core while DNSMOS finishes.
+        measured = self.runtime.on_a_core(partial(measures.measure, audio, audio16k))
         quality_job, beside_job = jobs
         wer = word_error_rate(text, transcript)
         mos = quality_job.result()
         intelligibility = 1.0 - min(wer, 1.0)
-        quality = mos_quality(mos)
-        score = intelligibility * (INTELLIGIBILITY_WEIGHT + (1 - INTELLIGIBILITY_WEIGHT) * quality)
-        metrics.update(
-            wer=round(wer, 4),
-            transcript=transcript,
-            mos={k: round(v, 3) for k, v in mos.items()},
-            intelligibility=round(intelligibility, 4),
-            quality=round(quality, 4),
-        )
+        factors = quality_factors(mos, measured, result.expected_s)
+        quality = float(np.prod(list(factors.values())))
+        result.score = intelligibility * quality
+        result.wer, result.transcript, result.mos = wer, transcript, MOS(**mos)
+        result.intelligibility, result.quality, result.factors = intelligibility, quality, factors
+        result.bandwidth_hz, result.pitch_range = measured.bandwidth_hz, measured.pitch_range
+        result.pace, result.clipped = measured.speech_s / result.expected_s, measured.clipped
         extra = beside_job.result() if beside_job else None
-        return Score(score, metrics, time.perf_counter() - start), extra
+        result.seconds = time.perf_counter() - start
+        return result, extra

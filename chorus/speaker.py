@@ -1,16 +1,18 @@
 """Speaker similarity with Resemblyzer's GE2E encoder (weights ship with the pip package).
 
 Cosine similarity of two utterance embeddings: recordings of one speaker score about
-0.85-0.95, different speakers about 0.4-0.7. The encoder is loaded once and reused.
+0.85-0.95, different speakers about 0.4-0.7. The encoder is loaded once and reused. The
+cloners steer by it and the voice-cloning scorer measures with it, so it belongs to neither
+``chorus.generation`` nor ``chorus.scoring``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from chorus.audio import resample, to_mono_float
+from chorus.audio import SPEECH_RATE, resample, to_mono_float
 
-SPEAKER_RATE = 16000
+SPEAKER_RATE = SPEECH_RATE
 MIN_SPEECH_SECONDS = 0.3  # below this, after trimming silence, there is nothing to embed
 
 

@@ -1,0 +1,285 @@
+"""Text-to-speech: speak a text. Scored by intelligibility (Whisper) times quality (DNSMOS and
+signal measures: bandwidth, pitch range, pace, clipping);
+the evaluator is ``chorus.scoring.tts.TTSEvaluator``, the backends ``chorus.generation.tts``."""
+
+from __future__ import annotations
+
+import argparse
+import random
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import Field, field_validator
+
+from chorus.errors import CallerError
+from chorus.protocol import MAX_TEXT_CHARS, AudioFormat, GatewayBody, Strict, not_blank
+from chorus.services import (
+    Attack,
+    Audio,
+    Column,
+    Evaluator,
+    RedTeamCase,
+    Result,
+    Service,
+    Task,
+    TaskContext,
+    register,
+)
+
+# OpenAI's voice names mean "the miner's default voice"; any other name goes to the miner.
+OPENAI_VOICES = frozenset(
+    ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer")
+    + ("verse", "marin", "cedar")
+)
+
+
+class TTSRequest(Strict):
+    """Speak ``text``; ``voice`` picks one of the miner's voices (default: its first)."""
+
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    voice: str | None = Field(default=None, max_length=64)
+    sample_rate: int | None = Field(default=None, ge=8000, le=48000)
+    format: AudioFormat = "wav"
+
+    _text = field_validator("text")(not_blank)
+
+
+@dataclass(frozen=True)
+class SpeechChallenge:
+    """The text to speak (already spelled out: numbers as words) and the voice asked for."""
+
+    text: str
+    voice: str | None = None
+
+
+@dataclass
+class MOS:
+    """DNSMOS: P.808 MOS and P.835's overall, signal and background scores (1-5)."""
+
+    p808: float
+    ovrl: float
+    sig: float
+    bak: float
+
+
+@dataclass
+class SpeechResult(Result):
+    """A scored reading: the gates, what Whisper heard, what DNSMOS thought of it, and the
+    signal measures (``chorus.scoring.measures``): the bandwidth that carries speech, the
+    pitch range in semitones (10th-90th percentile), the pace (speech span over the
+    duration the text needs) and the share of samples clipped flat at the peak.
+    ``factors`` holds each part of ``quality`` (their product), in [0, 1]."""
+
+    duration_s: float | None = None
+    expected_s: float | None = None
+    gate: str | None = None
+    wer: float | None = None
+    transcript: str | None = None
+    mos: MOS | None = None
+    intelligibility: float | None = None
+    quality: float | None = None
+    bandwidth_hz: float | None = None
+    pitch_range: float | None = None
+    pace: float | None = None
+    clipped: float | None = None
+    factors: dict[str, float] | None = None
+
+    def summary(self) -> str:
+        return self.reason or f"wer {self.wer:.2f}"
+
+
+class TTSBackend(Protocol):
+    """What a miner's TTS backend implements (``chorus.generation.tts.PiperTTS``)."""
+
+    model: str
+    voices: list[str]
+
+    def synthesize(self, text: str, voice: str | None = None) -> Audio: ...
+
+
+class SpeechBody(GatewayBody):
+    """OpenAI's ``/v1/audio/speech`` body, limited to what miners can do."""
+
+    input: str
+    voice: str = Field(default="alloy", max_length=64)
+    speed: float = 1.0
+
+    def to_miner(self) -> TTSRequest:
+        if self.speed != 1.0:
+            raise CallerError("speed other than 1.0 is not supported", status=400)
+        voice = None if self.voice.lower() in OPENAI_VOICES else self.voice
+        return TTSRequest(text=self.input, voice=voice, format=self.response_format)
+
+
+def _mos(result: Any) -> float | None:
+    return result.mos.p808 if result.mos else None
+
+
+class TTSService(Service[TTSRequest, SpeechChallenge, SpeechResult]):
+    name = "tts"
+    label = "TTS"
+    title = "Text To Speech"
+    route = "/v1/tts"
+    request = TTSRequest
+    result = SpeechResult
+    backends = {
+        "piper": "chorus.generation.tts:PiperTTS",
+        "degraded": "chorus.generation.tts:DegradedTTS",
+    }
+    default_backend = "piper"
+    miner_backend = "piper"
+    bench_seconds = 30.0
+    columns = (Column("WER", lambda r: r.wer), Column("MOS", _mos, ".2f"))
+    gateway_route = "/v1/audio/speech"
+    gateway_body = SpeechBody
+
+    def challenge(self, request: TTSRequest) -> SpeechChallenge:
+        return SpeechChallenge(request.text, request.voice)
+
+    def generate(self, backend: TTSBackend, challenge: SpeechChallenge) -> Audio:
+        return backend.synthesize(challenge.text, challenge.voice)
+
+    def tasks(self, ctx: TaskContext) -> Iterator[Task[SpeechChallenge]]:
+        while True:
+            prompt = ctx.speech.next(sentences=ctx.rng.choice([1, 2, 2, 3]))
+            yield Task(
+                self.name, prompt.text, TTSRequest(text=prompt.text), SpeechChallenge(prompt.text)
+            )
+
+    def load_evaluator(
+        self, runtime: ScoringRuntime, loaded: Mapping[str, Evaluator]
+    ) -> Evaluator[SpeechChallenge, SpeechResult]:
+        from chorus.scoring.tts import TTSEvaluator
+
+        return TTSEvaluator(runtime=runtime)
+
+    def add_arguments(self, parser: argparse.ArgumentParser, command: str) -> None:
+        if command == "generate":
+            parser.add_argument("text", help="what to say")
+            parser.add_argument("--voice", default=None, help="one of the backend's voices")
+        else:
+            parser.add_argument("--text", required=True, help="what the audio should say")
+
+    def challenge_from_args(self, args: argparse.Namespace) -> SpeechChallenge:
+        return SpeechChallenge(args.text, getattr(args, "voice", None))
+
+    def bench_challenge(self, seconds: float) -> SpeechChallenge:
+        from chorus.prompts import speech_text
+
+        return SpeechChallenge(speech_text(seconds))
+
+    # -- the red team
+
+    min_honest_score = 0.85
+
+    def redteam_cases(self, count: int, seed: int) -> list[RedTeamCase[SpeechChallenge]]:
+        """Seeded prompts of one or two sentences, read by a seeded Piper (the case's
+        ``tools``, which also reads the word-dropping attacks' texts)."""
+        from chorus.generation.tts import PiperTTS
+        from chorus.prompts import SpeechPrompts
+
+        rng, prompts, piper = random.Random(seed), SpeechPrompts(seed=seed), PiperTTS(seed=seed)
+        cases = []
+        for _ in range(count):
+            text = prompts.next(sentences=rng.choice([1, 2])).text
+            cases.append(RedTeamCase(SpeechChallenge(text), piper.synthesize(text), tools=piper))
+        for i, case in enumerate(cases):
+            case.other = cases[(i + 1) % len(cases)] if len(cases) > 1 else None
+        return cases
+
+    def attacks(self) -> list[Attack]:
+        return speech_attacks()
+
+
+def case_seed(case: RedTeamCase) -> int:
+    """A seed of the case's own, so a random attack is the same in every run."""
+    return zlib.crc32(str(case.challenge.text).encode())
+
+
+def _on_honest(fn: Callable[..., Audio], *args: Any) -> Callable[[RedTeamCase], Audio]:
+    return lambda case: fn(*case.honest, *args)
+
+
+def _noise(snr_db: float) -> Callable[[RedTeamCase], Audio]:
+    from chorus import degrade
+
+    return lambda case: degrade.white_noise(*case.honest, snr_db, seed=case_seed(case))
+
+
+def _reverb(rt60: float) -> Callable[[RedTeamCase], Audio]:
+    from chorus import degrade
+
+    return lambda case: degrade.reverb(*case.honest, rt60, seed=case_seed(case))
+
+
+def dropped_words(text: str, share: float, seed: int) -> str:
+    """``text`` with ``share`` of its words (at least one) left out, chosen with ``seed``."""
+    words = text.split()
+    gone = set(random.Random(seed).sample(range(len(words)), max(1, round(share * len(words)))))
+    return " ".join(w for i, w in enumerate(words) if i not in gone)
+
+
+def shuffled_words(text: str, seed: int) -> str:
+    words = text.split()
+    random.Random(seed).shuffle(words)
+    return " ".join(words)
+
+
+def _missing(share: float) -> Callable[[RedTeamCase], Audio]:
+    return lambda case: case.tools.synthesize(
+        dropped_words(case.challenge.text, share, case_seed(case))
+    )
+
+
+def _shuffled(case: RedTeamCase) -> Audio:
+    return case.tools.synthesize(shuffled_words(case.challenge.text, case_seed(case)))
+
+
+def _another_text(case: RedTeamCase) -> Audio:
+    if case.other is not None:
+        return case.other.honest
+    return case.tools.synthesize("Every evening the old clock in the hall chimes softly.")
+
+
+def speech_attacks() -> list[Attack]:
+    """Degraded readings of the right words, and readings of the wrong ones; rungs of a
+    ladder mildest first, ``max_share`` the most of the honest score each may keep."""
+    from chorus import degrade
+
+    return [
+        Attack("noise 30 dB SNR", _noise(30), "noise"),
+        Attack("noise 20 dB SNR", _noise(20), "noise", 0.8),
+        Attack("noise 10 dB SNR", _noise(10), "noise", 0.6),
+        Attack("noise 5 dB SNR", _noise(5), "noise", 0.3),
+        Attack("telephone band 300-3400 Hz", _on_honest(degrade.telephone), "band", 0.85),
+        Attack("low-pass 2 kHz", _on_honest(degrade.low_pass, 2000.0), "band", 0.7),
+        Attack("8 kHz mu-law codec", _on_honest(degrade.mu_law), "codec", 0.85),
+        Attack("clipped at 30% of peak", _on_honest(degrade.clip, 0.3), "clipping", 0.8),
+        Attack("clipped at 10% of peak", _on_honest(degrade.clip, 0.1), "clipping", 0.4),
+        Attack("clipped at 3% of peak", _on_honest(degrade.clip, 0.03), "clipping", 0.2),
+        Attack("reverb RT60 0.3 s", _reverb(0.3), "reverb"),
+        Attack("reverb RT60 0.6 s", _reverb(0.6), "reverb"),
+        Attack("reverb RT60 1.2 s", _reverb(1.2), "reverb", 0.5),
+        Attack("1.5x too fast", _on_honest(degrade.time_stretch, 1.5), "too fast", 0.85),
+        Attack("2x too fast", _on_honest(degrade.time_stretch, 2.0), "too fast", 0.5),
+        Attack("2x too slow", _on_honest(degrade.time_stretch, 0.5), "too slow", 0.9),
+        Attack("2.5x too slow", _on_honest(degrade.time_stretch, 0.4), "too slow", 0.8),
+        Attack("3x too slow", _on_honest(degrade.time_stretch, 1 / 3), "too slow", 0.6),
+        Attack("robotic (monotone vocoder)", _on_honest(degrade.monotone), "robotic", 0.6),
+        Attack("15% of words missing", _missing(0.15), "words missing", 0.95),
+        Attack("35% of words missing", _missing(0.35), "words missing", 0.8),
+        Attack("words shuffled", _shuffled, None, 0.3),
+        Attack("another text", _another_text, None, 0.1),
+    ]
+
+
+register(TTSService())
+
+
+if TYPE_CHECKING:  # `make lint` checks that the shipped backend keeps the protocol
+    from chorus.piper import PiperTTS
+    from chorus.scoring.runtime import ScoringRuntime
+
+    _backend: TTSBackend = PiperTTS()
