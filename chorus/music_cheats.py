@@ -1,0 +1,102 @@
+"""Cheap music cheats: what a miner could send instead of composing, in a few lines each.
+
+Every cheat reads only what the prompt states (its BPM and key, through
+`parse_music_prompt`) or reuses honest audio, as a lazy miner would. They exist so that the
+red team (``chorus redteam --service music``) and the tests can show that the music score
+pays for music, not for a click track in the right tempo over a chord in the right key.
+Each returns mono float32 audio at ``RATE``, except `static_loop`, which keeps the rate of
+the audio it loops.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from chorus.music_prompts import MusicPrompt, parse_music_prompt
+
+RATE = 44100
+SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}
+
+
+def _asked(prompt: str | MusicPrompt) -> tuple[float, int, str]:
+    """(BPM, tonic pitch class, mode) that the prompt states (120, C, major if silent)."""
+    p = parse_music_prompt(prompt) if isinstance(prompt, str) else prompt
+    return p.bpm or 120.0, p.tonic if p.tonic is not None else 0, p.mode or "major"
+
+
+def _tone(midi: float, seconds: float, harmonics: int = 6) -> np.ndarray:
+    """A plain harmonic tone (partials at 1/k): what a numpy synth sounds like."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    f0 = 440.0 * 2 ** ((midi - 69) / 12)
+    return sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, harmonics + 1))
+
+
+def _finish(x: np.ndarray) -> np.ndarray:
+    """Level to about -17 dBFS RMS (as honest music is), never clipping, 10 ms fades."""
+    x = np.asarray(x, dtype=np.float64)
+    rms = float(np.sqrt(np.mean(x**2))) or 1.0
+    x = x * min(0.14 / rms, 0.9 / (np.abs(x).max() or 1.0))
+    fade = min(x.size, int(0.01 * RATE))
+    x[:fade] *= np.linspace(0, 1, fade)
+    x[x.size - fade :] *= np.linspace(1, 0, fade)
+    return x.astype(np.float32)
+
+
+def _triad(tonic: int, mode: str) -> list[int]:
+    return [60 + tonic, 60 + tonic + (4 if mode == "major" else 3), 60 + tonic + 7]
+
+
+def held_chord(prompt: str | MusicPrompt, seconds: float) -> np.ndarray:
+    """The tonic triad of the asked key, its root doubled an octave down, held throughout."""
+    _, tonic, mode = _asked(prompt)
+    return _finish(sum(_tone(m, seconds) for m in [48 + tonic, *_triad(tonic, mode)]))
+
+
+def clicks_drone(prompt: str | MusicPrompt, seconds: float, bass: bool = True) -> np.ndarray:
+    """A click on every beat of the asked tempo over a tonic-triad drone, plus (``bass``) the
+    tonic in the bass, struck on every beat."""
+    bpm, tonic, mode = _asked(prompt)
+    t = np.arange(int(seconds * RATE)) / RATE
+    since_beat = t % (60.0 / bpm)
+    drone = sum(_tone(m, seconds) for m in _triad(tonic, mode)) / 6
+    click = 2.0 * np.sin(2 * np.pi * 1500 * t) * np.exp(-since_beat / 0.006)
+    pulse = 1.2 * _tone(36 + tonic, seconds, harmonics=3) * np.exp(-since_beat / 0.15)
+    return _finish(drone + click + (pulse if bass else 0.0))
+
+
+def pulsed_noise(prompt: str | MusicPrompt, seconds: float, seed: int = 0) -> np.ndarray:
+    """White noise swelling and decaying on every beat of the asked tempo."""
+    bpm, _, _ = _asked(prompt)
+    n = int(seconds * RATE)
+    since_beat = (np.arange(n) / RATE) % (60.0 / bpm)
+    return _finish(np.random.default_rng(seed).standard_normal(n) * np.exp(-since_beat / 0.08))
+
+
+def random_notes(prompt: str | MusicPrompt, seconds: float, seed: int = 0) -> np.ndarray:
+    """Random notes of the asked key's scale, a decaying synth tone on every eighth note of
+    the asked tempo (C4 to B5), over a random scale note in the bass on every beat."""
+    bpm, tonic, mode = _asked(prompt)
+    rng = np.random.default_rng(seed)
+    scale = [tonic + s for s in SCALES[mode]]
+    out = np.zeros(int(seconds * RATE) + RATE)
+    for step, pitches in ((30.0 / bpm, [60 + o + p for o in (0, 12) for p in scale]),
+                          (60.0 / bpm, [36 + p for p in scale])):  # fmt: skip
+        for at in np.arange(0.0, seconds, step):
+            length = step * rng.integers(1, 3) + 0.1
+            note = _tone(rng.choice(pitches), length) * np.exp(
+                -np.arange(int(length * RATE)) / (0.3 * RATE)
+            )
+            i = int(at * RATE)
+            out[i : i + note.size] += note[: out.size - i]
+    return _finish(out[: int(seconds * RATE)])
+
+
+def static_loop(honest: np.ndarray, rate: int, bpm: float, seconds: float) -> np.ndarray:
+    """One bar (four beats) of an honest piece, its second, repeated to fill the time."""
+    bar = int(round(4 * 60.0 / bpm * rate))
+    start = bar if honest.size >= 2 * bar else 0
+    one = np.asarray(honest[start : start + bar], dtype=np.float32)
+    x = np.tile(one, int(np.ceil(seconds * rate / max(1, one.size))))[: int(seconds * rate)]
+    fade = min(x.size, int(0.01 * rate))
+    x[x.size - fade :] *= np.linspace(1, 0, fade, dtype=np.float32)
+    return x

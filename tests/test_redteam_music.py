@@ -1,0 +1,144 @@
+"""The music red team, as tests: music must be music, and the right music.
+
+On a seeded subset of the validator's own prompts (they state BPM and key, and name drums;
+the red team's first cases at its default seed) the symbolic composer earns at least 0.85,
+every cheap cheat of `chorus.music_cheats` at most 30 % of that, honest music for another
+prompt at most half, and the right piece without the drums it was asked for at most 80 %.
+Beside the table, each musicality measure is checked against the imitation it exists to
+catch, and honest music of other styles (no drums, a solo instrument, the numpy
+synthesizer, 5 to 15 s) must not be taken for an imitation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from chorus import music_cheats as cheats
+from chorus import redteam
+from chorus.generation.music import SymbolicMusic
+from chorus.scoring.music import MusicEvaluator
+from chorus.scoring.runtime import ScoringRuntime
+from chorus.services import get
+from chorus.services.music import MusicChallenge, MusicResult
+
+CASES = 3
+CHEATS = (
+    "clicks + drone + bass in key and tempo",
+    "static loop of one bar",
+    "single held chord",
+    "random notes in key",
+    "noise pulsed on the beat",
+)
+FUNK = "An upbeat funk groove in E minor at 112 BPM with slap bass, electric piano and drums"
+# honest music unlike the red team's: no drums, solo instruments, pads, slow, short
+STYLES = (
+    ("slow sad piano ballad in F sharp minor at 72 bpm, no drums", 8.0),
+    ("solo acoustic guitar in D major at 96 BPM, no drums", 5.0),
+    ("a calm ambient soundscape with synth pad and strings in A minor at 62 BPM", 12.0),
+    ("a gentle flute melody over harp in C major at 70 BPM", 15.0),
+    ("classical piece for strings and cello in G major at 80 BPM, no percussion", 10.0),
+    ("jazz trio with piano, upright bass and drums in Bb major at 140 BPM", 12.0),
+)
+
+
+@pytest.fixture(scope="module")
+def report() -> redteam.ServiceReport:
+    return redteam.attack_service(get("music"), CASES, redteam.DEFAULT_SEED, ScoringRuntime())
+
+
+@pytest.fixture(scope="module")
+def evaluator() -> MusicEvaluator:
+    return MusicEvaluator()
+
+
+@pytest.fixture(scope="module")
+def composer() -> SymbolicMusic:
+    return SymbolicMusic(seed=3)
+
+
+def _rung(report: redteam.ServiceReport, name: str) -> redteam.Rung:
+    return next(r for r in report.rungs if r.name == name)
+
+
+def test_the_honest_composer_earns_the_floor(report: redteam.ServiceReport) -> None:
+    assert report.cases == CASES
+    assert report.honest.mean >= 0.85, report.honest.scores
+
+
+@pytest.mark.parametrize("name", CHEATS)
+def test_every_cheap_cheat_earns_at_most_30_percent(
+    report: redteam.ServiceReport, name: str
+) -> None:
+    rung = _rung(report, name)
+    assert rung.max_share == 0.3
+    assert rung.share <= 0.3, (rung.scores, report.honest.scores)
+
+
+def test_other_prompts_music_and_missing_drums_are_bounded(report: redteam.ServiceReport) -> None:
+    other = _rung(report, "honest music for another prompt")
+    assert other.share <= 0.5, other.scores
+    no_drums = _rung(report, "right piece, drums missing")
+    assert no_drums.share <= 0.8, no_drums.scores
+    # and every claim the service declares (bounds, ladders, the floor) holds
+    assert not report.failures, report.failures
+
+
+def test_each_measure_catches_the_imitation_it_is_made_for(
+    evaluator: MusicEvaluator, composer: SymbolicMusic
+) -> None:
+    seconds = 10.0
+    challenge = MusicChallenge(FUNK, seconds)
+    music, rate = composer.compose(FUNK, seconds)
+    honest = evaluator.evaluate(music, rate, challenge)
+    assert honest.musicality >= 0.9, honest.musicality_parts
+    assert all(v >= 0.9 for k, v in honest.musicality_parts.items() if k != "organization")
+
+    def judge(samples: np.ndarray, at: int = cheats.RATE) -> MusicResult:
+        return evaluator.evaluate(samples, at, challenge)
+
+    drone = judge(cheats.held_chord(FUNK, seconds))
+    assert drone.musicality_parts["change"] == 0.0 and drone.harmonic_change < 0.005
+    assert drone.melody_pitches <= 2 and drone.reason == "musicality"
+    clicks = judge(cheats.clicks_drone(FUNK, seconds))
+    assert clicks.musicality_parts["change"] == 0.0 and clicks.onset_variety < 0.2
+    assert clicks.adherence_parts["drums"] < 0.1  # one click timbre is not a drum kit
+    loop = judge(cheats.static_loop(music, rate, 112.0, seconds), rate)
+    assert loop.loop_distance < 0.03 < 0.15 < honest.loop_distance
+    assert loop.musicality_parts["not_loop"] == 0.0 and loop.harmonic_change < 0.005
+    notes = judge(cheats.random_notes(FUNK, seconds, seed=1))
+    assert notes.persistence < honest.persistence and notes.musicality <= 0.5
+    noise = judge(cheats.pulsed_noise(FUNK, seconds))
+    assert noise.reason == "not_noise" and noise.musicality <= 0.1
+    for cheat in (drone, clicks, loop, noise):
+        assert cheat.musicality <= 0.1 and cheat.score <= 0.1 * honest.score, cheat.to_json()
+
+
+@pytest.mark.parametrize("numpy_synth", [False, True])
+def test_music_of_other_styles_is_not_taken_for_an_imitation(
+    evaluator: MusicEvaluator, numpy_synth: bool
+) -> None:
+    backend = SymbolicMusic(soundfont="/nonexistent.sf2" if numpy_synth else None, seed=3)
+    found = {}
+    for prompt, seconds in STYLES:
+        samples, rate = backend.compose(prompt, seconds)
+        found[prompt] = evaluator.evaluate(samples, rate, MusicChallenge(prompt, seconds))
+    worst = min(found.values(), key=lambda r: r.musicality)
+    assert worst.musicality >= 0.8, worst.musicality_parts
+    assert np.mean([r.musicality for r in found.values()]) >= 0.95
+
+
+def test_results_carry_the_musicality_measurements(
+    evaluator: MusicEvaluator, composer: SymbolicMusic
+) -> None:
+    samples, rate = composer.compose(FUNK, 6.0)
+    result = evaluator.evaluate(samples, rate, MusicChallenge(FUNK, 6.0))
+    assert result.score == pytest.approx(result.quality * result.adherence * result.musicality)
+    again = MusicResult.from_json(result.to_json())
+    assert set(again.musicality_parts) >= {
+        "change", "not_loop", "harmony", "melody", "texture", "organization"
+    }  # fmt: skip
+    for name in ("beat_variation", "loop_distance", "harmonic_change", "melody_pitches",
+                 "melody_rate", "onset_variety", "organization", "high_share"):  # fmt: skip
+        assert getattr(again, name) is not None, name
+    assert again.adherence_parts["instruments"] > 0.9

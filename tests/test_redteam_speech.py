@@ -1,0 +1,162 @@
+"""The speech red team (issue 14) on a seeded subset, with the real models: clean, natural
+speech clearly beats noisy, band-limited, codec-damaged, clipped, reverberant, mis-paced and
+robotic speech of the same words, every degradation ladder falls strictly, the cloning cheats
+earn (next to) nothing, and a real person reading a text earns no less than Piper reading it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from importlib import resources
+
+import numpy as np
+import pytest
+
+from chorus import degrade
+from chorus.audio import read, resample
+from chorus.redteam import ServiceReport, attack_service
+from chorus.scoring import measures
+from chorus.services import get
+from chorus.services.tts import SpeechChallenge
+from chorus.voices import FESTIVAL_PACKAGES, VoiceBank
+
+CASES = 2
+TTS_SEED = 2  # two short prompts (4 s and 6 s): the full run is `chorus redteam`
+# Seed 0 draws the voices mv and slt (a man and a woman, both unlike Piper: the pair
+# tests/test_clone.py uses); on the bank's hardest voices (ona, lp) the WORLD cloner's
+# similarity is near the scorer's zero and shares of a near-zero score say nothing.
+CLONE_SEED = 0
+
+# CMU ARCTIC awb reading arctic_a0007, shipped in pysptk's sdist and wheel (its example file).
+HUMAN_TEXT = "And you always want to see it in the superlative degree."
+
+
+def _share(report: ServiceReport, name: str) -> float:
+    return next(r.share for r in report.rungs if r.name == name)
+
+
+def _ladders(report: ServiceReport) -> dict[str, list[float]]:
+    """Each ladder's means, honest first."""
+    out: dict[str, list[float]] = {}
+    for r in report.rungs:
+        if r.ladder:
+            out.setdefault(r.ladder, [report.honest.mean]).append(r.mean)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tts_report(runtime) -> ServiceReport:
+    return attack_service(get("tts"), CASES, TTS_SEED, runtime)
+
+
+@pytest.fixture(scope="module")
+def clone_report(runtime) -> ServiceReport:
+    bank = VoiceBank.builtin()
+    if len(bank.voices) < 2:
+        pytest.skip(f"Festival voices missing; apt-get install {' '.join(FESTIVAL_PACKAGES)}")
+    return attack_service(get("clone"), CASES, CLONE_SEED, runtime)
+
+
+def test_tts_red_team_claims_hold(tts_report: ServiceReport) -> None:
+    assert tts_report.failures == [], tts_report.failures
+    # The issue's numbers, stated here too so that loosening a service bound shows.
+    assert tts_report.honest.mean >= 0.85
+    assert _share(tts_report, "noise 10 dB SNR") <= 0.6
+    assert _share(tts_report, "telephone band 300-3400 Hz") <= 0.85
+    assert _share(tts_report, "8 kHz mu-law codec") <= 0.85
+    assert _share(tts_report, "robotic (monotone vocoder)") <= 0.6
+    ladders = _ladders(tts_report)
+    assert {"noise", "band", "codec", "clipping", "reverb", "too fast", "too slow"} <= set(ladders)
+    for name, means in ladders.items():
+        assert all(a > b for a, b in zip(means, means[1:], strict=False)), (name, means)
+    assert _share(tts_report, "words shuffled") <= 0.3
+    assert _share(tts_report, "another text") <= 0.1
+
+
+def test_clone_red_team_claims_hold(clone_report: ServiceReport) -> None:
+    assert clone_report.failures == [], clone_report.failures
+    assert clone_report.honest.mean >= 0.2
+    assert _share(clone_report, "reference replayed") <= 0.05
+    assert _share(clone_report, "reference spliced") <= 0.05
+    assert _share(clone_report, "stock Piper voice") <= 0.1
+    assert _share(clone_report, "stock voice pitched to the reference") <= 0.5
+    assert _share(clone_report, "another bank voice's clone") <= 0.5
+    assert _share(clone_report, "right clone, noise 10 dB SNR") <= 0.6
+
+
+def _human_recording() -> tuple[np.ndarray, int]:
+    if importlib.util.find_spec("pysptk") is None:
+        pytest.skip("needs pysptk==1.0.1 (the dev extra): it ships the CMU ARCTIC recording")
+    path = resources.files("pysptk") / "example_audio_data" / "arctic_a0007.wav"
+    if not path.is_file():
+        pytest.skip("this pysptk build does not ship example_audio_data/arctic_a0007.wav")
+    with resources.as_file(path) as file:
+        return read(file)
+
+
+def test_real_read_speech_scores_no_lower_than_piper(tts_evaluator, piper) -> None:
+    """DNSMOS prefers Piper's studio-clean synthesis to a real recording (P.808 4.3 against
+    3.8); above the knee that must not cost the person anything."""
+    human, rate = _human_recording()
+    challenge = SpeechChallenge(HUMAN_TEXT)
+    person = tts_evaluator.evaluate(human, rate, challenge)
+    synthetic = tts_evaluator.evaluate(*piper.synthesize(HUMAN_TEXT), challenge)
+    assert person.reason is None and person.wer <= 0.1, person
+    assert person.score >= synthetic.score, (person, synthetic)
+    assert person.score >= 0.9 and person.factors and min(person.factors.values()) == 1.0, person
+
+
+# -- the measures and degradations, without the models -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reading(piper) -> tuple[np.ndarray, int]:
+    return piper.synthesize("The children laughed as the kite climbed higher above the hills.")
+
+
+def _measure(audio: tuple[np.ndarray, int]) -> measures.Measures:
+    samples, rate = audio
+    return measures.measure(samples, resample(samples, rate, measures.RATE))
+
+
+def test_bandwidth_reads_the_band_that_carries_speech(reading) -> None:
+    full = _measure(reading).bandwidth_hz
+    telephone = _measure(degrade.telephone(*reading)).bandwidth_hz
+    low = _measure(degrade.low_pass(*reading, 2000.0)).bandwidth_hz
+    codec = _measure(degrade.mu_law(*reading)).bandwidth_hz
+    assert full >= measures.FULL_BANDWIDTH_HZ, full
+    assert 3400 <= telephone <= 4200 and 3400 <= codec <= 4100, (telephone, codec)
+    assert 2000 <= low <= 2700, low
+    # Hiss is not bandwidth: it masks the speech above a few kHz.
+    assert _measure(degrade.white_noise(*reading, 10.0)).bandwidth_hz < 3000
+    assert measures.bandwidth_factor(full) == 1.0
+    assert 0.7 <= measures.bandwidth_factor(telephone) <= 0.8
+
+
+def test_pitch_range_tells_a_monotone_from_a_reading(reading) -> None:
+    natural = _measure(reading).pitch_range
+    robotic = _measure(degrade.monotone(*reading)).pitch_range
+    assert natural >= 5.0 and robotic <= 1.5, (natural, robotic)
+    assert measures.pitch_factor(natural) == 1.0 and measures.pitch_factor(robotic) <= 0.5
+
+
+def test_pace_and_clipping_measures(reading) -> None:
+    samples, rate = reading
+    span = _measure(reading).speech_s
+    fast = _measure(degrade.time_stretch(samples, rate, 2.0)).speech_s
+    assert 0.4 <= fast / span <= 0.6, (fast, span)
+    assert measures.pace_factor(1.0) == 1.0 > measures.pace_factor(0.45) > measures.pace_factor(0.4)
+    assert measures.pace_factor(2.0) > measures.pace_factor(2.5) > 0.0
+    assert _measure(reading).clipped < measures.CLIP_FREE
+    clipped = _measure(degrade.clip(samples, rate, 0.3)).clipped
+    assert clipped > 0.005 and measures.clipping_factor(clipped) < 0.9
+    assert np.max(np.abs(degrade.clip(samples, rate, 0.3)[0])) < 0.99  # past the gate
+
+
+def test_white_noise_has_the_snr_asked_for(reading) -> None:
+    samples, rate = reading
+    noisy, _ = degrade.white_noise(samples, rate, 10.0, seed=3)
+    noise = noisy - samples
+    snr = 10 * np.log10(np.mean(samples.astype(np.float64) ** 2) / np.mean(noise**2))
+    assert abs(snr - 10.0) < 0.3, snr
+    assert np.array_equal(noisy, degrade.white_noise(samples, rate, 10.0, seed=3)[0])
