@@ -104,8 +104,8 @@ def speech_seconds(speech: np.ndarray) -> float:
 
 
 def pitch_range(audio16k: np.ndarray) -> float:
-    """10th-90th percentile spread of F0 (semitones) over loud voiced frames; 0 when fewer
-    than ``MIN_VOICED_FRAMES`` are voiced."""
+    """10th-90th percentile spread of F0 (semitones, octave errors folded) over loud voiced
+    frames; 0 when fewer than ``MIN_VOICED_FRAMES`` are voiced."""
     x = resample(audio16k, RATE, PITCH_RATE).astype(np.float64)
     if x.size < PITCH_RATE // 10:
         return 0.0
@@ -122,8 +122,12 @@ def pitch_range(audio16k: np.ndarray) -> float:
     voiced = f0[(f0 > 0) & loud]
     if voiced.size < MIN_VOICED_FRAMES:
         return 0.0
+    # Semitones from the median, folded into one octave around it: a tracker's octave
+    # errors (a monotone vocoder read as its own octave on a frame in ten) must not pass
+    # for intonation, and read speech stays well within half an octave of its median.
     semitones = 12 * np.log2(voiced)
-    low, high = np.percentile(semitones, [10, 90])
+    folded = (semitones - np.median(semitones) + 6.0) % 12.0 - 6.0
+    low, high = np.percentile(folded, [10, 90])
     return float(high - low)
 
 
