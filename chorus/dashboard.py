@@ -35,19 +35,12 @@ SAMPLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.(wav|flac)$")
 
 
 @dataclass
-class MinerRow:
-    """One leaderboard line, with the raw scores behind its history plot."""
+class MinerRow(MinerSummary):
+    """One leaderboard line: the store's summary (its ``services`` over the plotted recent
+    answers), the weight on the chain, and the raw scores behind its history plot."""
 
-    uid: int
-    hotkey: str
-    score: float
-    mean_score: float
-    answers: int
-    failed: int
-    weight: float | None
-    columns: dict[str, float | None]  # the services' leaderboard columns, by title
-    services: dict[str, float]
-    last_seen: float | None
+    weight: float | None = None
+    last_seen: float | None = None
     history: list[tuple[int, float]] = field(default_factory=list)  # (round, raw score)
 
 
@@ -103,15 +96,8 @@ def _miner_row(store: ValidatorStore, s: MinerSummary, weights: dict | None) -> 
         by_service[a.service].append(a.score)
     seen = [a.created for a in answers if a.error is None]
     return MinerRow(
-        uid=s.uid,
-        hotkey=s.hotkey,
-        score=s.score,
-        mean_score=s.mean_score,
-        answers=s.answers,
-        failed=s.failed,
+        **{**vars(s), "services": {v: statistics.fmean(x) for v, x in sorted(by_service.items())}},
         weight=None if weights is None else weights.get(s.uid, 0.0),
-        columns=s.columns,
-        services={svc: statistics.fmean(v) for svc, v in sorted(by_service.items())},
         last_seen=max(seen) if seen else None,
         history=[(a.round, a.score) for a in reversed(answers)],
     )
