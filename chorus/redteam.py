@@ -164,8 +164,9 @@ def main(service: str, cases: int, seed: int, as_json: bool, output: str | None)
         print(json.dumps([asdict(r) for r in reports], indent=2))
     else:
         print(markdown(reports, machine()))
-    if output:
-        write_report(Path(output), "redteam", markdown(reports, machine()))
+    if output:  # one section per service, so a run of one service keeps the others' tables
+        for report in reports:
+            write_report(Path(output), f"redteam-{report.service}", markdown([report], machine()))
         _say(f"wrote {output}")
     failed = [f"{r.service}: {f}" for r in reports for f in r.failures]
     for line in failed:
