@@ -307,15 +307,13 @@ def validator_round(miners: int = 10, seconds: float = 30.0) -> dict:
     from chorus.generation.tts import PiperTTS
     from chorus.prompts import speech_text
     from chorus.protocol import AudioResponse
-    from chorus.services import Task, load_evaluators, registry
+    from chorus.services import Task, load_scoring, registry
     from chorus.services.tts import SpeechChallenge, TTSRequest
     from chorus.store import ValidatorStore
     from chorus.validator import Validator, ValidatorSettings
 
     tmp = Path(tempfile.mkdtemp())
-    runtime = _runtime()
-    evaluators = load_evaluators(list(registry()), runtime)
-    runtime.limit_threads()
+    evaluators = load_scoring(list(registry()))
     print(f"[validator] evaluators loaded; making {miners} answers", file=sys.stderr, flush=True)
     validator = Validator(
         create_wallet("bench", path=str(tmp)),

@@ -230,19 +230,6 @@ def cmd_miner(args) -> int:
     return 0
 
 
-def load_scoring(services) -> dict:
-    """The evaluators of a scoring process, sharing one runtime, and the thread policy it
-    needs (BLAS and torch on one thread each) applied once they are loaded: the policy
-    only reaches libraries already loaded."""
-    from chorus.scoring.runtime import ScoringRuntime
-    from chorus.services import load_evaluators
-
-    runtime = ScoringRuntime()
-    evaluators = load_evaluators(services, runtime)
-    runtime.limit_threads()
-    return evaluators
-
-
 def cmd_validator(args) -> int:
     from chorus.config import chorus_home
     from chorus.store import ValidatorStore
@@ -263,6 +250,8 @@ def cmd_validator(args) -> int:
     )
     state = Path(args.state or chorus_home() / f"validator-{me.uid}")
     store = ValidatorStore(state / "state.sqlite", state / "samples", args.max_samples)
+    from chorus.services import load_scoring
+
     validator = Validator(wallet, chain, store, load_scoring(services), settings)
     print(
         f"validator uid {me.uid} resuming after round {store.last_round()}; state in {state}",
@@ -379,7 +368,7 @@ def cmd_generate(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from chorus import audio
-    from chorus.services import get
+    from chorus.services import get, load_scoring
 
     service = get(args.service)
     samples, rate = audio.read(args.audio)

@@ -346,6 +346,18 @@ def get(name: str) -> Service:
     return services[name]
 
 
+def load_scoring(names: list[str] | tuple[str, ...]) -> dict:
+    """The evaluators of a scoring process (a validator, ``chorus evaluate``), sharing one
+    new runtime, with its thread policy applied once they are loaded: the policy only
+    reaches libraries already loaded."""
+    from chorus.scoring.runtime import ScoringRuntime
+
+    runtime = ScoringRuntime()
+    evaluators = load_evaluators(names, runtime)
+    runtime.limit_threads()
+    return evaluators
+
+
 def load_evaluators(names: list[str] | tuple[str, ...], runtime: ScoringRuntime) -> dict:
     """One evaluator per named service, in registry order so that later ones (clone) can
     share the models of earlier ones (tts)."""

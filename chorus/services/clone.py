@@ -151,9 +151,7 @@ class CloneService(Service[CloneRequest, CloneChallenge, CloneResult]):
         from chorus.voices import VoiceBank
 
         bank = VoiceBank.builtin()
-        if bank.voices:
-            return None
-        return "no reference voices: " + "; ".join(sorted(set(bank.missing.values())))
+        return None if bank.voices else _missing_voices(bank)
 
     def tasks(self, ctx: TaskContext) -> Iterator[Task[CloneChallenge]]:
         return self._tasks(ctx, _voice_bank(ctx.voices))  # a missing bank fails now
@@ -310,11 +308,14 @@ def _voice_bank(folder: str | None):
         return VoiceBank.from_folder(folder)
     bank = VoiceBank.builtin()
     if not bank.voices:
-        raise CallerError(
-            "no reference voices for clone: install the Festival voices "
-            f"({'; '.join(sorted(set(bank.missing.values())))}) or pass --voices DIR"
-        )
+        raise CallerError(f"{_missing_voices(bank)}, or pass --voices DIR")
     return bank
+
+
+def _missing_voices(bank) -> str:
+    """What to install for the built-in voice bank, in one phrase."""
+    packages = "; ".join(sorted(set(bank.missing.values())))
+    return f"no reference voices for clone: install the Festival voices ({packages})"
 
 
 register(CloneService())
