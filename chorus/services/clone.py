@@ -11,17 +11,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from chorus import audio
 from chorus.errors import CallerError
 from chorus.protocol import (
-    MAX_TEXT_CHARS,
     REFERENCE_LIMITS,
-    AudioFormat,
     GatewayBody,
-    Strict,
-    not_blank,
 )
 from chorus.services import (
     Attack,
@@ -34,18 +30,13 @@ from chorus.services import (
     TaskContext,
     register,
 )
-from chorus.services.tts import SpeechResult
+from chorus.services.tts import SpeechRequest, SpeechResult
 
 
-class CloneRequest(Strict):
+class CloneRequest(SpeechRequest):
     """Speak ``text`` in the voice of ``reference`` (base64 WAV or FLAC, 2-30 s)."""
 
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
     reference: str = Field(min_length=1)
-    sample_rate: int | None = Field(default=None, ge=8000, le=48000)
-    format: AudioFormat = "wav"
-
-    _text = field_validator("text")(not_blank)
 
 
 @dataclass(frozen=True)

@@ -35,15 +35,20 @@ OPENAI_VOICES = frozenset(
 )
 
 
-class TTSRequest(Strict):
-    """Speak ``text``; ``voice`` picks one of the miner's voices (default: its first)."""
+class SpeechRequest(Strict):
+    """What every speech request has: the text, and the answer's rate and format."""
 
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
-    voice: str | None = Field(default=None, max_length=64)
     sample_rate: int | None = Field(default=None, ge=8000, le=48000)
     format: AudioFormat = "wav"
 
     _text = field_validator("text")(not_blank)
+
+
+class TTSRequest(SpeechRequest):
+    """Speak ``text``; ``voice`` picks one of the miner's voices (default: its first)."""
+
+    voice: str | None = Field(default=None, max_length=64)
 
 
 @dataclass(frozen=True)
