@@ -47,7 +47,7 @@ $(SYSTEM_STAMP):
 	@touch $(SYSTEM_STAMP)
 
 demo: install
-	$(VENV)/bin/chorus localnet --miners 3 --rounds 6 --out demo-out
+	$(VENV)/bin/chorus localnet --miners 3 --validators 3 --rounds 6 --out demo-out
 
 test: install
 	$(VENV)/bin/ruff check chorus tests

@@ -8,6 +8,7 @@ real-time factor (seconds of work per second of audio) and the process's peak RS
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from chorus.errors import CallerError
+from chorus.errors import CallerError, InternalError
 from chorus.services import get
 
 DEFAULT_RUNS = 5
@@ -467,6 +468,58 @@ def load_bench(requests: int, max_queue: int = 8) -> str:
     )
 
 
+def agreement_bench(rounds: int = 6, miners: int = 5) -> str:
+    """A whole local network (``miners`` miners: piper, degraded, hang, then degraded and
+    piper again, so two honest miners compete; 3 honest validators with different stakes
+    and their own prompts; one random-weights validator) run for ``rounds`` rounds: do
+    the honest validators agree, and what does consensus pay each?"""
+    import tempfile
+
+    from chorus.localnet import LocalnetSettings, run_localnet
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = LocalnetSettings(
+            miners=miners, validators=3, rounds=rounds, out=tmp, lazy="random", base_port=18391
+        )
+        report_path = Path(tmp) / "report.json"
+        with contextlib.redirect_stdout(sys.stderr):  # the run's own lines are progress
+            code = run_localnet(settings, report_path)
+        if code != 0:
+            raise InternalError(f"the local network failed (exit code {code})")
+        report = json.loads(report_path.read_text())
+    rows = [
+        f"#### Validator agreement: {rounds} rounds, {miners} miners "
+        f"({', '.join(m['kind'] for m in report['miners'])}), 3 honest validators + 1 random",
+        "| Validator | Kind | Stake | Validator trust (last epoch) | Mean over the run "
+        "| Dividends |",
+        "|---|---|---|---|---|---|",
+    ]
+    for v in report["validators"]:
+        rows.append(
+            f"| {v['name']} | {v['kind']} | {v['stake']:g} | {v['validator_trust']:.3f} | "
+            f"{v['mean_validator_trust']:.3f} | {v['dividends']:.3f} |"
+        )
+    rows += [
+        "",
+        "| Honest validators | Spearman rank correlation of their last weights | Overlap |",
+        "|---|---|---|",
+    ]
+    for a in report["agreement"]:
+        rho = "-" if a["spearman"] is None else format(a["spearman"], ".3f")
+        rows.append(f"| {a['a']} ~ {a['b']} | {rho} | {a['overlap']:.3f} |")
+    rows += ["", "| Miner | Kind | Score (validator-0) | Incentive |", "|---|---|---|---|"]
+    for m in report["miners"]:
+        score = "-" if m["score"] is None else format(m["score"], ".3f")
+        rows.append(f"| {m['uid']} | {m['kind']} | {score} | {m['incentive']:.3f} |")
+    rows += [
+        "",
+        f"Honest miners' share of the miners' incentive: "
+        f"{report['honest_incentive_share']:.3f} ({report['epochs']} epochs in the run).",
+        "",
+    ]
+    return "\n".join(rows)
+
+
 def main(
     service: str,
     duration: float | None,
@@ -476,10 +529,12 @@ def main(
     load: int = 0,
     validator: bool = False,
     voices: bool = False,
+    agreement: bool = False,
 ) -> int:
     for wanted, name, make in (
         (validator, section("validator"), validator_bench),
         (voices, "voices", voices_bench),
+        (agreement, "agreement", agreement_bench),
     ):
         if wanted:
             table = make()

@@ -130,13 +130,22 @@ def cmd_chain(args) -> int:
         raise UsageError(
             "`chorus chain init` creates a local chain; a Bittensor subnet exists already"
         )
+    if args.action == "epochs" and args.chain != "local":
+        raise UsageError(
+            "`chorus chain epochs` lists the local chain's history; on Bittensor, "
+            "`chorus chain show --chain bittensor` gives the last epoch"
+        )
     chain = _open_chain(args)
     if args.action == "init":
-        if args.block_seconds is not None:
-            from chorus.chain.local import LocalChain
+        from chorus.chain.local import LocalChain
 
-            chain = LocalChain(chain.path, block_seconds=args.block_seconds)
-        print(f"local chain ready at {chain.path} (block {chain.block()})")
+        chain = LocalChain(
+            chain.path, block_seconds=args.block_seconds, tempo=args.tempo, yuma_version=args.yuma
+        )
+        print(
+            f"local chain ready at {chain.path} (block {chain.block()}, tempo {chain.tempo}"
+            f" blocks, Yuma {chain.params().yuma})"
+        )
     elif args.action == "register":
         w = _wallet(args)
         n = chain.register(
@@ -144,32 +153,91 @@ def cmd_chain(args) -> int:
         )
         role = "validator" if n.validator_permit else "miner"
         print(f"registered {w.name}/{w.hotkey_str} as uid {n.uid} ({role}, stake {n.stake:g})")
+    elif args.action == "epochs":
+        _show_epochs(chain.epochs(args.limit), args.json)
     else:
-        neurons = chain.neurons()
-        weights = chain.weights()
-        if args.json:
-            print(
-                json.dumps(
-                    {
-                        "block": chain.block(),
-                        "neurons": [n.to_json() for n in neurons],
-                        "weights": weights,
-                    },
-                    indent=2,
-                )
-            )
-            return 0
-        print(f"block {chain.block()}, {len(neurons)} neurons")
-        print(f"{'uid':>4}  {'hotkey':<50} {'stake':>9}  {'permit':<6}  axon")
-        for n in neurons:
-            print(
-                f"{n.uid:>4}  {n.hotkey:<50} {n.stake:>9g}  "
-                f"{'yes' if n.validator_permit else '':<6}  {n.url or '-'}"
-            )
-        for vuid, w in weights.items():
-            shown = ", ".join(f"{u}: {x:.3f}" for u, x in sorted(w.items()))
-            print(f"weights from uid {vuid}: {shown or '(none)'}")
+        _show_chain(chain, args.json)
     return 0
+
+
+STANDING_FIELDS = (
+    "rank",
+    "trust",
+    "consensus",
+    "incentive",
+    "dividends",
+    "emission",
+    "validator_trust",
+)
+
+
+def _show_chain(chain, as_json: bool) -> None:
+    """The metagraph: neurons, axons, weights and, per neuron, the last epoch's results."""
+    neurons = chain.neurons()
+    weights = chain.weights()
+    epoch = chain.last_epoch()
+    block = chain.block()
+    if as_json:
+        rows = []
+        for n in neurons:
+            row = n.to_json()
+            standing = epoch.standing(n.uid) if epoch else None
+            for field in STANDING_FIELDS:
+                row[field] = getattr(standing, field) if standing else None
+            rows.append(row)
+        print(
+            json.dumps(
+                {
+                    "block": block,
+                    "epoch_block": epoch.block if epoch else None,
+                    "owner_emission": epoch.owner_emission if epoch else None,
+                    "neurons": rows,
+                    "weights": weights,
+                },
+                indent=2,
+            )
+        )
+        return
+    when = f"last epoch at block {epoch.block}" if epoch else "no epoch yet"
+    print(f"block {block}, {len(neurons)} neurons, {when}")
+    print(
+        f"{'uid':>4}  {'hotkey':<14} {'stake':>9}  {'permit':<6} {'incent.':>7} {'divid.':>7}"
+        f" {'emission':>9} {'trust':>6} {'vtrust':>6}  axon"
+    )
+    for n in neurons:
+        s = epoch.standing(n.uid) if epoch else None
+
+        def num(field: str, fmt: str = ".4f", s=s) -> str:
+            return format(getattr(s, field), fmt) if s else "-"
+
+        print(
+            f"{n.uid:>4}  {n.hotkey[:12] + '..':<14} {n.stake:>9g}  "
+            f"{'yes' if n.validator_permit else '':<6} {num('incentive'):>7} "
+            f"{num('dividends'):>7} {num('emission', '.3f'):>9} {num('trust', '.3f'):>6} "
+            f"{num('validator_trust', '.3f'):>6}  {n.url or '-'}"
+        )
+    if epoch and epoch.owner_emission is not None:
+        print(f"subnet owner's cut of the epoch: {epoch.owner_emission:.3f}")
+    for vuid, w in weights.items():
+        shown = ", ".join(f"{u}: {x:.3f}" for u, x in sorted(w.items()))
+        print(f"weights from uid {vuid}: {shown or '(none)'}")
+
+
+def _show_epochs(epochs: list, as_json: bool) -> None:
+    """The epoch history: per epoch, each neuron's incentive, dividends and emission."""
+    if as_json:
+        print(json.dumps([e.to_json() for e in epochs], indent=2))
+        return
+    if not epochs:
+        print("no epoch yet: the chain runs one every tempo blocks")
+        return
+    print(f"{'block':>7} {'uid':>4} {'incent.':>7} {'divid.':>7} {'emission':>9} {'vtrust':>6}")
+    for e in epochs:
+        for s in e.neurons:
+            print(
+                f"{e.block:>7} {s.uid:>4} {s.incentive:>7.4f} {s.dividends:>7.4f}"
+                f" {s.emission:>9.3f} {s.validator_trust:>6.3f}"
+            )
 
 
 # -- miner and validator ----------------------------------------------------------------
@@ -287,16 +355,20 @@ def cmd_validator(args) -> int:
 
 
 def cmd_localnet(args) -> int:
-    from chorus.localnet import run_localnet
+    from chorus.localnet import LocalnetSettings, run_localnet
 
-    return run_localnet(
+    settings = LocalnetSettings(
         miners=args.miners,
+        validators=args.validators,
         rounds=args.rounds,
-        out=Path(args.out),
+        out=args.out,
         base_port=args.port,
         alpha=args.alpha,
-        timeout=args.timeout,
+        timeout_s=args.timeout,
+        lazy=args.lazy_validator,
+        services=tuple(x for x in (args.services or "").split(",") if x),
     )
+    return run_localnet(settings, Path(args.report) if args.report else None)
 
 
 # -- dashboard and gateway --------------------------------------------------------------
@@ -395,6 +467,7 @@ def cmd_bench(args) -> int:
         args.load,
         args.validator,
         args.voices,
+        args.agreement,
     )
 
 
@@ -432,14 +505,19 @@ def build_parser() -> argparse.ArgumentParser:
     _wallet_args(p, "default")
     p.set_defaults(func=cmd_wallet)
 
-    p = sub.add_parser("chain", help="the local chain: init, register, show the metagraph")
-    p.add_argument("action", choices=["init", "register", "show"])
+    p = sub.add_parser(
+        "chain", help="the chain: init, register, show the metagraph, list past epochs"
+    )
+    p.add_argument("action", choices=["init", "register", "show", "epochs"])
     _chain_args(p)
     _wallet_args(p, "default")
     p.add_argument("--stake", type=float, default=0.0, help="stake to register with")
     p.add_argument("--validator", action="store_true", help="give the hotkey a validator permit")
     p.add_argument("--block-seconds", type=float, default=None, help="(init) seconds per block")
-    p.add_argument("--json", action="store_true", help="(show) print JSON")
+    p.add_argument("--tempo", type=int, default=None, help="(init) blocks per epoch (360)")
+    p.add_argument("--yuma", type=int, choices=[2, 3], default=None, help="(init) Yuma version")
+    p.add_argument("--limit", type=int, default=20, help="(epochs) how many, newest last")
+    p.add_argument("--json", action="store_true", help="(show, epochs) print JSON")
     p.set_defaults(func=cmd_chain)
 
     p = sub.add_parser("miner", help="serve generation backends over signed HTTP")
@@ -502,6 +580,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("localnet", help="a whole network on this machine, end to end")
     p.add_argument("--miners", type=int, default=ls.miners)
+    p.add_argument(
+        "--validators", type=int, default=ls.validators, help="honest validators (own stakes)"
+    )
+    p.add_argument(
+        "--lazy-validator",
+        choices=["copy", "random"],
+        default=None,
+        help="add a validator that copies the consensus or sets random weights",
+    )
+    p.add_argument("--services", default=None, help="comma-separated services (default: all)")
+    p.add_argument("--report", default=None, help="also write the outcome as JSON here")
     p.add_argument("--rounds", type=int, default=ls.rounds)
     p.add_argument("--out", default=ls.out, help="folder for chain, wallets, samples")
     p.add_argument("--port", type=int, default=ls.base_port, help="first miner port")
@@ -581,6 +670,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--voices",
         action="store_true",
         help="instead: clone every voice of the built-in bank; the per-voice table",
+    )
+    p.add_argument(
+        "--agreement",
+        action="store_true",
+        help="instead: a local network with 3 honest validators and a random one; "
+        "their agreement and validator trust",
     )
     p.set_defaults(func=cmd_bench)
 

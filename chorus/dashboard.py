@@ -1,5 +1,6 @@
 """A validator's state as one web page: leaderboard, score history, recent answers to listen
-to, and how long evaluation takes.
+to, how long evaluation takes, and what the chain's last epoch paid the miners and this
+validator.
 
 The page is rendered on the server as plain HTML with inline SVG plots: no JavaScript, no
 CDN, nothing to build, so it works offline and behind any proxy. It reads the same SQLite
@@ -22,24 +23,39 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
 
 from chorus import __version__
-from chorus.chain import Chain
+from chorus.chain import Chain, Epoch, Standing
 from chorus.protocol import MEDIA_TYPES
 from chorus.services import Result, registry
 from chorus.store import MinerSummary, StoredAnswer, ValidatorStore
 
 HISTORY = 60  # answers per miner in the history plots
+EMISSION_DIGITS = 4
 RECENT_ROUNDS = 6
 TIMING_WINDOW = 500  # answers behind the evaluation timings
 COLORS = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777")
 SAMPLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.(wav|flac)$")
 
 
+@dataclass(frozen=True)
+class OnChain:
+    """What the chain says of one miner: the weight this validator set (or the mean over
+    validators), and its incentive and emission in the last epoch; None where unknown
+    (no chain, no epoch yet, or the uid now belongs to another hotkey)."""
+
+    weight: float | None = None
+    incentive: float | None = None  # its share of the miners' pay, in [0, 1]
+    emission: float | None = None  # what the epoch paid it, in the subnet's units
+
+
 @dataclass
 class MinerRow(MinerSummary):
     """One leaderboard line: the store's summary (its ``services`` over the plotted recent
-    answers), the weight on the chain, and the raw scores behind its history plot."""
+    answers), what the chain says of it (``OnChain``'s fields), and the raw scores behind
+    its history plot."""
 
     weight: float | None = None
+    incentive: float | None = None
+    emission: float | None = None
     last_seen: float | None = None
     history: list[tuple[int, float]] = field(default_factory=list)  # (round, raw score)
 
@@ -57,7 +73,9 @@ class Round:
 
 @dataclass
 class Board:
-    """Everything the page shows, gathered in one pass over the store and the chain."""
+    """Everything the page shows, gathered in one pass over the store and the chain.
+    ``block`` is None without a chain; ``epoch`` is None without one or before the first
+    epoch; ``validator_uid`` is whose weights and standing the page shows, if known."""
 
     round: int
     block: int | None
@@ -65,6 +83,15 @@ class Board:
     rounds: list[Round]
     timings: list[dict[str, Any]]  # per service
     generated: float
+    epoch: Epoch | None = None
+    validator_uid: int | None = None
+
+    @property
+    def me(self) -> Standing | None:
+        """This validator's standing in the last epoch, if both are known."""
+        if self.epoch is None or self.validator_uid is None:
+            return None
+        return self.epoch.standing(self.validator_uid)
 
 
 def columns(service: str, result: Result | None) -> dict[str, float | None]:
@@ -89,7 +116,28 @@ def _weights(chain: Chain | None, validator_uid: int | None) -> dict[int, float]
     return dict(totals)
 
 
-def _miner_row(store: ValidatorStore, s: MinerSummary, weights: dict | None) -> MinerRow:
+def _last_epoch(chain: Chain | None) -> Epoch | None:
+    return chain.last_epoch() if chain is not None else None
+
+
+def on_chain(
+    uid: int, hotkey: str, weights: dict[int, float] | None, epoch: Epoch | None
+) -> OnChain:
+    """The chain's view of the miner at ``uid`` known to the store by ``hotkey``: an epoch
+    standing counts only if that uid still belongs to the same hotkey."""
+    standing = epoch.standing(uid) if epoch is not None else None
+    if standing is not None and standing.hotkey != hotkey:
+        standing = None
+    return OnChain(
+        weight=None if weights is None else weights.get(uid, 0.0),
+        incentive=standing.incentive if standing else None,
+        emission=standing.emission if standing else None,
+    )
+
+
+def _miner_row(
+    store: ValidatorStore, s: MinerSummary, weights: dict | None, epoch: Epoch | None
+) -> MinerRow:
     answers = [a for a in store.answers(limit=HISTORY, uid=s.uid) if a.hotkey == s.hotkey]
     by_service: dict[str, list[float]] = defaultdict(list)
     for a in answers:
@@ -97,7 +145,7 @@ def _miner_row(store: ValidatorStore, s: MinerSummary, weights: dict | None) -> 
     seen = [a.created for a in answers if a.error is None]
     return MinerRow(
         **{**vars(s), "services": {v: statistics.fmean(x) for v, x in sorted(by_service.items())}},
-        weight=None if weights is None else weights.get(s.uid, 0.0),
+        **asdict(on_chain(s.uid, s.hotkey, weights, epoch)),
         last_seen=max(seen) if seen else None,
         history=[(a.round, a.score) for a in reversed(answers)],
     )
@@ -131,9 +179,10 @@ def _timings(answers: list[StoredAnswer]) -> list[dict[str, Any]]:
 def collect(
     store: ValidatorStore, chain: Chain | None = None, validator_uid: int | None = None
 ) -> Board:
-    """Read the store (and the chain's weights, if given) into a ``Board``."""
+    """Read the store (and the chain's weights and last epoch, if given) into a ``Board``."""
     weights = _weights(chain, validator_uid)
-    miners = [_miner_row(store, s, weights) for s in store.summary()]
+    epoch = _last_epoch(chain)
+    miners = [_miner_row(store, s, weights, epoch) for s in store.summary()]
     recent = store.answers(limit=TIMING_WINDOW)
     rounds: dict[int, Round] = {}
     for a in recent:
@@ -150,6 +199,8 @@ def collect(
         rounds=list(rounds.values()),
         timings=_timings(recent),
         generated=time.time(),
+        epoch=epoch,
+        validator_uid=validator_uid,
     )
 
 
@@ -230,18 +281,20 @@ def _leaderboard(board: Board) -> str:
     titles = list(dict.fromkeys(t for m in board.miners for t in m.columns))
     shown = [t for t in titles if any(m.columns.get(t) is not None for m in board.miners)]
     head = "".join(f"<th>{html.escape(t)}</th>" for t in shown)
-    weight_head = "<th>weight</th>" if board.block is not None else ""
     rows = []
     for rank, m in enumerate(board.miners, 1):
         color = COLORS[(rank - 1) % len(COLORS)]
         cells = "".join(f"<td>{_num(m.columns.get(t))}</td>" for t in shown)
-        weight = f"<td>{_num(m.weight)}</td>" if board.block is not None else ""
+        chain = (
+            f"<td>{_num(m.weight)}</td><td>{_num(m.incentive)}</td>"
+            f"<td>{_num(m.emission, EMISSION_DIGITS)}</td>"
+        )
         services = ", ".join(f"{s} {v:.2f}" for s, v in m.services.items())
         last = f'<td title="{_utc(m.last_seen)}">' if m.last_seen else "<td>"
         rows.append(
             f'<tr class="miner" data-uid="{m.uid}"><td>{rank}</td><td>{m.uid}</td>'
             f'<td class="key" title="{html.escape(m.hotkey)}">{html.escape(m.hotkey[:10])}…</td>'
-            f"<td><b>{m.score:.3f}</b></td>{weight}<td>{m.mean_score:.3f}</td>"
+            f"<td><b>{m.score:.3f}</b></td>{chain}<td>{m.mean_score:.3f}</td>"
             f"<td>{html.escape(services)}</td>{cells}<td>{m.answers}</td><td>{m.failed}</td>"
             f"{last}{_ago(m.last_seen, board.generated)}</td>"
             f"<td>{svg_chart([(f'uid {m.uid}', color, m.history)], 140, 30, axes=False)}</td></tr>"
@@ -250,9 +303,52 @@ def _leaderboard(board: Board) -> str:
         return "<p>No miner has been scored yet.</p>"
     return (
         '<table id="leaderboard"><tr><th>rank</th><th>uid</th><th>hotkey</th><th>score</th>'
-        f"{weight_head}<th>mean</th><th>by service</th>{head}<th>answers</th><th>fails</th>"
+        '<th>weight</th><th title="its share of the last epoch&#39;s incentive">incentive</th>'
+        '<th title="what the last epoch paid it">emission</th><th>mean</th><th>by service</th>'
+        f"{head}<th>answers</th><th>fails</th>"
         f"<th>last seen</th><th>history</th></tr>{''.join(rows)}</table>"
     )
+
+
+def _epoch(board: Board) -> str:
+    """This validator's standing in the last epoch and every validator's beside it; a
+    dash and "no epoch yet" without a chain or before the first epoch."""
+    epoch, me = board.epoch, board.me
+    if epoch is None:
+        where = "no chain given" if board.block is None else f"block {board.block}"
+        headline = f"no epoch yet ({where})"
+    else:
+        ago = f", {board.block - epoch.block} blocks ago" if board.block is not None else ""
+        headline = f'last epoch at block <b id="epoch-block">{epoch.block}</b>{ago}'
+    if board.validator_uid is None:
+        whose = "this validator (pass --validator-uid to pick it)"
+    elif epoch is not None and me is None:
+        whose = f"this validator (uid {board.validator_uid}, not in that epoch)"
+    else:
+        whose = f"this validator (uid {board.validator_uid})"
+    mine = (
+        f'{whose}: validator trust <b id="validator-trust">'
+        f"{_num(me.validator_trust if me else None)}</b> · dividends "
+        f'<span id="dividends">{_num(me.dividends if me else None)}</span> · emission '
+        f'<span id="emission">{_num(me.emission if me else None, EMISSION_DIGITS)}</span>'
+    )
+    out = f'<p id="epoch">{headline}</p><p>{mine}</p>'
+    validators = [s for s in epoch.neurons if s.validator_permit] if epoch else []
+    if validators:
+        rows = "".join(
+            f'<tr class="validator{" me" if s.uid == board.validator_uid else ""}" '
+            f'data-uid="{s.uid}"><td>{s.uid}</td>'
+            f'<td class="key" title="{html.escape(s.hotkey)}">{html.escape(s.hotkey[:10])}…</td>'
+            f"<td>{s.stake:.2f}</td><td>{s.validator_trust:.3f}</td><td>{s.dividends:.3f}</td>"
+            f"<td>{s.emission:.{EMISSION_DIGITS}f}</td></tr>"
+            for s in validators
+        )
+        out += (
+            '<table id="validators"><tr><th>uid</th><th>hotkey</th><th>stake</th>'
+            "<th>validator trust</th><th>dividends</th><th>emission</th></tr>"
+            f"{rows}</table>"
+        )
+    return out
 
 
 def _history(board: Board) -> str:
@@ -337,7 +433,7 @@ text-align:left;vertical-align:middle}th{background:#f3f4f6;font-weight:600}
 .legend{margin-right:14px;font-size:12px}.legend i{display:inline-block;width:10px;
 height:10px;margin-right:4px;border-radius:2px}.round{margin:14px 0;padding:10px;
 border:1px solid #e5e7eb;border-radius:6px}.prompt{margin:4px 0 8px;font-style:italic}
-audio{height:32px;width:260px}
+audio{height:32px;width:260px}tr.me td{font-weight:600;background:#eff6ff}
 """
 
 
@@ -350,6 +446,7 @@ def render(board: Board) -> str:
         f"<style>{STYLE}</style></head><body>"
         f"<h1>chorus validator</h1><p class='muted'>round {board.round}{block} · "
         f"{len(board.miners)} miners · {_utc(board.generated)} · chorus {__version__}</p>"
+        f"<h2>Last epoch</h2>{_epoch(board)}"
         f"<h2>Leaderboard</h2>{_leaderboard(board)}"
         f"<h2>Score history</h2>{_history(board)}"
         f"<h2>Evaluation timings</h2>{_timing_table(board)}"
@@ -378,10 +475,18 @@ def create_dashboard_app(
     @app.get("/api/leaderboard")
     def leaderboard() -> list[dict[str, Any]]:
         weights = _weights(chain, validator_uid)
+        epoch = _last_epoch(chain)
         return [
-            {**asdict(s), "weight": None if weights is None else weights.get(s.uid, 0.0)}
+            {**asdict(s), **asdict(on_chain(s.uid, s.hotkey, weights, epoch))}
             for s in store.summary()
         ]
+
+    @app.get("/api/epoch")
+    def last_epoch() -> dict[str, Any] | None:
+        """The chain's last epoch (``Epoch.to_json``), or null without a chain or before
+        the first epoch."""
+        epoch = _last_epoch(chain)
+        return epoch.to_json() if epoch is not None else None
 
     @app.get("/samples/{name}")
     def sample(name: str) -> FileResponse:

@@ -21,7 +21,7 @@ from bittensor.result import ExtrinsicResult
 
 from chorus import __version__
 from chorus.auth import AccessPolicy, create_wallet, sign
-from chorus.chain import ChainError, Neuron, open_chain
+from chorus.chain import ChainError, Epoch, Neuron, Standing, open_chain
 from chorus.chain.bittensor import VERSION_KEY, BittensorChain, quantize, to_neuron, version_key
 from chorus.cli import main
 from chorus.miner import Miner, MinerSettings, create_app
@@ -43,6 +43,7 @@ class MemorySubstrate:
         self.graph = graph
         self.head = 5000
         self.storage: dict[tuple[str, tuple], object] = {}
+        self.queries: list[tuple[str, tuple, str | None]] = []  # (item, params, block hash)
         self.submitted: list[tuple[bt.calls.Call, str]] = []
         self.metagraph_reads = 0
         self.outcome = ExtrinsicResult(True, "included")
@@ -68,6 +69,9 @@ class MemorySubstrate:
         return 12.0
 
     async def query(self, module, name, params=None, block_hash=None):
+        if self.down:
+            raise bt.RpcConnectionError("connection lost")
+        self.queries.append((name, tuple(params or ()), block_hash))
         return self.storage.get((name, tuple(params or ())))
 
     async def query_map(self, module, name, params=None, block_hash=None):
@@ -94,16 +98,35 @@ def axon(host: str, port: int) -> dict:
     return {"ip": int(ip), "port": port, "ip_type": ip.version}
 
 
-def metagraph_record(rows: list[dict], block: int) -> dict:
+# The epoch's results per row, as the runtime encodes them: the scores as u16 (PerU16,
+# 65535 = 1.0), emission in rao of alpha. Rows without them get 0, as on a fresh subnet.
+SCORE_COLUMNS = {
+    "rank": "rank",
+    "trust": "trust",
+    "consensus": "consensus",
+    "incentive": "incentives",
+    "dividends": "dividends",
+    "emission": "emission",
+}
+
+
+def metagraph_record(rows: list[dict], block: int, last_step: int | None = None) -> dict:
     """The runtime's ``get_metagraph`` answer for rows of (wallet, stake, permit, axon,
-    last_update): the columnar shape the chain sends, stakes in rao."""
+    last_update, and the epoch's results): the columnar shape the chain sends, stakes
+    and emission in rao, scores as u16. ``last_step`` (the last epoch's block) defaults to
+    ten blocks back. A ``validator_trust`` column is sent only when a row has one (most
+    runtimes leave it out of the metagraph; it is in storage)."""
+    scores = {column: [int(r.get(key, 0)) for r in rows] for key, column in SCORE_COLUMNS.items()}
+    if any("validator_trust" in r for r in rows):
+        scores["validator_trust"] = [int(r.get("validator_trust", 0)) for r in rows]
     return {
+        **scores,
         "netuid": NETUID,
         "name": list(b"chorus"),
         "symbol": list("γ".encode()),
         "block": block,
         "tempo": 360,
-        "last_step": block - 10,
+        "last_step": block - 10 if last_step is None else last_step,
         "blocks_since_last_step": 10,
         "owner_hotkey": rows[0]["wallet"].hotkey.ss58_address,
         "owner_coldkey": rows[0]["wallet"].coldkeypub.ss58_address,
@@ -141,11 +164,12 @@ class Subnet:
             {"wallet": self.w["miner-1"], "axon": axon("2001:db8::1", 8092)},
         ]
         self.substrate = MemorySubstrate(None)
+        self.last_step: int | None = None  # the record's default: ten blocks back
         self.publish()
         self.set_storage(rate_limit=100, version=0)
 
     def publish(self) -> None:
-        self.substrate.graph = metagraph_record(self.rows, self.substrate.head)
+        self.substrate.graph = metagraph_record(self.rows, self.substrate.head, self.last_step)
         for uid, row in enumerate(self.rows):
             hotkey = row["wallet"].hotkey.ss58_address
             self.substrate.storage[("Uids", (NETUID, hotkey))] = uid
@@ -312,6 +336,127 @@ def test_missing_subnet_and_dead_endpoint_are_chain_errors(subnet):
 def test_weights_are_read_as_row_fractions(subnet):
     subnet.substrate.storage[("Weights", (NETUID,))] = [(0, [(3, 65535), (4, 21845)])]
     assert subnet.chain().weights() == {0: {3: 0.75, 4: 0.25}}
+
+
+# -- the last epoch, as the chain's Yuma Consensus left it ----------------------------
+
+
+def epoch_results(subnet: Subnet) -> None:
+    """What an epoch left on the subnet, in the runtime's encodings: the validator earned
+    all the dividends, the miners split the incentive 3:1."""
+    subnet.rows[0].update(rank=0, dividends=65535, emission=4_100_000_000)
+    subnet.rows[3].update(rank=49151, trust=65535, consensus=49151, incentive=49151)
+    subnet.rows[3].update(emission=3_075_000_000)
+    subnet.rows[4].update(rank=16384, trust=65535, consensus=16384, incentive=16384)
+    subnet.rows[4].update(emission=1_025_000_000)
+    subnet.publish()
+
+
+def vtrust_reads(subnet: Subnet) -> list:
+    return [q for q in subnet.substrate.queries if q[0] == "ValidatorTrust"]
+
+
+def test_last_epoch_reads_the_chains_results_from_the_metagraph(subnet):
+    epoch_results(subnet)
+    # no validator_trust column in this runtime's metagraph: the backend reads storage,
+    # and a vector shorter than the subnet (uids registered since) counts 0 for the rest
+    subnet.substrate.storage[("ValidatorTrust", (NETUID,))] = [65535, 32768]
+    epoch = subnet.chain(signer=None).last_epoch()
+    assert isinstance(epoch, Epoch)
+    assert epoch.block == subnet.substrate.head - 10  # the metagraph's last_step
+    assert epoch.owner_emission is None  # the chain does not report it
+    assert [s.uid for s in epoch.neurons] == [0, 1, 2, 3, 4]
+    assert epoch.standing(0) == Standing(
+        uid=0,
+        hotkey=subnet.hotkey("validator"),
+        stake=1000.0,
+        validator_permit=True,
+        rank=0.0,
+        trust=0.0,
+        consensus=0.0,
+        incentive=0.0,
+        dividends=1.0,
+        emission=4.1,
+        validator_trust=1.0,
+    )
+    assert epoch.standing(1).validator_trust == 32768 / 65535
+    assert epoch.standing(2).validator_trust == 0.0 and not epoch.standing(2).validator_permit
+    miner = epoch.standing(3)
+    assert (miner.hotkey, miner.stake, miner.validator_permit) == (
+        subnet.hotkey("miner-0"),
+        0.0,
+        False,
+    )
+    assert miner.rank == miner.consensus == miner.incentive == 49151 / 65535
+    assert miner.trust == 1.0 and miner.dividends == 0.0 and miner.validator_trust == 0.0
+    assert miner.emission == 3.075 and epoch.standing(4).emission == 1.025
+    assert epoch.standing(4).incentive == 16384 / 65535
+    assert epoch.standing(5) is None
+    # read at the metagraph's own block, so both describe the same moment
+    [(_, params, block_hash)] = vtrust_reads(subnet)
+    assert (params, block_hash) == ((NETUID,), f"0x{subnet.substrate.head:064x}")
+    assert json.loads(json.dumps(epoch.to_json()))["neurons"][3]["incentive"] == miner.incentive
+
+
+def test_last_epoch_takes_validator_trust_from_the_runtime_when_it_sends_it(subnet):
+    epoch_results(subnet)
+    subnet.rows[0]["validator_trust"] = 58982
+    subnet.publish()
+    subnet.substrate.storage[("ValidatorTrust", (NETUID,))] = [1, 1, 1, 1, 1]  # not read
+    epoch = subnet.chain(signer=None).last_epoch()
+    assert epoch.standing(0).validator_trust == 58982 / 65535
+    assert [s.validator_trust for s in epoch.neurons[1:]] == [0.0] * 4
+    assert vtrust_reads(subnet) == []
+
+
+def test_last_epoch_with_no_validator_trust_anywhere_is_zero(subnet):
+    epoch = subnet.chain(signer=None).last_epoch()  # storage has no ValidatorTrust entry
+    assert [s.validator_trust for s in epoch.neurons] == [0.0] * 5
+    assert all(s.incentive == s.emission == 0.0 for s in epoch.neurons)
+
+
+def test_last_epoch_is_cached_with_the_metagraph(subnet):
+    now = [0.0]
+    epoch_results(subnet)
+    subnet.substrate.storage[("ValidatorTrust", (NETUID,))] = [65535]
+    chain = subnet.chain(signer=None, ttl_s=60.0, clock=lambda: now[0])
+    first = chain.last_epoch()
+    chain.neurons()
+    assert chain.last_epoch() == first
+    assert subnet.substrate.metagraph_reads == 1 and len(vtrust_reads(subnet)) == 1
+    # the next epoch: the miners swap places, the validator's trust halves
+    subnet.rows[3]["incentive"], subnet.rows[4]["incentive"] = 16384, 49151
+    subnet.last_step = subnet.substrate.head + 350
+    subnet.substrate.head += 360
+    subnet.publish()
+    subnet.substrate.storage[("ValidatorTrust", (NETUID,))] = [32768]
+    now[0] = 30.0
+    assert chain.last_epoch() == first
+    now[0] = 61.0
+    second = chain.last_epoch()
+    assert second.block == first.block + 360
+    assert second.standing(3).incentive == 16384 / 65535
+    assert second.standing(0).validator_trust == 32768 / 65535
+    assert subnet.substrate.metagraph_reads == 2 and len(vtrust_reads(subnet)) == 2
+
+
+def test_last_epoch_is_none_before_the_first_epoch(subnet):
+    subnet.last_step = 0
+    subnet.publish()
+    assert subnet.chain(signer=None).last_epoch() is None
+    assert vtrust_reads(subnet) == []
+
+
+def test_last_epoch_failures_are_chain_errors(subnet):
+    subnet.substrate.graph = None
+    with pytest.raises(ChainError, match="subnet 7 does not exist"):
+        subnet.chain(signer=None).last_epoch()
+    subnet.publish()
+    chain = subnet.chain(signer=None)
+    chain.metagraph()
+    subnet.substrate.down = True  # the storage read after the metagraph fails
+    with pytest.raises(ChainError, match="validator trust of subnet 7 failed: connection lost"):
+        chain.last_epoch()
 
 
 # -- setting weights ------------------------------------------------------------------
@@ -495,11 +640,19 @@ def test_cli_on_bittensor_shows_the_subnet_and_names_btcli_for_registration(
     sdk_client = bt.Subtensor
     monkeypatch.setattr(bt, "Subtensor", lambda net: sdk_client(net, substrate=subnet.substrate))
     on_subnet = ["--chain", "bittensor", "--netuid", str(NETUID), "--wallet-path", subnet.wallets]
+    epoch_results(subnet)
+    subnet.substrate.storage[("ValidatorTrust", (NETUID,))] = [65535, 32768]
     assert main(["chain", "show", "--json", *on_subnet]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["block"] == subnet.substrate.head
     hotkeys = [row["wallet"].hotkey.ss58_address for row in subnet.rows]
     assert [n["hotkey"] for n in shown["neurons"]] == hotkeys
+    # the chain ran Yuma itself: chorus shows what the metagraph says of the last epoch
+    assert shown["epoch_block"] == subnet.substrate.head - 10
+    assert shown["neurons"][3]["incentive"] == 49151 / 65535
+    assert shown["neurons"][1]["validator_trust"] == 32768 / 65535
+    assert main(["chain", "show", *on_subnet]) == 0
+    assert f"last epoch at block {subnet.substrate.head - 10}" in capsys.readouterr().out
     register = (
         f"btcli subnets register --netuid {NETUID} --network finney --wallet stranger"
         f" --wallet-hotkey default --wallet-path {subnet.wallets}"

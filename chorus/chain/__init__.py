@@ -35,6 +35,47 @@ class Neuron:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Standing:
+    """One neuron's row of the metagraph as of an epoch: what Yuma Consensus made of the
+    weights. Scores are fractions in [0, 1]; ``emission`` is in the subnet's units."""
+
+    uid: int
+    hotkey: str
+    stake: float
+    validator_permit: bool
+    rank: float
+    trust: float
+    consensus: float
+    incentive: float
+    dividends: float
+    emission: float
+    validator_trust: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """The result of one epoch: its block, every neuron's standing, and the subnet
+    owner's cut of the emission (None where the chain does not report it)."""
+
+    block: int
+    neurons: list[Standing]
+    owner_emission: float | None = None
+
+    def standing(self, uid: int) -> Standing | None:
+        return next((s for s in self.neurons if s.uid == uid), None)
+
+    def to_json(self) -> dict:
+        return {
+            "block": self.block,
+            "owner_emission": self.owner_emission,
+            "neurons": [s.to_json() for s in self.neurons],
+        }
+
+
 class Chain(Protocol):
     """What chorus needs from a chain; see chorus.chain.local for the reference backend."""
 
@@ -49,6 +90,10 @@ class Chain(Protocol):
     def set_weights(self, hotkey: str, weights: dict[int, float]) -> None: ...
 
     def weights(self) -> dict[int, dict[int, float]]: ...
+
+    def last_epoch(self) -> Epoch | None:
+        """The latest epoch's results, or None before the first epoch."""
+        ...
 
 
 def open_chain(kind: str = "local", **options) -> Chain:

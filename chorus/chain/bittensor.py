@@ -2,9 +2,11 @@
 
 Reads come from the subnet's metagraph (one runtime-API call), cached for ``ttl_s`` so
 a miner checking callers or a validator picking miners does not hit the chain on every
-request. Writes (weights, the miner's axon endpoint) are SDK intents signed by the
-wallet's hotkey. The SDK client is passed in, so tests run the real SDK over an
-in-memory substrate and operators can hand in a client with their own endpoints.
+request. The chain runs Yuma Consensus itself; ``last_epoch`` only reads its results
+(rank, trust, incentive, dividends, emission, ...) from the same metagraph. Writes
+(weights, the miner's axon endpoint) are SDK intents signed by the wallet's hotkey. The
+SDK client is passed in, so tests run the real SDK over an in-memory substrate and
+operators can hand in a client with their own endpoints.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from bittensor.intents import normalize
 from bittensor.keyfiles import KeyfileError
 
 from chorus import __version__
-from chorus.chain import ChainError, Neuron
+from chorus.chain import ChainError, Epoch, Neuron, Standing
 
 log = logging.getLogger("chorus.chain.bittensor")
 
@@ -79,6 +81,33 @@ def to_neuron(n: bt.MetagraphNeuron) -> Neuron:
     )
 
 
+def to_standing(n: bt.MetagraphNeuron, validator_trust: float = 0.0) -> Standing:
+    """A metagraph row as a chorus Standing: the SDK has already turned the runtime's u16
+    scores into fractions and the rao amounts into Balances (``emission`` and ``stake``
+    in the subnet's alpha units, as in ``to_neuron``). The SDK's row has no validator
+    trust, so the caller passes it in."""
+    return Standing(
+        uid=n.uid,
+        hotkey=n.hotkey,
+        stake=n.total_stake.amount,
+        validator_permit=n.validator_permit,
+        rank=n.rank,
+        trust=n.trust,
+        consensus=n.consensus,
+        incentive=n.incentive,
+        dividends=n.dividends,
+        emission=n.emission.amount,
+        validator_trust=validator_trust,
+    )
+
+
+def u16_fractions(values: Any, size: int) -> list[float]:
+    """A vector of PerU16 values (u16 over 65535) as ``size`` fractions, padded with 0
+    where the chain sent fewer (a uid registered since) and cut where it sent more."""
+    fractions = [int(v or 0) / 65535 for v in list(values or [])[:size]]
+    return fractions + [0.0] * (size - len(fractions))
+
+
 @contextmanager
 def _sdk(what: str) -> Iterator[None]:
     """Turn SDK and connection failures into ChainError, which callers already handle."""
@@ -116,6 +145,7 @@ class BittensorChain:
         self._graph_at = -math.inf
         self._limits: tuple[int, int] | None = None
         self._limits_at = -math.inf
+        self._trust: tuple[bt.Metagraph, list[float]] | None = None  # for that metagraph
         self._weights_block = 0  # our own last successful set, before the metagraph shows it
 
     # -- reading -----------------------------------------------------------------------
@@ -145,6 +175,39 @@ class BittensorChain:
     def weights(self) -> dict[int, dict[int, float]]:
         with _sdk(f"reading the weights of subnet {self.netuid}"):
             return self.subtensor.weights.weights(self.netuid)
+
+    def validator_trust(self, graph: bt.Metagraph) -> list[float]:
+        """Each uid's validator trust as of ``graph``, fetched once per metagraph. The
+        runtime's metagraph record carries it on some runtimes (a ``validator_trust``
+        column); otherwise it is read from storage (``ValidatorTrust``, one PerU16 per
+        uid) at the metagraph's block, so both describe the same moment."""
+        with self._lock:
+            if self._trust is not None and self._trust[0] is graph:
+                return self._trust[1]
+        column = graph.raw.get("validator_trust")
+        if column is None:
+            with _sdk(f"reading the validator trust of subnet {self.netuid}"):
+                column = self.subtensor.query(
+                    bt.storage.SubtensorModule.ValidatorTrust, [self.netuid], block=graph.block
+                )
+        trust = u16_fractions(column, len(graph.neurons))
+        with self._lock:
+            self._trust = (graph, trust)
+        return trust
+
+    def last_epoch(self) -> Epoch | None:
+        """The results of the subnet's last epoch as the chain computed them, read from
+        the metagraph (at most ``ttl_s`` old); None before the subnet's first epoch. The
+        chain does not report the owner's cut per epoch, so ``owner_emission`` is None."""
+        graph = self.metagraph()
+        if not graph.last_step:
+            return None
+        trust = self.validator_trust(graph)
+        return Epoch(
+            block=graph.last_step,
+            neurons=[to_standing(n, trust[i]) for i, n in enumerate(graph.neurons)],
+            owner_emission=None,
+        )
 
     def limits(self) -> tuple[int, int]:
         """(weights rate limit in blocks, minimum weights version key), cached like the

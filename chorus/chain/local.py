@@ -2,23 +2,43 @@
 
 It keeps what a subnet's metagraph keeps: neurons (uid, hotkey, coldkey, axon, stake,
 validator permit), the last weights each validator set, and a block clock that advances
-with wall time (``block_seconds`` per block, 12 s like Bittensor by default). Every call
-opens its own connection in WAL mode, so miners, validators and the CLI can share the
-file from separate processes.
+with wall time (``block_seconds`` per block, 12 s like Bittensor by default). Every
+``tempo`` blocks it runs a Yuma Consensus epoch (chorus.yuma) over the weights and keeps
+the results (rank, trust, consensus, incentive, dividends, emission, validator trust)
+and the bonds, as the real chain does. Nothing runs in the background: whoever touches
+the chain first after an epoch's block runs the epochs that are due, before any change,
+so each epoch sees the weights as they stood at its block. Every call opens its own
+connection in WAL mode, so miners, validators and the CLI can share the file from
+separate processes.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sqlite3
 import time
 from contextlib import closing, contextmanager
 from pathlib import Path
 
-from chorus.chain import ChainError, Neuron
+import numpy as np
+
+from chorus import yuma
+from chorus.chain import ChainError, Epoch, Neuron, Standing
+
+log = logging.getLogger("chorus.chain.local")
 
 MAX_NEURONS = 256
+# A real subnet's tempo is 360 blocks of 12 s (72 minutes); `chorus localnet` shortens it.
+DEFAULT_TEMPO = 360
+# What a subnet emits per block (alpha), before the owner's cut.
+EMISSION_PER_BLOCK = 1.0
+# Epochs missed while nobody touched the chain are run in order, up to this many (bonds
+# forget faster than that); older ones are skipped.
+MAX_CATCH_UP = 100
+# Epoch results kept; older ones are pruned.
+KEEP_EPOCHS = 2000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -37,28 +57,82 @@ CREATE TABLE IF NOT EXISTS weights (
     block INTEGER NOT NULL,
     weights TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS bonds (
+    validator_uid INTEGER NOT NULL,
+    miner_uid INTEGER NOT NULL,
+    bond REAL NOT NULL,
+    PRIMARY KEY (validator_uid, miner_uid)
+);
+CREATE TABLE IF NOT EXISTS epochs (
+    block INTEGER PRIMARY KEY,
+    owner_emission REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS standings (
+    block INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    hotkey TEXT NOT NULL,
+    stake REAL NOT NULL,
+    validator_permit INTEGER NOT NULL,
+    rank REAL NOT NULL,
+    trust REAL NOT NULL,
+    consensus REAL NOT NULL,
+    incentive REAL NOT NULL,
+    dividends REAL NOT NULL,
+    emission REAL NOT NULL,
+    validator_trust REAL NOT NULL,
+    PRIMARY KEY (block, uid)
+);
 """
+
+STANDING_COLUMNS = (
+    "uid, hotkey, stake, validator_permit, rank, trust, consensus, incentive, dividends,"
+    " emission, validator_trust"
+)
 
 
 class LocalChain:
     """The local chain backend; see chorus.chain.Chain for the interface."""
 
     def __init__(
-        self, path: str | Path, block_seconds: float | None = None, busy_timeout_s: float = 10.0
+        self,
+        path: str | Path,
+        block_seconds: float | None = None,
+        busy_timeout_s: float = 10.0,
+        tempo: int | None = None,
+        yuma_version: int | None = None,
     ):
+        """Open (creating if needed) the chain in ``path``. ``block_seconds``, ``tempo``
+        (blocks per epoch) and ``yuma_version`` (2 or 3) are stored in the file when given,
+        so every process sharing it uses the same clock and consensus."""
         self.path = Path(path).expanduser()
         self.busy_timeout_s = busy_timeout_s
+        if block_seconds is not None and not (0 < block_seconds < math.inf):
+            raise ChainError("block_seconds must be a positive number")
+        if tempo is not None and not (_whole(tempo) and 1 <= tempo <= 65535):
+            raise ChainError("tempo must be a whole number of blocks from 1 to 65535")
+        if yuma_version is not None and not (_whole(yuma_version) and yuma_version in (2, 3)):
+            raise ChainError("the Yuma version must be 2 or 3")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._tx() as db:
             db.executescript(SCHEMA)
             db.execute("INSERT OR IGNORE INTO meta VALUES ('genesis', ?)", (repr(time.time()),))
             db.execute("INSERT OR IGNORE INTO meta VALUES ('block_seconds', '12')")
-            if block_seconds is not None:
-                if not block_seconds > 0:
-                    raise ChainError("block_seconds must be positive")
-                db.execute(
-                    "UPDATE meta SET value = ? WHERE key = 'block_seconds'", (repr(block_seconds),)
-                )
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('tempo', ?)", (str(DEFAULT_TEMPO),))
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('yuma', '3')")
+            for key, value in (
+                ("block_seconds", block_seconds),
+                ("tempo", tempo),
+                ("yuma", yuma_version),
+            ):
+                if value is not None:
+                    db.execute("UPDATE meta SET value = ? WHERE key = ?", (repr(value), key))
+            meta = _meta(db)
+            # Epochs run at multiples of the tempo from here on (none for the past).
+            now = _block_of(meta)
+            db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('last_epoch', ?)",
+                (str(now - now % int(meta["tempo"])),),
+            )
 
     @contextmanager
     def _tx(self):
@@ -74,8 +148,46 @@ class LocalChain:
 
     def block(self) -> int:
         with self._tx() as db:
-            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        return int((time.time() - float(meta["genesis"])) / float(meta["block_seconds"]))
+            return _block_of(_meta(db))
+
+    @property
+    def tempo(self) -> int:
+        with self._tx() as db:
+            return int(_meta(db)["tempo"])
+
+    def params(self) -> yuma.YumaParams:
+        """The consensus hyperparameters of this chain (subtensor's defaults but the
+        Yuma version, which the chain file records)."""
+        with self._tx() as db:
+            return yuma.YumaParams(yuma=int(_meta(db)["yuma"]))
+
+    def last_epoch(self) -> Epoch | None:
+        self.run_due_epochs()
+        with self._tx() as db:
+            row = db.execute("SELECT MAX(block) FROM epochs").fetchone()
+            return _epoch(db, row[0]) if row[0] is not None else None
+
+    def epochs(self, limit: int | None = None) -> list[Epoch]:
+        """Past epochs, oldest first (the last ``limit`` if given)."""
+        self.run_due_epochs()
+        with self._tx() as db:
+            blocks = [
+                b
+                for (b,) in db.execute(
+                    "SELECT block FROM epochs ORDER BY block DESC LIMIT ?",
+                    (-1 if limit is None else limit,),
+                )
+            ]
+            return [_epoch(db, b) for b in reversed(blocks)]
+
+    def bonds(self) -> dict[int, dict[int, float]]:
+        """Each validator's bonds per miner after the last epoch."""
+        with self._tx() as db:
+            rows = db.execute("SELECT validator_uid, miner_uid, bond FROM bonds").fetchall()
+        out: dict[int, dict[int, float]] = {}
+        for v, m, b in rows:
+            out.setdefault(v, {})[m] = b
+        return out
 
     def neurons(self) -> list[Neuron]:
         with self._tx() as db:
@@ -107,6 +219,7 @@ class LocalChain:
         """Register a hotkey in the lowest free uid; registering again updates it."""
         if not math.isfinite(stake) or stake < 0:
             raise ChainError("stake must be a non-negative number")
+        self.run_due_epochs()
         block = self.block()
         with self._tx() as db:
             row = db.execute("SELECT uid FROM neurons WHERE hotkey = ?", (hotkey,)).fetchone()
@@ -140,6 +253,7 @@ class LocalChain:
     def set_weights(self, hotkey: str, weights: dict[int, float]) -> None:
         """Store a validator's weights, normalised to sum to 1 (non-finite and negative
         entries are dropped)."""
+        self.run_due_epochs()
         me = self.neuron(hotkey)
         if me is None:
             raise ChainError(f"hotkey {hotkey} is not registered on the local chain")
@@ -153,6 +267,141 @@ class LocalChain:
                 "INSERT OR REPLACE INTO weights VALUES (?, ?, ?)",
                 (me.uid, self.block(), json.dumps(normalised)),
             )
+
+    def deregister(self, hotkey: str) -> None:
+        """Free a hotkey's uid (as pruning does on the real chain): its weights and bonds
+        go; others' weights to the uid stop counting once someone registers into it."""
+        self.run_due_epochs()
+        with self._tx() as db:
+            row = db.execute("SELECT uid FROM neurons WHERE hotkey = ?", (hotkey,)).fetchone()
+            if row is None:
+                raise ChainError(f"hotkey {hotkey} is not registered on the local chain")
+            db.execute("DELETE FROM neurons WHERE uid = ?", row)
+            db.execute("DELETE FROM weights WHERE validator_uid = ?", row)
+            db.execute("DELETE FROM bonds WHERE validator_uid = ? OR miner_uid = ?", row * 2)
+
+    # -- epochs ------------------------------------------------------------------
+
+    def run_due_epochs(self) -> int:
+        """Run the epochs whose block has passed since the last one; returns how many.
+        Called before every change and read of results, so it is rarely needed directly."""
+        with self._tx() as db:
+            meta = _meta(db)
+            if _due(meta, _block_of(meta)) is None:
+                return 0
+        with self._tx() as db:
+            db.execute("BEGIN IMMEDIATE")  # one process runs them; others then see them done
+            meta = _meta(db)
+            now = _block_of(meta)
+            first = _due(meta, now)
+            if first is None:
+                return 0
+            tempo = int(meta["tempo"])
+            blocks = list(range(first, now + 1, tempo))
+            if len(blocks) > MAX_CATCH_UP:
+                log.info("the local chain skips %d epochs nobody saw", len(blocks) - MAX_CATCH_UP)
+                blocks = blocks[-MAX_CATCH_UP:]
+            params = yuma.YumaParams(yuma=int(meta["yuma"]))
+            for block in blocks:
+                _run_epoch(db, block, tempo, params)
+            db.execute("UPDATE meta SET value = ? WHERE key = 'last_epoch'", (str(blocks[-1]),))
+            db.execute("DELETE FROM epochs WHERE block < ?", (blocks[-1] - KEEP_EPOCHS * tempo,))
+            db.execute("DELETE FROM standings WHERE block < ?", (blocks[-1] - KEEP_EPOCHS * tempo,))
+            return len(blocks)
+
+
+def _whole(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _meta(db: sqlite3.Connection) -> dict[str, str]:
+    return dict(db.execute("SELECT key, value FROM meta").fetchall())
+
+
+def _block_of(meta: dict[str, str]) -> int:
+    return int((time.time() - float(meta["genesis"])) / float(meta["block_seconds"]))
+
+
+def _due(meta: dict[str, str], now: int) -> int | None:
+    """The block of the first epoch not yet run, if it has come."""
+    tempo, last = int(meta["tempo"]), int(meta["last_epoch"])
+    first = (last // tempo + 1) * tempo
+    return first if first <= now else None
+
+
+def _run_epoch(db: sqlite3.Connection, block: int, tempo: int, params: yuma.YumaParams) -> None:
+    """One Yuma epoch over the chain as it stands, results and bonds written back."""
+    rows = db.execute(
+        "SELECT uid, hotkey, stake, validator_permit, registered_block FROM neurons"
+    ).fetchall()
+    n = max((r[0] for r in rows), default=-1) + 1
+    stake, permit, registered = np.zeros(n), np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64)
+    for uid, _, st, p, reg in rows:
+        stake[uid], permit[uid], registered[uid] = st, bool(p), reg
+    last_update = registered.copy()
+    weights = np.zeros((n, n))
+    for vuid, wblock, text in db.execute("SELECT validator_uid, block, weights FROM weights"):
+        if vuid < n:
+            last_update[vuid] = wblock
+            for j, w in json.loads(text).items():
+                if int(j) < n:
+                    weights[vuid, int(j)] = w
+    bonds = np.zeros((n, n))
+    for v, m, b in db.execute("SELECT validator_uid, miner_uid, bond FROM bonds"):
+        if v < n and m < n:
+            bonds[v, m] = b
+    state = yuma.EpochInput(
+        block=block,
+        tempo=tempo,
+        stake=stake,
+        validator_permit=permit,
+        weights=weights,
+        bonds=bonds,
+        last_update=last_update,
+        registered=registered,
+        emission=EMISSION_PER_BLOCK * tempo,
+    )
+    r = yuma.epoch(state, params)
+    db.execute("INSERT OR REPLACE INTO epochs VALUES (?, ?)", (block, r.owner_emission))
+    db.executemany(
+        f"INSERT OR REPLACE INTO standings (block, {STANDING_COLUMNS})"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                block,
+                uid,
+                hotkey,
+                st,
+                p,
+                r.rank[uid],
+                r.trust[uid],
+                r.consensus[uid],
+                r.incentive[uid],
+                r.dividends[uid],
+                r.emission[uid],
+                r.validator_trust[uid],
+            )  # fmt: skip
+            for uid, hotkey, st, p, _ in rows
+        ],
+    )
+    db.execute("DELETE FROM bonds")
+    v, m = np.nonzero(r.bonds > 1e-12)
+    db.executemany(
+        "INSERT INTO bonds VALUES (?, ?, ?)",
+        [(int(i), int(j), float(r.bonds[i, j])) for i, j in zip(v, m, strict=True)],
+    )
+
+
+def _epoch(db: sqlite3.Connection, block: int) -> Epoch:
+    (owner,) = db.execute("SELECT owner_emission FROM epochs WHERE block = ?", (block,)).fetchone()
+    rows = db.execute(
+        f"SELECT {STANDING_COLUMNS} FROM standings WHERE block = ? ORDER BY uid", (block,)
+    ).fetchall()
+    standings = [
+        Standing(u, hk, float(st), bool(p), *(float(x) for x in rest))
+        for u, hk, st, p, *rest in rows
+    ]
+    return Epoch(block, standings, owner)
 
 
 def _neuron(row: tuple) -> Neuron:
