@@ -12,7 +12,6 @@ copies the consensus or sets random weights, to show what such a validator earns
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import shutil
@@ -28,8 +27,8 @@ from pathlib import Path
 import httpx
 from scipy.stats import spearmanr
 
-from chorus.chain import Chain, Epoch
-from chorus.errors import CallerError
+from chorus.chain import Chain, ChainError, Epoch
+from chorus.errors import CallerError, InternalError
 from chorus.services import registry
 
 LINEUP = ["piper", "degraded", "hang"]
@@ -56,6 +55,14 @@ class LocalnetSettings:
     timeout_s: float = 20.0
     lazy: str | None = None  # "copy" or "random": add a lazy validator
     services: tuple[str, ...] = ()  # empty: every service this machine can test
+
+
+@dataclass(frozen=True)
+class Seat:
+    """A validator of the run: its uid and what it does ("honest", or a lazy mode)."""
+
+    uid: int
+    kind: str
 
 
 def validator_stake(i: int) -> float:
@@ -172,8 +179,7 @@ class LocalNet:
         self.chain_path = out / "chain.sqlite"
         self.procs: list[subprocess.Popen] = []
         self.kinds: dict[int, str] = {}
-        # validator name -> (uid, kind)
-        self.validators: dict[str, tuple[int, str]] = {}
+        self.validators: dict[str, Seat] = {}  # by wallet name
         self._threads: list[threading.Thread] = []
 
     def __enter__(self) -> LocalNet:
@@ -187,7 +193,7 @@ class LocalNet:
 
     @property
     def honest(self) -> list[str]:
-        return [name for name, (_, kind) in self.validators.items() if kind == "honest"]
+        return [name for name, seat in self.validators.items() if seat.kind == "honest"]
 
     def common(self, wallet: str) -> list[str]:
         return [
@@ -221,7 +227,7 @@ class LocalNet:
             w = create_wallet(name, path=str(self.wallets))
             stake = validator_stake(i) if kind == "honest" else LAZY_STAKE
             n = chain.register(w.hotkey.ss58_address, w.coldkeypub.ss58_address, stake, True)
-            self.validators[name] = (n.uid, kind)
+            self.validators[name] = Seat(n.uid, kind)
         for i in range(self.n):
             w = create_wallet(f"miner-{i}", path=str(self.wallets))
             n = chain.register(w.hotkey.ss58_address, w.coldkeypub.ss58_address)
@@ -288,8 +294,8 @@ class LocalNet:
         (seed); the lazy one runs until stopped."""
         s = self.settings
         running = {}
-        for i, (name, (_, kind)) in enumerate(self.validators.items()):
-            if kind == "honest":
+        for i, (name, seat) in enumerate(self.validators.items()):
+            if seat.kind == "honest":
                 cmd = _chorus(
                     "validator",
                     *self.common(name),
@@ -312,7 +318,7 @@ class LocalNet:
                 )
             else:
                 cmd = [
-                    sys.executable, "-m", "chorus.localnet", "lazy", kind,
+                    sys.executable, "-m", "chorus.localnet", "lazy", seat.kind,
                     name, str(self.wallets), str(self.chain_path),
                 ]  # fmt: skip
             proc = subprocess.Popen(
@@ -360,8 +366,8 @@ class LocalNet:
         first_full = None
         for e in epochs:
             if all(
-                (s := e.standing(uid)) is not None and s.validator_trust > 0
-                for uid, _ in self.validators.values()
+                (s := e.standing(seat.uid)) is not None and s.validator_trust > 0
+                for seat in self.validators.values()
             ):
                 first_full = e.block
                 break
@@ -378,14 +384,14 @@ class LocalNet:
                     uid, kind, scores.get(uid), s.incentive if s else 0.0, s.emission if s else 0.0
                 )
             )
-        for name, (uid, kind) in self.validators.items():
-            s = epoch.standing(uid) if epoch else None
-            history = [st.validator_trust for e in full if (st := e.standing(uid))]
+        for name, seat in self.validators.items():
+            s = epoch.standing(seat.uid) if epoch else None
+            history = [st.validator_trust for e in full if (st := e.standing(seat.uid))]
             report.validators.append(
                 ValidatorOutcome(
                     name=name,
-                    uid=uid,
-                    kind=kind,
+                    uid=seat.uid,
+                    kind=seat.kind,
                     stake=s.stake if s else 0.0,
                     validator_trust=s.validator_trust if s else 0.0,
                     dividends=s.dividends if s else 0.0,
@@ -394,7 +400,7 @@ class LocalNet:
                 )
             )
         honest_weights = {
-            name: weights_on_chain.get(self.validators[name][0], {}) for name in self.honest
+            name: weights_on_chain.get(self.validators[name].uid, {}) for name in self.honest
         }
         report.agreement = agreement(honest_weights, sorted(self.kinds))
         return report
@@ -474,9 +480,9 @@ def services(wanted: tuple[str, ...] = ()) -> list[str]:
     return usable
 
 
-def run_localnet(settings: LocalnetSettings, report_path: Path | None = None) -> int:
-    """Run a whole network; prints the leaderboard and, if asked, writes the report as
-    JSON. Returns the exit code."""
+def run_localnet(settings: LocalnetSettings) -> LocalnetReport:
+    """Run a whole network, print its progress and the leaderboard, and return what the
+    chain paid (raises InternalError if a validator fails)."""
     s = settings
     if s.miners < 1 or s.rounds < 1 or s.validators < 1:
         raise CallerError("--miners, --validators and --rounds must be at least 1")
@@ -495,8 +501,7 @@ def run_localnet(settings: LocalnetSettings, report_path: Path | None = None) ->
         net.stop()
         failed = {name: code for name, code in codes.items() if code != 0}
         if failed:
-            print(f"validators exited with errors: {failed}", file=sys.stderr)
-            return 1
+            raise InternalError(f"validators exited with errors: {failed}; see their lines above")
         print(f"\nwaiting for the epoch after the validators' last weights (<= "
               f"{TEMPO * BLOCK_SECONDS:.0f} s)", flush=True)  # fmt: skip
         epoch = net.wait_for_epoch(net.chain().block())
@@ -504,11 +509,8 @@ def run_localnet(settings: LocalnetSettings, report_path: Path | None = None) ->
         print()
         print(net.leaderboard(report))
         print(f"\naudio samples: {net.state(net.honest[0]) / 'samples'}")
-        if report_path is not None:
-            report_path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
-            print(f"report: {report_path}")
     print(f"localnet finished in {time.monotonic() - start:.0f} s")
-    return 0
+    return report
 
 
 def _lazy(mode: str, wallet: str, wallets: str, chain_path: str) -> None:
@@ -522,9 +524,14 @@ def _lazy(mode: str, wallet: str, wallets: str, chain_path: str) -> None:
     print(f"lazy validator ({mode}) started", flush=True)
     shown_before = ""
     while True:
-        weights = lazy_weights(mode, chain, rng)
+        try:
+            weights = lazy_weights(mode, chain, rng)
+            if weights:
+                chain.set_weights(hotkey, weights)
+        except ChainError as e:  # a busy chain file: try again next time
+            print(f"could not set weights now: {e}", flush=True)
+            weights = None
         if weights:
-            chain.set_weights(hotkey, weights)
             total = sum(weights.values())
             shown = ", ".join(f"{u}: {w / total:.2f}" for u, w in sorted(weights.items()))
             if shown != shown_before:  # a copier's weights rarely change: say so once

@@ -299,3 +299,24 @@ def test_epochs_follow_the_wall_clock(tmp_path):
     assert len(blocks) >= 2
     assert all(b % 2 == 0 for b in blocks) and blocks == sorted(set(blocks))
     assert blocks[-1] <= chain.block()
+
+
+def test_changing_the_tempo_runs_no_burst_of_past_epochs(tmp_path):
+    """Re-opening with a new tempo anchors epochs at now: none for blocks gone by."""
+    path = tmp_path / "c.sqlite"
+    LocalChain(path, block_seconds=0.01, tempo=360).register("v", "ck", 1.0, True)
+    time.sleep(0.3)  # ~30 blocks: under the old tempo, no epoch was due
+    chain = LocalChain(path, tempo=3)
+    reopened_at = chain.block()
+    # not the ~10 epochs a tempo of 3 would owe since block 0
+    assert all(e.block > reopened_at - 3 for e in chain.epochs())
+
+
+def test_a_new_block_length_keeps_the_current_block(tmp_path):
+    path = tmp_path / "c.sqlite"
+    before = LocalChain(path, block_seconds=0.01).block()
+    time.sleep(0.2)
+    moved = LocalChain(path).block()
+    assert moved >= before + 10
+    slower = LocalChain(path, block_seconds=10.0)
+    assert moved <= slower.block() <= moved + 1  # not rescaled back to ~0

@@ -721,7 +721,8 @@ def test_subtensor_epoch_test_10_graph():
 
 
 def test_subtensor_epoch_test_yuma_3_liquid_alpha_disabled():
-    """opentensor/subtensor tests/epoch.rs::test_yuma_3_liquid_alpha_disabled (Yuma3On,
+    """opentensor/subtensor tests/consensus.rs (tests/epoch.rs in older versions)
+    ::test_yuma_3_liquid_alpha_disabled (Yuma3On,
     liquid alpha off, BondsMovingAverage 975_000 -> alpha .025, BondsPenalty 0, Kappa
     32767). Validators A, B, C (stake 33, 33, 34) back server 1 (uid 3); in epoch 2 C
     alone moves to server 2 (uid 4), then back. Targets: dividends (asserted by the Rust

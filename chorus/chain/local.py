@@ -20,12 +20,13 @@ import math
 import sqlite3
 import time
 from contextlib import closing, contextmanager
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
 
 from chorus import yuma
-from chorus.chain import ChainError, Epoch, Neuron, Standing
+from chorus.chain import ChainError, Epoch, Neuron, Standing, WeightCommit
 
 log = logging.getLogger("chorus.chain.local")
 
@@ -39,6 +40,8 @@ EMISSION_PER_BLOCK = 1.0
 MAX_CATCH_UP = 100
 # Epoch results kept; older ones are pruned.
 KEEP_EPOCHS = 2000
+# A catch-up commits after this many epochs (each takes ~0.2 s at 256 neurons).
+EPOCHS_PER_TRANSACTION = 10
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -84,10 +87,7 @@ CREATE TABLE IF NOT EXISTS standings (
 );
 """
 
-STANDING_COLUMNS = (
-    "uid, hotkey, stake, validator_permit, rank, trust, consensus, incentive, dividends,"
-    " emission, validator_trust"
-)
+STANDING_COLUMNS = ", ".join(f.name for f in fields(Standing))
 
 
 class LocalChain:
@@ -115,24 +115,28 @@ class LocalChain:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._tx() as db:
             db.executescript(SCHEMA)
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('genesis', ?)", (repr(time.time()),))
+            db.execute("BEGIN IMMEDIATE")
+            now_s = time.time()
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('genesis', ?)", (repr(now_s),))
             db.execute("INSERT OR IGNORE INTO meta VALUES ('block_seconds', '12')")
             db.execute("INSERT OR IGNORE INTO meta VALUES ('tempo', ?)", (str(DEFAULT_TEMPO),))
             db.execute("INSERT OR IGNORE INTO meta VALUES ('yuma', '3')")
-            for key, value in (
-                ("block_seconds", block_seconds),
-                ("tempo", tempo),
-                ("yuma", yuma_version),
-            ):
-                if value is not None:
-                    db.execute("UPDATE meta SET value = ? WHERE key = ?", (repr(value), key))
             meta = _meta(db)
-            # Epochs run at multiples of the tempo from here on (none for the past).
-            now = _block_of(meta)
-            db.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('last_epoch', ?)",
-                (str(now - now % int(meta["tempo"])),),
-            )
+            if block_seconds is not None and float(meta["block_seconds"]) != block_seconds:
+                # a new block length from now on: the current block stays where it is
+                elapsed = (now_s - float(meta["genesis"])) / float(meta["block_seconds"])
+                _set(db, genesis=repr(now_s - elapsed * block_seconds))
+                _set(db, block_seconds=repr(float(block_seconds)))
+            if yuma_version is not None:
+                _set(db, yuma=str(yuma_version))
+            new_tempo = tempo is not None and int(meta["tempo"]) != tempo
+            if new_tempo:
+                _set(db, tempo=str(tempo))
+            if new_tempo or "last_epoch" not in meta:
+                # epochs run at multiples of the tempo from here on, none for the past
+                meta = _meta(db)
+                now = _block_of(meta)
+                _set(db, last_epoch=str(now - now % int(meta["tempo"])))
 
     @contextmanager
     def _tx(self):
@@ -180,6 +184,10 @@ class LocalChain:
             ]
             return [_epoch(db, b) for b in reversed(blocks)]
 
+    def weight_commits(self) -> list[WeightCommit]:
+        """None: the local chain has no commit-reveal; weights are public when set."""
+        return []
+
     def bonds(self) -> dict[int, dict[int, float]]:
         """Each validator's bonds per miner after the last epoch."""
         with self._tx() as db:
@@ -213,15 +221,23 @@ class LocalChain:
 
     # -- writing -----------------------------------------------------------------
 
+    @contextmanager
+    def _write(self):
+        """A transaction for a change, after the epochs due: a change stamped at block B
+        comes after B's epoch, as an extrinsic in block B does on chain."""
+        self.run_due_epochs()  # a long catch-up in chunks, others' calls in between
+        with self._tx() as db:
+            db.execute("BEGIN IMMEDIATE")
+            _catch_up(db, MAX_CATCH_UP)  # any that came due since
+            yield db
+
     def register(
         self, hotkey: str, coldkey: str, stake: float = 0.0, validator_permit: bool = False
     ) -> Neuron:
         """Register a hotkey in the lowest free uid; registering again updates it."""
         if not math.isfinite(stake) or stake < 0:
             raise ChainError("stake must be a non-negative number")
-        self.run_due_epochs()
-        block = self.block()
-        with self._tx() as db:
+        with self._write() as db:
             row = db.execute("SELECT uid FROM neurons WHERE hotkey = ?", (hotkey,)).fetchone()
             if row:
                 db.execute(
@@ -236,7 +252,7 @@ class LocalChain:
                 db.execute(
                     "INSERT INTO neurons (uid, hotkey, coldkey, stake, validator_permit,"
                     " registered_block) VALUES (?, ?, ?, ?, ?, ?)",
-                    (free, hotkey, coldkey, stake, int(validator_permit), block),
+                    (free, hotkey, coldkey, stake, int(validator_permit), _block_of(_meta(db))),
                 )
         neuron = self.neuron(hotkey)
         assert neuron is not None
@@ -253,26 +269,26 @@ class LocalChain:
     def set_weights(self, hotkey: str, weights: dict[int, float]) -> None:
         """Store a validator's weights, normalised to sum to 1 (non-finite and negative
         entries are dropped)."""
-        self.run_due_epochs()
-        me = self.neuron(hotkey)
-        if me is None:
-            raise ChainError(f"hotkey {hotkey} is not registered on the local chain")
-        if not me.validator_permit:
-            raise ChainError(f"hotkey {hotkey} has no validator permit")
         clean = {int(u): float(w) for u, w in weights.items() if math.isfinite(w) and w > 0}
         total = sum(clean.values())
         normalised = {u: w / total for u, w in clean.items()} if total > 0 else {}
-        with self._tx() as db:
+        with self._write() as db:
+            row = db.execute(
+                "SELECT uid, validator_permit FROM neurons WHERE hotkey = ?", (hotkey,)
+            ).fetchone()
+            if row is None:
+                raise ChainError(f"hotkey {hotkey} is not registered on the local chain")
+            if not row[1]:
+                raise ChainError(f"hotkey {hotkey} has no validator permit")
             db.execute(
                 "INSERT OR REPLACE INTO weights VALUES (?, ?, ?)",
-                (me.uid, self.block(), json.dumps(normalised)),
+                (row[0], _block_of(_meta(db)), json.dumps(normalised)),
             )
 
     def deregister(self, hotkey: str) -> None:
         """Free a hotkey's uid (as pruning does on the real chain): its weights and bonds
         go; others' weights to the uid stop counting once someone registers into it."""
-        self.run_due_epochs()
-        with self._tx() as db:
+        with self._write() as db:
             row = db.execute("SELECT uid FROM neurons WHERE hotkey = ?", (hotkey,)).fetchone()
             if row is None:
                 raise ChainError(f"hotkey {hotkey} is not registered on the local chain")
@@ -284,30 +300,49 @@ class LocalChain:
 
     def run_due_epochs(self) -> int:
         """Run the epochs whose block has passed since the last one; returns how many.
-        Called before every change and read of results, so it is rarely needed directly."""
+        Called before every change and read of results, so it is rarely needed directly.
+        A long catch-up commits every ``EPOCHS_PER_TRANSACTION`` epochs, so other
+        processes' calls never wait long for the file."""
         with self._tx() as db:
             meta = _meta(db)
             if _due(meta, _block_of(meta)) is None:
                 return 0
-        with self._tx() as db:
-            db.execute("BEGIN IMMEDIATE")  # one process runs them; others then see them done
-            meta = _meta(db)
-            now = _block_of(meta)
-            first = _due(meta, now)
-            if first is None:
-                return 0
-            tempo = int(meta["tempo"])
-            blocks = list(range(first, now + 1, tempo))
-            if len(blocks) > MAX_CATCH_UP:
-                log.info("the local chain skips %d epochs nobody saw", len(blocks) - MAX_CATCH_UP)
-                blocks = blocks[-MAX_CATCH_UP:]
-            params = yuma.YumaParams(yuma=int(meta["yuma"]))
-            for block in blocks:
-                _run_epoch(db, block, tempo, params)
-            db.execute("UPDATE meta SET value = ? WHERE key = 'last_epoch'", (str(blocks[-1]),))
-            db.execute("DELETE FROM epochs WHERE block < ?", (blocks[-1] - KEEP_EPOCHS * tempo,))
-            db.execute("DELETE FROM standings WHERE block < ?", (blocks[-1] - KEEP_EPOCHS * tempo,))
-            return len(blocks)
+        total = 0
+        while True:
+            with self._tx() as db:
+                db.execute("BEGIN IMMEDIATE")  # one process runs them; others then see them
+                ran = _catch_up(db, EPOCHS_PER_TRANSACTION)
+            total += ran
+            if ran < EPOCHS_PER_TRANSACTION:
+                return total
+
+
+def _catch_up(db: sqlite3.Connection, most: int) -> int:
+    """Run up to ``most`` of the epochs due (only the last ``MAX_CATCH_UP`` of a long
+    gap), in order, inside the caller's transaction; returns how many ran."""
+    meta = _meta(db)
+    now = _block_of(meta)
+    first = _due(meta, now)
+    if first is None:
+        return 0
+    tempo = int(meta["tempo"])
+    blocks = list(range(first, now + 1, tempo))
+    if len(blocks) > MAX_CATCH_UP:
+        log.info("the local chain skips %d epochs nobody saw", len(blocks) - MAX_CATCH_UP)
+        blocks = blocks[-MAX_CATCH_UP:]
+    blocks = blocks[:most]
+    params = yuma.YumaParams(yuma=int(meta["yuma"]))
+    for block in blocks:
+        _run_epoch(db, block, tempo, params)
+    _set(db, last_epoch=str(blocks[-1]))
+    oldest = blocks[-1] - KEEP_EPOCHS * tempo
+    db.execute("DELETE FROM epochs WHERE block < ?", (oldest,))
+    db.execute("DELETE FROM standings WHERE block < ?", (oldest,))
+    return len(blocks)
+
+
+def _set(db: sqlite3.Connection, **values: str) -> None:
+    db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(values.items()))
 
 
 def _whole(x: object) -> bool:
@@ -397,10 +432,9 @@ def _epoch(db: sqlite3.Connection, block: int) -> Epoch:
     rows = db.execute(
         f"SELECT {STANDING_COLUMNS} FROM standings WHERE block = ? ORDER BY uid", (block,)
     ).fetchall()
-    standings = [
-        Standing(u, hk, float(st), bool(p), *(float(x) for x in rest))
-        for u, hk, st, p, *rest in rows
-    ]
+    names = [f.name for f in fields(Standing)]
+    standings = [Standing(**dict(zip(names, row, strict=True))) for row in rows]
+    standings = [replace(s, validator_permit=bool(s.validator_permit)) for s in standings]
     return Epoch(block, standings, owner)
 
 
