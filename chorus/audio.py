@@ -93,9 +93,11 @@ def decode_bytes(data: bytes, limits: AudioLimits | None = None) -> tuple[np.nda
                 raise AudioError(f"{channels} channels; at most {limits.max_channels} allowed")
             seconds = frames / rate
             if seconds > limits.max_seconds:
-                raise AudioError(f"audio is {seconds:.1f} s; at most {limits.max_seconds:g} s")
+                length = _seconds(seconds, limits.max_seconds, 1)
+                raise AudioError(f"audio is {length} s; at most {limits.max_seconds:g} s")
             if seconds < limits.min_seconds:
-                raise AudioError(f"audio is {seconds:.2f} s; at least {limits.min_seconds:g} s")
+                length = _seconds(seconds, limits.min_seconds, 2)
+                raise AudioError(f"audio is {length} s; at least {limits.min_seconds:g} s")
             samples = f.read(dtype="float32", always_2d=True)
     except AudioError:
         raise
@@ -107,6 +109,14 @@ def decode_bytes(data: bytes, limits: AudioLimits | None = None) -> tuple[np.nda
     if not np.isfinite(mono).all():
         raise AudioError("audio contains NaN or infinite samples")
     return mono, rate
+
+
+def _seconds(seconds: float, limit: float, digits: int) -> str:
+    """``seconds`` to ``digits`` decimals, or to as many as it takes not to read as the
+    ``limit`` it breaks (one sample short of 2 s is 1.99994 s, not 2.00 s)."""
+    while digits < 9 and round(seconds, digits) == round(limit, digits):
+        digits += 1
+    return f"{seconds:.{digits}f}"
 
 
 def decode(text: str, limits: AudioLimits | None = None) -> tuple[np.ndarray, int]:

@@ -2,21 +2,25 @@
 
 Signing and verifying are the SDK's; this module adds what a subnet needs on top: the
 caller must be registered on the chain, hold a validator permit and enough stake, and
-not be blacklisted. The metagraph is cached and refreshed in the background of requests
-so that a burst of calls does not hammer the chain.
+not be blacklisted. That standing is checked first, on the claimed hotkey, against a copy
+of the metagraph refreshed by a background thread (chorus.chain.view), so a slow chain
+never holds a request up and keys that could never pass cost no signature check. Replay
+protection keeps its nonces in bounded memory (``BoundedNonceStore``).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import bittensor as bt
 from bittensor import http_auth
 
 from chorus.chain import Chain, Neuron
+from chorus.chain.view import MetagraphView
 from chorus.errors import CallerError
 
 
@@ -63,50 +67,178 @@ def sign(wallet: bt.Wallet, method: str, path: str, body: bytes, receiver: str) 
 
 @dataclass
 class AccessPolicy:
-    """What a miner demands of its callers."""
+    """What a miner demands of its callers, and how it keeps the checks cheap."""
 
     min_stake: float = 0.0
     require_validator_permit: bool = True
     blacklist: frozenset[str] = frozenset()
     max_age_s: float = http_auth.DEFAULT_MAX_AGE
-    metagraph_ttl_s: float = 30.0
+    metagraph_ttl_s: float = 30.0  # the metagraph is re-read this often, in the background
+    force_refresh_s: float = 5.0  # an unknown caller may force a re-read this often at most
+    refresh_wait_s: float = 3.0  # how long an unknown caller waits for that re-read
+    max_nonces: int = 50_000  # replay-protection entries kept, all callers together
+    max_nonces_per_caller: int = 4_096
+
+
+class BoundedNonceStore:
+    """Replay protection (``http_auth.NonceStore``) in bounded memory.
+
+    Each accepted (hotkey, nonce) is kept for ``retention`` seconds (at least the
+    freshness window: anything older is refused as stale before the store is asked).
+    Expired entries go first; beyond ``max_per_caller`` entries for one hotkey, or
+    ``max_entries`` in all, the oldest entry is dropped and its hotkey's *floor* raised to
+    its nonce: from then on, for ``retention`` seconds, that hotkey's nonces at or below
+    the floor are refused as replays. So no nonce is ever accepted twice inside the
+    window, whatever the flood; the price is that, past a cap, a request that arrives
+    after newer ones from the same hotkey may be refused too. A hotkey's record (its
+    floor) outlives its entries by at most ``retention``; in a miner only hotkeys that
+    passed the standing check reach the store, so there are no more records than
+    permitted neurons on the subnet.
+    """
+
+    def __init__(
+        self,
+        retention: float,
+        max_entries: int = 50_000,
+        max_per_caller: int = 4_096,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if max_entries < 1 or max_per_caller < 1:
+            raise ValueError("nonce store caps must be at least 1")
+        self.retention = retention
+        self.max_entries = max_entries
+        self.max_per_caller = max_per_caller
+        self.clock = clock
+        self.evicted = 0  # entries dropped before they expired
+        self._all: OrderedDict[tuple[str, int], float] = OrderedDict()  # -> expiry
+        self._callers: dict[str, _CallerNonces] = {}
+        self._swept_at = clock()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    @property
+    def callers(self) -> int:
+        return len(self._callers)
+
+    def check_and_store(self, hotkey_ss58: str, nonce_ns: int) -> bool:
+        now = self.clock()
+        with self._lock:
+            self._expire(now)
+            caller = self._callers.get(hotkey_ss58)
+            if caller is None:
+                caller = self._callers[hotkey_ss58] = _CallerNonces()
+            elif nonce_ns in caller.nonces or (
+                caller.floor_until > now and nonce_ns <= caller.floor
+            ):
+                return False
+            if len(caller.nonces) >= self.max_per_caller:
+                self._evict(hotkey_ss58, next(iter(caller.nonces)), now)
+            if len(self._all) >= self.max_entries:
+                self._evict(*next(iter(self._all)), now)
+            caller.nonces[nonce_ns] = None
+            self._all[(hotkey_ss58, nonce_ns)] = now + self.retention
+            return True
+
+    def _evict(self, hotkey: str, nonce: int, now: float) -> None:
+        del self._all[(hotkey, nonce)]
+        caller = self._callers[hotkey]
+        del caller.nonces[nonce]
+        caller.floor = max(caller.floor, nonce) if caller.floor_until > now else nonce
+        caller.floor_until = now + self.retention
+        self.evicted += 1
+
+    def _expire(self, now: float) -> None:
+        while self._all:
+            (hotkey, nonce), expiry = next(iter(self._all.items()))
+            if expiry > now:
+                break
+            del self._all[(hotkey, nonce)]
+            caller = self._callers[hotkey]
+            del caller.nonces[nonce]
+            if not caller.nonces and caller.floor_until <= now:
+                del self._callers[hotkey]
+        if now - self._swept_at > self.retention:  # hotkeys left with only an old floor
+            self._swept_at = now
+            for hotkey in [
+                h for h, c in self._callers.items() if not c.nonces and c.floor_until <= now
+            ]:
+                del self._callers[hotkey]
+
+
+@dataclass
+class _CallerNonces:
+    nonces: dict[int, None] = field(default_factory=dict)  # in the order accepted
+    floor: int = 0
+    floor_until: float = float("-inf")
 
 
 class Gatekeeper:
-    """Verifies a request's signature and the caller's standing on the chain."""
+    """Decides who may call the miner, cheapest check first.
 
-    def __init__(self, chain: Chain, own_hotkey: str, policy: AccessPolicy | None = None):
+    ``admit`` looks the *claimed* sender (the signed header's hotkey) up in the
+    metagraph view (a dict; the chain is read in the background, chorus.chain.view) and
+    applies the policy, so callers that could never pass cost no signature check and no
+    nonce-store entry. ``verify`` then checks the signature, freshness, receiver and
+    replay for those that could. ``check`` does both.
+    """
+
+    def __init__(
+        self,
+        chain: Chain,
+        own_hotkey: str,
+        policy: AccessPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.chain = chain
         self.own_hotkey = own_hotkey
         self.policy = policy or AccessPolicy()
-        self.nonces = http_auth.InMemoryNonceStore(retention=self.policy.max_age_s + 30)
-        self._lock = threading.Lock()
-        self._callers: dict[str, Neuron] = {}
-        self._fetched_at = float("-inf")
+        self.view = MetagraphView(
+            chain,
+            ttl_s=self.policy.metagraph_ttl_s,
+            force_interval_s=self.policy.force_refresh_s,
+            wait_s=self.policy.refresh_wait_s,
+            clock=clock,
+        )
+        self.nonces = BoundedNonceStore(
+            retention=self.policy.max_age_s + 30,
+            max_entries=self.policy.max_nonces,
+            max_per_caller=self.policy.max_nonces_per_caller,
+            clock=clock,
+        )
 
-    def _metagraph(self, force: bool = False) -> dict[str, Neuron]:
-        with self._lock:
-            stale = time.monotonic() - self._fetched_at > self.policy.metagraph_ttl_s
-            if force or stale:
-                self._callers = {n.hotkey: n for n in self.chain.neurons()}
-                self._fetched_at = time.monotonic()
-            return self._callers
+    def start(self) -> Gatekeeper:
+        self.view.start()
+        return self
 
-    def _lookup(self, hotkey: str) -> Neuron | None:
-        neuron = self._metagraph().get(hotkey)
-        if neuron is None and time.monotonic() - self._fetched_at > 5.0:
-            # A validator registered after our last refresh should not wait a whole TTL,
-            # but unknown hotkeys must not be able to force a chain read per request.
-            neuron = self._metagraph(force=True).get(hotkey)
+    def close(self) -> None:
+        self.view.close()
+
+    async def admit(self, headers: Mapping[str, str]) -> Neuron:
+        """The claimed sender's neuron if its standing lets it call; AuthFailure (401 with
+        no sender, 403 for standing) or ChainError (503, no metagraph yet) otherwise.
+        Nothing here is authenticated yet: it only decides whether to check the rest."""
+        claimed = {k.lower(): v for k, v in headers.items()}.get(http_auth.HEADER_HOTKEY.lower())
+        if not claimed:
+            raise AuthFailure(401, f"MalformedAuth: missing {http_auth.HEADER_HOTKEY}")
+        if claimed in self.policy.blacklist:
+            raise AuthFailure(403, "caller hotkey is blacklisted by this miner")
+        neuron = await self.view.lookup(claimed)
+        if neuron is None:
+            raise AuthFailure(403, "caller hotkey is not registered on the subnet")
+        if self.policy.require_validator_permit and not neuron.validator_permit:
+            raise AuthFailure(403, "caller has no validator permit")
+        if neuron.stake < self.policy.min_stake:
+            raise AuthFailure(
+                403, f"caller stake {neuron.stake:g} is below the minimum {self.policy.min_stake:g}"
+            )
         return neuron
 
-    def check(self, headers: Mapping[str, str], body: bytes, method: str, path: str) -> Neuron:
-        """The calling neuron, or AuthFailure(401 for a bad signature, 403 for standing)."""
-        claimed = {k.lower(): v for k, v in headers.items()}.get(http_auth.HEADER_HOTKEY.lower())
-        if claimed and claimed in self.policy.blacklist:
-            raise AuthFailure(403, "caller hotkey is blacklisted by this miner")
+    def verify(self, headers: Mapping[str, str], body: bytes, method: str, path: str) -> None:
+        """The btauth/1 signature, receiver, freshness and replay checks: AuthFailure(401)."""
         try:
-            caller = http_auth.verify(
+            http_auth.verify(
                 headers,
                 body,
                 method=method,
@@ -117,13 +249,11 @@ class Gatekeeper:
             )
         except http_auth.AuthError as e:
             raise AuthFailure(401, f"{type(e).__name__}: {e}") from None
-        neuron = self._lookup(caller.hotkey_ss58)
-        if neuron is None:
-            raise AuthFailure(403, "caller hotkey is not registered on the subnet")
-        if self.policy.require_validator_permit and not neuron.validator_permit:
-            raise AuthFailure(403, "caller has no validator permit")
-        if neuron.stake < self.policy.min_stake:
-            raise AuthFailure(
-                403, f"caller stake {neuron.stake:g} is below the minimum {self.policy.min_stake:g}"
-            )
+
+    async def check(
+        self, headers: Mapping[str, str], body: bytes, method: str, path: str
+    ) -> Neuron:
+        """The calling neuron: ``admit`` then ``verify``."""
+        neuron = await self.admit(headers)
+        self.verify(headers, body, method, path)
         return neuron

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from chorus.errors import CallerError, InternalError
+from chorus.errors import CallerError
 from chorus.services import get
 
 DEFAULT_RUNS = 5
@@ -298,7 +298,10 @@ def write_report(path: Path, section: str, body: str) -> None:
 def validator_round(miners: int = 10, seconds: float = 30.0) -> dict:
     """Run in a child process: every evaluator loaded (as a validator testing all three
     services holds them), then one round of ``miners`` answers of ``seconds`` of TTS scored
-    end to end the way the validator does it: decode, copy check, evaluate."""
+    end to end the way the validator does it: decode, copy check, then the round's answers
+    scored together (``chorus.services.evaluate_round``) and stored. The same answers are
+    then scored one at a time (``Validator.score``), for the per-answer cost without
+    batching and the largest difference between the two scores of an answer."""
     import tempfile
 
     from chorus import audio
@@ -308,7 +311,7 @@ def validator_round(miners: int = 10, seconds: float = 30.0) -> dict:
     from chorus.generation.tts import PiperTTS
     from chorus.prompts import speech_text
     from chorus.protocol import AudioResponse
-    from chorus.services import Task, load_scoring, registry
+    from chorus.services import Task, evaluate_round, load_scoring, registry
     from chorus.services.tts import SpeechChallenge, TTSRequest
     from chorus.store import ValidatorStore
     from chorus.validator import Validator, ValidatorSettings
@@ -339,19 +342,36 @@ def validator_round(miners: int = 10, seconds: float = 30.0) -> dict:
         )
         neuron = Neuron(uid, f"hk{uid}", "ck", "127.0.0.1", 1, 0.0, False)
         results.append((neuron, CallResult(200, 0.1 * uid, answer=answer)))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     received = [validator.receive(n, task, r) for n, r in results]
     validator.reject_copies(1, received)
-    for answer, clip in received:
-        if clip is not None and answer.error is None:
-            validator.score(answer, task, clip)
-    elapsed = time.perf_counter() - start
+    scorable = [(a, clip) for a, clip in received if clip is not None and a.error is None]
+    scored = evaluate_round(
+        validator.evaluators[task.service], [(x, r, task.challenge) for _, (x, r) in scorable]
+    )
+    for (answer, (samples, rate)), result in zip(scorable, scored, strict=True):
+        answer.score, answer.result = float(result.score), result
+        answer.eval_s = round(result.seconds, 4)
+        answer.audio = audio.encode_bytes(samples, rate, "flac")
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     scores = [a.score for a, _ in received]
+    in_round = [a.score for a, _ in scorable]
+    print("[validator] round scored; now one answer at a time", file=sys.stderr, flush=True)
+    start, single_cpu = time.perf_counter(), time.process_time()
+    for answer, clip in scorable:
+        validator.score(answer, task, clip)
+    one_by_one, single_cpu = time.perf_counter() - start, time.process_time() - single_cpu
     return {
         "miners": miners,
         "audio_s": round(len(samples) / rate, 1),
         "round_s": round(elapsed, 2),
         "per_answer_s": round(elapsed / miners, 2),
+        "cpu_per_answer_s": round(cpu / miners, 2),
+        "single_per_answer_s": round(one_by_one / max(len(scorable), 1), 2),
+        "single_cpu_per_answer_s": round(single_cpu / max(len(scorable), 1), 2),
+        "max_score_diff": max(
+            (abs(a.score - s) for (a, _), s in zip(scorable, in_round, strict=True)), default=0.0
+        ),
         "mean_score": round(float(np.mean(scores)), 3),
         "peak_rss_mb": round(peak_rss_mb()),
     }
@@ -390,10 +410,17 @@ def validator_bench() -> str:
         dnsmos = pool.apply(dnsmos_comparison)
     lines = [
         "#### Validator throughput",
+        "The round's answers are scored together (`chorus.services.evaluate_round`); then "
+        "the same answers one at a time, as before (wall and process CPU time per answer), "
+        "with the largest difference between an answer's two scores.",
+        "",
         "| Answers in the round | Audio per answer (s) | Round scored in (s) | Per answer (s) "
-        "| Mean score | Peak RSS, every evaluator loaded (MB) |",
-        "|---|---|---|---|---|---|",
+        "| CPU per answer (s) | One at a time: per answer (s) | One at a time: CPU (s) "
+        "| Max score difference | Mean score | Peak RSS, every evaluator loaded (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         f"| {r['miners']} | {r['audio_s']} | {r['round_s']} | {r['per_answer_s']} | "
+        f"{r['cpu_per_answer_s']} | {r['single_per_answer_s']} | "
+        f"{r['single_cpu_per_answer_s']} | {r['max_score_diff']:.1e} | "
         f"{r['mean_score']} | {r['peak_rss_mb']} |",
         "",
         "#### DNSMOS: ours against `speechmos.dnsmos.run` on the same clips",
@@ -441,31 +468,60 @@ def voices_bench() -> str:
     )
 
 
-def load_bench(requests: int, max_queue: int = 8) -> str:
-    """A real miner process under ``requests`` concurrent signed TTS requests."""
+def load_bench(requests: int, max_queue: int = 8, flood_requests: int = 0) -> str:
+    """A real miner process under ``requests`` concurrent signed TTS requests; then, when
+    ``flood_requests`` is set, that many requests from a key not on the subnet, 32 at a
+    time, twice: alone, then while an honest validator keeps asking (chorus.load.flood)."""
     import asyncio
     import tempfile
 
-    from chorus.load import MinerProcess, hammer, rss_mb
+    from chorus.load import MinerProcess, cpu_s, flood, hammer, rss_mb
 
     with tempfile.TemporaryDirectory() as tmp, MinerProcess(Path(tmp), max_queue) as miner:
         idle = rss_mb(miner.proc.pid)
         print(f"[load] {requests} concurrent requests, queue {max_queue}", file=sys.stderr)
         r = asyncio.run(hammer(miner.url, miner.hotkey, miner.validator, requests, requests))
         peak = rss_mb(miner.proc.pid, "VmHWM")
+        f = None
+        if flood_requests:
+            print(f"[load] flood: {flood_requests} requests, unregistered key", file=sys.stderr)
+            pid = miner.proc.pid
+            f = asyncio.run(
+                flood(
+                    miner.url,
+                    miner.hotkey,
+                    miner.stranger,
+                    miner.validator,
+                    flood_requests,
+                    cpu=lambda: cpu_s(pid),
+                )
+            )
     statuses = ", ".join(f"{k}: {v}" for k, v in sorted(r.statuses.items()))
-    return "\n".join(
-        [
-            f"#### Miner under load: {requests} concurrent signed TTS requests (queue {max_queue})",
-            "| Answers | p50 (s) | p90 (s) | p99 (s) | max (s) | 429 p50 (s) "
-            "| Throughput (answers/s) | Wall (s) | RSS idle / peak (MB) |",
-            "|---|---|---|---|---|---|---|---|---|",
-            f"| {statuses} | {r.latency_p50_s} | {r.latency_p90_s} | {r.latency_p99_s} | "
-            f"{r.latency_max_s} | {r.rejected_p50_s} | {r.throughput_rps} | {r.seconds} | "
-            f"{idle:.0f} / {peak:.0f} |",
+    rows = [
+        f"#### Miner under load: {requests} concurrent signed TTS requests (queue {max_queue})",
+        "| Answers | p50 (s) | p90 (s) | p99 (s) | max (s) | 429 p50 (s) "
+        "| Throughput (answers/s) | Wall (s) | RSS idle / peak (MB) |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| {statuses} | {r.latency_p50_s} | {r.latency_p90_s} | {r.latency_p99_s} | "
+        f"{r.latency_max_s} | {r.rejected_p50_s} | {r.throughput_rps} | {r.seconds} | "
+        f"{idle:.0f} / {peak:.0f} |",
+        "",
+    ]
+    if f is not None:
+        answers = ", ".join(f"{k}: {v}" for k, v in sorted(f.statuses.items()))
+        honest = ", ".join(f"{k}: {v}" for k, v in sorted(f.honest_statuses.items()))
+        rows += [
+            f"#### Flood: {f.requests} signed requests from an unregistered key, "
+            f"{f.concurrency} at a time; then again while a validator keeps asking",
+            "| Answers | Refusal p50 (s) | Refusal p90 (s) | Wall (s) | Miner CPU (s) "
+            "| Validator alone (s) | Validator during the flood (s) | Validator answers |",
+            "|---|---|---|---|---|---|---|---|",
+            f"| {answers} | {f.refused_p50_s} | {f.refused_p90_s} | {f.seconds} | "
+            f"{f.miner_cpu_s} | {f.honest_alone_s} | {f.honest_during_s} "
+            f"({f.honest_during} during) | {honest} |",
             "",
         ]
-    )
+    return "\n".join(rows)
 
 
 def agreement_bench(rounds: int = 6, miners: int = 5) -> str:
@@ -481,40 +537,36 @@ def agreement_bench(rounds: int = 6, miners: int = 5) -> str:
         settings = LocalnetSettings(
             miners=miners, validators=3, rounds=rounds, out=tmp, lazy="random", base_port=18391
         )
-        report_path = Path(tmp) / "report.json"
         with contextlib.redirect_stdout(sys.stderr):  # the run's own lines are progress
-            code = run_localnet(settings, report_path)
-        if code != 0:
-            raise InternalError(f"the local network failed (exit code {code})")
-        report = json.loads(report_path.read_text())
+            report = run_localnet(settings)
+
+    def num(x: float | None) -> str:
+        return "-" if x is None else format(x, ".3f")
+
     rows = [
         f"#### Validator agreement: {rounds} rounds, {miners} miners "
-        f"({', '.join(m['kind'] for m in report['miners'])}), 3 honest validators + 1 random",
+        f"({', '.join(m.kind for m in report.miners)}), 3 honest validators + 1 random",
         "| Validator | Kind | Stake | Validator trust (last epoch) | Mean over the run "
         "| Dividends |",
         "|---|---|---|---|---|---|",
     ]
-    for v in report["validators"]:
+    for v in report.validators:
         rows.append(
-            f"| {v['name']} | {v['kind']} | {v['stake']:g} | {v['validator_trust']:.3f} | "
-            f"{v['mean_validator_trust']:.3f} | {v['dividends']:.3f} |"
+            f"| {v.name} | {v.kind} | {v.stake:g} | {v.validator_trust:.3f} | "
+            f"{v.mean_validator_trust:.3f} | {v.dividends:.3f} |"
         )
     rows += [
         "",
         "| Honest validators | Spearman rank correlation of their last weights | Overlap |",
         "|---|---|---|",
     ]
-    for a in report["agreement"]:
-        rho = "-" if a["spearman"] is None else format(a["spearman"], ".3f")
-        rows.append(f"| {a['a']} ~ {a['b']} | {rho} | {a['overlap']:.3f} |")
+    rows += [f"| {a.a} ~ {a.b} | {num(a.spearman)} | {a.overlap:.3f} |" for a in report.agreement]
     rows += ["", "| Miner | Kind | Score (validator-0) | Incentive |", "|---|---|---|---|"]
-    for m in report["miners"]:
-        score = "-" if m["score"] is None else format(m["score"], ".3f")
-        rows.append(f"| {m['uid']} | {m['kind']} | {score} | {m['incentive']:.3f} |")
+    rows += [f"| {m.uid} | {m.kind} | {num(m.score)} | {m.incentive:.3f} |" for m in report.miners]
     rows += [
         "",
         f"Honest miners' share of the miners' incentive: "
-        f"{report['honest_incentive_share']:.3f} ({report['epochs']} epochs in the run).",
+        f"{report.honest_incentive_share:.3f} ({report.epochs} epochs in the run).",
         "",
     ]
     return "\n".join(rows)
@@ -530,6 +582,7 @@ def main(
     validator: bool = False,
     voices: bool = False,
     agreement: bool = False,
+    flood: int = 0,
 ) -> int:
     for wanted, name, make in (
         (validator, section("validator"), validator_bench),
@@ -544,7 +597,7 @@ def main(
                 print(f"wrote {output}")
             return 0
     if load:
-        table = load_bench(load)
+        table = load_bench(load, flood_requests=flood)
         print(table)
         if output:
             write_report(Path(output), "load", f"Measured on: {machine()}.\n\n{table}")

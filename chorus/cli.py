@@ -13,9 +13,11 @@ import json
 import logging
 import sys
 import warnings
+from dataclasses import fields
 from pathlib import Path
 
 from chorus import __version__
+from chorus.chain import Chain, Epoch, Neuron, Standing
 from chorus.errors import CallerError as UsageError
 from chorus.errors import ChorusError, exit_code
 
@@ -82,12 +84,16 @@ def _permit_hint(args) -> str:
     )
 
 
-def _with_permit(args, why: str):
-    """The wallet, the chain and the wallet's neuron, which must hold a validator permit."""
+def _with_permit(args, why: str, owner_may: bool = False):
+    """The wallet, the chain and the wallet's neuron, which must hold a validator permit
+    (or, with ``owner_may``, be the subnet owner's hotkey, which may set weights without)."""
+    from chorus.chain import may_set_weights
+
     wallet = _wallet(args)
     chain = _open_chain(args)
     me = chain.neuron(wallet.hotkey.ss58_address)
-    if me is None or not me.validator_permit:
+    allowed = me is not None and (may_set_weights(chain, me) if owner_may else me.validator_permit)
+    if not allowed:
         raise UsageError(
             f"{args.wallet}/{args.hotkey} needs a validator permit{why}; {_permit_hint(args)}"
         )
@@ -135,18 +141,25 @@ def cmd_chain(args) -> int:
             "`chorus chain epochs` lists the local chain's history; on Bittensor, "
             "`chorus chain show --chain bittensor` gives the last epoch"
         )
-    chain = _open_chain(args)
     if args.action == "init":
+        from chorus.chain import default_chain_path
         from chorus.chain.local import LocalChain
 
         chain = LocalChain(
-            chain.path, block_seconds=args.block_seconds, tempo=args.tempo, yuma_version=args.yuma
+            args.chain_path or default_chain_path(),
+            block_seconds=args.block_seconds,
+            tempo=args.tempo,
+            yuma_version=args.yuma,
         )
         print(
             f"local chain ready at {chain.path} (block {chain.block()}, tempo {chain.tempo}"
             f" blocks, Yuma {chain.params().yuma})"
         )
-    elif args.action == "register":
+        return 0
+    if args.action == "epochs" and args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    chain = _open_chain(args)
+    if args.action == "register":
         w = _wallet(args)
         n = chain.register(
             w.hotkey.ss58_address, w.coldkeypub.ss58_address, args.stake, args.validator
@@ -160,28 +173,30 @@ def cmd_chain(args) -> int:
     return 0
 
 
-STANDING_FIELDS = (
-    "rank",
-    "trust",
-    "consensus",
-    "incentive",
-    "dividends",
-    "emission",
-    "validator_trust",
+# What an epoch says of a neuron, beyond what the neuron row already has.
+STANDING_FIELDS = tuple(
+    f.name for f in fields(Standing) if f.name not in {"uid", "hotkey", "stake", "validator_permit"}
 )
 
 
-def _show_chain(chain, as_json: bool) -> None:
+def _standing(epoch: Epoch | None, neuron: Neuron) -> Standing | None:
+    """The neuron's standing in the epoch, if it held its uid then (not a previous owner)."""
+    standing = epoch.standing(neuron.uid) if epoch else None
+    return standing if standing and standing.hotkey == neuron.hotkey else None
+
+
+def _show_chain(chain: Chain, as_json: bool) -> None:
     """The metagraph: neurons, axons, weights and, per neuron, the last epoch's results."""
     neurons = chain.neurons()
     weights = chain.weights()
     epoch = chain.last_epoch()
     block = chain.block()
+    commits = chain.weight_commits()
     if as_json:
         rows = []
         for n in neurons:
             row = n.to_json()
-            standing = epoch.standing(n.uid) if epoch else None
+            standing = _standing(epoch, n)
             for field in STANDING_FIELDS:
                 row[field] = getattr(standing, field) if standing else None
             rows.append(row)
@@ -193,6 +208,7 @@ def _show_chain(chain, as_json: bool) -> None:
                     "owner_emission": epoch.owner_emission if epoch else None,
                     "neurons": rows,
                     "weights": weights,
+                    "weight_commits": [c.to_json() for c in commits],
                 },
                 indent=2,
             )
@@ -205,7 +221,7 @@ def _show_chain(chain, as_json: bool) -> None:
         f" {'emission':>9} {'trust':>6} {'vtrust':>6}  axon"
     )
     for n in neurons:
-        s = epoch.standing(n.uid) if epoch else None
+        s = _standing(epoch, n)
 
         def num(field: str, fmt: str = ".4f", s=s) -> str:
             return format(getattr(s, field), fmt) if s else "-"
@@ -221,9 +237,14 @@ def _show_chain(chain, as_json: bool) -> None:
     for vuid, w in weights.items():
         shown = ", ".join(f"{u}: {x:.3f}" for u, x in sorted(w.items()))
         print(f"weights from uid {vuid}: {shown or '(none)'}")
+    for c in commits:  # commit-reveal: each recorded commit and what the reveal did
+        print(
+            f"weights committed by uid {c.uid} at block {c.block}: {c.status}"
+            f" (reveal at block ~{c.reveal_block}){': ' + c.reason if c.reason else ''}"
+        )
 
 
-def _show_epochs(epochs: list, as_json: bool) -> None:
+def _show_epochs(epochs: list[Epoch], as_json: bool) -> None:
     """The epoch history: per epoch, each neuron's incentive, dividends and emission."""
     if as_json:
         print(json.dumps([e.to_json() for e in epochs], indent=2))
@@ -272,6 +293,8 @@ def cmd_miner(args) -> int:
             f"hotkey {args.wallet}/{args.hotkey} ({hotkey}) is not registered; run "
             f"`{_register_hint(args)}`"
         )
+    if args.chain == "bittensor":
+        chain.check_clock(background=True)  # warns when off by more than a second
     settings = MinerSettings(
         max_body_bytes=args.max_body_bytes,
         max_queue=args.max_queue,
@@ -303,7 +326,9 @@ def cmd_validator(args) -> int:
     from chorus.store import ValidatorStore
     from chorus.validator import Validator, ValidatorSettings, format_round
 
-    wallet, chain, me = _with_permit(args, "")
+    wallet, chain, me = _with_permit(args, "", owner_may=True)
+    if args.chain == "bittensor":
+        chain.check_clock(background=True)  # warns when off by more than a second
     services = tuple(s.strip() for s in args.services.split(",") if s.strip())
     settings = ValidatorSettings(
         services=services,
@@ -368,7 +393,11 @@ def cmd_localnet(args) -> int:
         lazy=args.lazy_validator,
         services=tuple(x for x in (args.services or "").split(",") if x),
     )
-    return run_localnet(settings, Path(args.report) if args.report else None)
+    report = run_localnet(settings)
+    if args.report:
+        Path(args.report).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        print(f"report: {args.report}")
+    return 0
 
 
 # -- dashboard and gateway --------------------------------------------------------------
@@ -392,7 +421,7 @@ def cmd_dashboard(args) -> int:
 
     store = _validator_store(args.state)
     chain = open_chain("local", path=args.chain_path) if args.chain_path else None
-    app = create_dashboard_app(store, chain, args.validator_uid)
+    app = create_dashboard_app(store, chain, args.validator_uid, args.gateway_db)
     print(f"dashboard for {args.state} on http://{args.host}:{args.port}/", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
     return 0
@@ -401,7 +430,9 @@ def cmd_dashboard(args) -> int:
 def cmd_gateway(args) -> int:
     import uvicorn
 
+    from chorus.config import chorus_home
     from chorus.gateway import Gateway, GatewaySettings, RequestLog, create_gateway_app, load_keys
+    from chorus.gateway_store import GatewayStore
 
     keys = load_keys(args.api_keys, args.api_key)
     if not keys:
@@ -412,7 +443,9 @@ def cmd_gateway(args) -> int:
     )
     # The log file stays open for the life of the server.
     log = RequestLog(open(args.log_file, "a") if args.log_file else sys.stdout)  # noqa: SIM115
-    gateway = Gateway(wallet, chain, _validator_store(args.state), keys, settings, log)
+    store = _validator_store(args.state)
+    db = GatewayStore(args.db or chorus_home() / "gateway.sqlite")
+    gateway = Gateway(wallet, chain, store, keys, settings, log, db)
     print(f"gateway on http://{args.host}:{args.port}/v1 ({len(keys)} API keys)", flush=True)
     uvicorn.run(
         create_gateway_app(gateway),
@@ -468,6 +501,7 @@ def cmd_bench(args) -> int:
         args.validator,
         args.voices,
         args.agreement,
+        args.flood,
     )
 
 
@@ -485,8 +519,9 @@ def cmd_redteam(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from chorus.auth import AccessPolicy
     from chorus.bench import DEFAULT_RUNS
+    from chorus.chain.local import DEFAULT_TEMPO
     from chorus.gateway import GatewaySettings
-    from chorus.localnet import LocalnetSettings
+    from chorus.localnet import LAZY_MODES, LocalnetSettings
     from chorus.miner import MinerSettings
     from chorus.services import NO_BACKEND, registry
     from chorus.validator import ValidatorSettings
@@ -514,8 +549,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stake", type=float, default=0.0, help="stake to register with")
     p.add_argument("--validator", action="store_true", help="give the hotkey a validator permit")
     p.add_argument("--block-seconds", type=float, default=None, help="(init) seconds per block")
-    p.add_argument("--tempo", type=int, default=None, help="(init) blocks per epoch (360)")
-    p.add_argument("--yuma", type=int, choices=[2, 3], default=None, help="(init) Yuma version")
+    p.add_argument(
+        "--tempo", type=int, default=None, help=f"(init) blocks per epoch ({DEFAULT_TEMPO})"
+    )
+    p.add_argument("--yuma", type=int, choices=[2, 3], default=None, help="(init) Yuma version (3)")
     p.add_argument("--limit", type=int, default=20, help="(epochs) how many, newest last")
     p.add_argument("--json", action="store_true", help="(show, epochs) print JSON")
     p.set_defaults(func=cmd_chain)
@@ -585,7 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--lazy-validator",
-        choices=["copy", "random"],
+        choices=LAZY_MODES,
         default=None,
         help="add a validator that copies the consensus or sets random weights",
     )
@@ -606,6 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8300)
+    p.add_argument("--gateway-db", default=None, help="a gateway's database, to show its usage")
     p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("gateway", help="an OpenAI-style audio API served by the best miners")
@@ -621,6 +659,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=gs.timeout_s, help="seconds per attempt")
     p.add_argument("--max-attempts", type=int, default=gs.max_attempts, help="miners per request")
     p.add_argument("--log-file", default=None, help="JSON request log (default stdout)")
+    p.add_argument(
+        "--db", default=None, help="voices and usage (default $CHORUS_HOME/gateway.sqlite)"
+    )
     p.set_defaults(func=cmd_gateway)
 
     p = sub.add_parser("generate", help="generate audio locally with a backend")
@@ -660,6 +701,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="N",
         help="instead: N concurrent signed requests against a real miner process",
+    )
+    p.add_argument(
+        "--flood",
+        type=int,
+        default=400,
+        metavar="N",
+        help="with --load: then N signed requests from an unregistered key, 32 at a time, "
+        "and a validator's latency during them (0: skip)",
     )
     p.add_argument(
         "--validator",

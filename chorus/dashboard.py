@@ -1,6 +1,6 @@
 """A validator's state as one web page: leaderboard, score history, recent answers to listen
 to, how long evaluation takes, and what the chain's last epoch paid the miners and this
-validator.
+validator; given a gateway's database, also what the gateway served per key and miner.
 
 The page is rendered on the server as plain HTML with inline SVG plots: no JavaScript, no
 CDN, nothing to build, so it works offline and behind any proxy. It reads the same SQLite
@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import html
 import re
+import sqlite3
 import statistics
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
 
 from chorus import __version__
-from chorus.chain import Chain, Epoch, Standing
+from chorus.chain import Chain, Epoch, Standing, WeightCommit
 from chorus.protocol import MEDIA_TYPES
 from chorus.services import Result, registry
 from chorus.store import MinerSummary, StoredAnswer, ValidatorStore
@@ -85,6 +87,12 @@ class Board:
     generated: float
     epoch: Epoch | None = None
     validator_uid: int | None = None
+    # A gateway's usage (``GatewayStore.usage``), when the page is given its database;
+    # a string says why it could not be read.
+    usage: dict[str, Any] | str | None = None
+    faults: dict[str, int] = field(default_factory=dict)  # the validator's, by stage
+    last_fault: str | None = None
+    commits: list[WeightCommit] = field(default_factory=list)  # commit-reveal subnets
 
     @property
     def me(self) -> Standing | None:
@@ -176,10 +184,30 @@ def _timings(answers: list[StoredAnswer]) -> list[dict[str, Any]]:
     return out
 
 
+def gateway_usage(path: str | Path) -> dict[str, Any] | str:
+    """A gateway database's usage over every key, or why it cannot be read."""
+    from chorus.gateway_store import GatewayStore
+
+    if not Path(path).expanduser().is_file():
+        return f"no gateway database at {path} yet"
+    try:
+        db = GatewayStore(path, readonly=True)
+        try:
+            return db.usage()
+        finally:
+            db.close()
+    except sqlite3.Error as e:
+        return f"cannot read the gateway database at {path}: {e}"
+
+
 def collect(
-    store: ValidatorStore, chain: Chain | None = None, validator_uid: int | None = None
+    store: ValidatorStore,
+    chain: Chain | None = None,
+    validator_uid: int | None = None,
+    gateway_db: str | Path | None = None,
 ) -> Board:
-    """Read the store (and the chain's weights and last epoch, if given) into a ``Board``."""
+    """Read the store (and the chain's weights and last epoch, if given, and a gateway's
+    usage) into a ``Board``."""
     weights = _weights(chain, validator_uid)
     epoch = _last_epoch(chain)
     miners = [_miner_row(store, s, weights, epoch) for s in store.summary()]
@@ -201,6 +229,10 @@ def collect(
         generated=time.time(),
         epoch=epoch,
         validator_uid=validator_uid,
+        usage=gateway_usage(gateway_db) if gateway_db is not None else None,
+        faults=store.faults(),
+        last_fault=store.get_meta("last_fault"),
+        commits=chain.weight_commits() if chain is not None else [],
     )
 
 
@@ -434,7 +466,65 @@ text-align:left;vertical-align:middle}th{background:#f3f4f6;font-weight:600}
 height:10px;margin-right:4px;border-radius:2px}.round{margin:14px 0;padding:10px;
 border:1px solid #e5e7eb;border-radius:6px}.prompt{margin:4px 0 8px;font-style:italic}
 audio{height:32px;width:260px}tr.me td{font-weight:600;background:#eff6ff}
+.usage{display:flex;gap:24px;flex-wrap:wrap}tr.bad td{color:#b91c1c}
 """
+
+
+def _usage(board: Board) -> str:
+    """The gateway's requests and seconds of audio served, per API key and per miner."""
+    used = board.usage
+    if isinstance(used, str) or used is None:
+        return f'<p class="muted" id="usage">{html.escape(used or "")}</p>'
+
+    def table(kind: str, rows: list[dict[str, Any]], first: str, cell: Any) -> str:
+        body = "".join(
+            f'<tr class="by-{kind}"><td>{cell(r)}</td><td>{r["requests"]}</td>'
+            f"<td>{r['failed']}</td><td>{r['seconds']:.1f}</td></tr>"
+            for r in rows
+        )
+        return (
+            f'<table id="usage-{kind}"><tr><th>{first}</th><th>requests</th><th>failed</th>'
+            f"<th>audio served (s)</th></tr>{body}</table>"
+        )
+
+    def miner(r: dict[str, Any]) -> str:
+        hotkey = html.escape(r["hotkey"] or "")
+        return f'{r["uid"]} <span class="key" title="{hotkey}">{hotkey[:10]}…</span>'
+
+    return (
+        f'<p id="usage">{used["requests"]} requests ({used["failed"]} failed), '
+        f"{used['seconds']:.1f} s of audio served</p>"
+        '<div class="usage"><div><h3>by API key</h3>'
+        f"{table('key', used['by_key'], 'key', lambda r: html.escape(r['key']))}</div>"
+        f"<div><h3>by miner</h3>{table('miner', used['by_miner'], 'miner', miner)}</div>"
+        f"<div><h3>by route</h3>"
+        f"{table('route', used['by_route'], 'route', lambda r: html.escape(r['route']))}</div>"
+        "</div>"
+    )
+
+
+def _health(board: Board) -> str:
+    """Faults the validator counted (it never stops for one), and on a commit-reveal
+    subnet each weights commit with what the chain did at its reveal."""
+    counts = " · ".join(f"{stage} {n}" for stage, n in board.faults.items()) or "none"
+    out = f'<p id="faults">faults since the state was created: {html.escape(counts)}'
+    if board.last_fault:
+        stamp, _, what = board.last_fault.partition(" ")
+        when = _utc(float(stamp)) if stamp.isdigit() else stamp
+        out += f"; last at {when}: {html.escape(what)}"
+    out += "</p>"
+    if board.commits:
+        rows = "".join(
+            f"<tr class='{'bad' if c.status == 'lost' else ''}'><td>{c.uid}</td>"
+            f"<td>{c.block}</td><td>{c.reveal_block}</td><td>{html.escape(c.status)}</td>"
+            f"<td>{html.escape(c.reason)}</td></tr>"
+            for c in board.commits
+        )
+        out += (
+            "<table id='commits'><tr><th>uid</th><th>committed at block</th>"
+            "<th>reveal block</th><th>status</th><th>reason</th></tr>" + rows + "</table>"
+        )
+    return out
 
 
 def render(board: Board) -> str:
@@ -447,30 +537,36 @@ def render(board: Board) -> str:
         f"<h1>chorus validator</h1><p class='muted'>round {board.round}{block} · "
         f"{len(board.miners)} miners · {_utc(board.generated)} · chorus {__version__}</p>"
         f"<h2>Last epoch</h2>{_epoch(board)}"
+        f"<h2>Health</h2>{_health(board)}"
         f"<h2>Leaderboard</h2>{_leaderboard(board)}"
         f"<h2>Score history</h2>{_history(board)}"
         f"<h2>Evaluation timings</h2>{_timing_table(board)}"
         f"<h2>Recent prompts</h2>{_rounds(board)}"
-        "</body></html>"
+        + (f"<h2>Gateway usage</h2>{_usage(board)}" if board.usage is not None else "")
+        + "</body></html>"
     )
 
 
 def create_dashboard_app(
-    store: ValidatorStore, chain: Chain | None = None, validator_uid: int | None = None
+    store: ValidatorStore,
+    chain: Chain | None = None,
+    validator_uid: int | None = None,
+    gateway_db: str | Path | None = None,
 ) -> FastAPI:
     """The dashboard as an ASGI app. Its routes are plain functions, so FastAPI runs them
     in a worker thread and a validator serving it in its own event loop is never blocked
-    by a page render."""
+    by a page render. With ``gateway_db`` (a gateway's ``--db``) it also shows what the
+    gateway served, per API key and per miner."""
     app = FastAPI(title="chorus dashboard", version=__version__, docs_url=None, redoc_url=None)
     samples = store.samples_dir.resolve()
 
     @app.get("/health")
     def health() -> dict:
-        return {"ok": True, "round": store.last_round()}
+        return {"ok": True, "round": store.last_round(), "faults": store.faults()}
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
-        return render(collect(store, chain, validator_uid))
+        return render(collect(store, chain, validator_uid, gateway_db))
 
     @app.get("/api/leaderboard")
     def leaderboard() -> list[dict[str, Any]]:
@@ -487,6 +583,16 @@ def create_dashboard_app(
         the first epoch."""
         epoch = _last_epoch(chain)
         return epoch.to_json() if epoch is not None else None
+
+    @app.get("/api/usage")
+    def usage() -> dict[str, Any] | None:
+        """The gateway's usage (``GatewayStore.usage``), or null without its database."""
+        if gateway_db is None:
+            return None
+        used = gateway_usage(gateway_db)
+        if isinstance(used, str):
+            raise HTTPException(503, used)
+        return used
 
     @app.get("/samples/{name}")
     def sample(name: str) -> FileResponse:

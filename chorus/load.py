@@ -2,14 +2,19 @@
 
 A miner should answer what it can, refuse the rest quickly with 429 (its queue is
 bounded), and never fall over or grow without bound. ``hammer`` measures exactly that:
-status counts, latency percentiles for the answered requests, and throughput.
+status counts, latency percentiles for the answered requests, and throughput. ``flood``
+measures what a flood of signed requests from a key that is not on the subnet costs the
+miner: how fast it refuses them, and how much slower an honest validator is answered
+while it lasts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,20 +84,140 @@ async def hammer(
         await asyncio.gather(*(one(client, i) for i in range(requests)))
     seconds = time.perf_counter() - start
 
-    def pct(values: list[float], q: float) -> float | None:
-        return round(float(np.percentile(values, q)), 3) if values else None
-
     return LoadReport(
         requests=requests,
         concurrency=concurrency,
         seconds=round(seconds, 2),
         statuses=dict(statuses),
-        latency_p50_s=pct(ok_latency, 50),
-        latency_p90_s=pct(ok_latency, 90),
-        latency_p99_s=pct(ok_latency, 99),
-        latency_max_s=pct(ok_latency, 100),
+        latency_p50_s=_pct(ok_latency, 50),
+        latency_p90_s=_pct(ok_latency, 90),
+        latency_p99_s=_pct(ok_latency, 99),
+        latency_max_s=_pct(ok_latency, 100),
         throughput_rps=round(len(ok_latency) / seconds, 2) if seconds else 0.0,
-        rejected_p50_s=pct(rejected_latency, 50),
+        rejected_p50_s=_pct(rejected_latency, 50),
+    )
+
+
+@dataclass
+class FloodReport:
+    requests: int
+    concurrency: int
+    seconds: float  # wall time of the flood (the first one, with no honest traffic)
+    statuses: dict[str, int] = field(default_factory=dict)  # of that flood
+    refused_p50_s: float | None = None
+    refused_p90_s: float | None = None
+    miner_cpu_s: float | None = None  # CPU the miner spent on that flood
+    honest_alone_s: float | None = None  # median of the honest requests sent alone
+    honest_during_s: float | None = None  # median of those answered during the second flood
+    honest_during: int = 0  # how many honest requests were answered during it
+    honest_statuses: dict[str, int] = field(default_factory=dict)
+
+
+def _tts_body(i: int, text: str | None = None) -> bytes:
+    body = TTSRequest(text=text or f"{SENTENCES[i % len(SENTENCES)]} Request {i}.")
+    return body.model_dump_json(exclude_none=True).encode()
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 3) if values else None
+
+
+async def flood(
+    url: str,
+    miner_hotkey: str,
+    attacker,
+    validator,
+    requests: int = 400,
+    concurrency: int = 32,
+    honest_alone: int = 3,
+    cpu: Callable[[], float] | None = None,
+    timeout: float = 120.0,
+) -> FloodReport:
+    """Two floods of ``requests`` TTS requests signed by ``attacker`` (a key that is not
+    on the subnet), ``concurrency`` at a time, each signed afresh. The first runs alone:
+    its wall time, refusal latencies and the miner's CPU (``cpu()``, the miner process's
+    CPU seconds so far, when given). During the second, ``validator`` sends one short
+    request after another; their latency is compared with the median of
+    ``honest_alone`` requests sent before any flood (after one warm-up request)."""
+    gate = asyncio.Semaphore(concurrency)
+    statuses: Counter[str] = Counter()
+    honest_statuses: Counter[str] = Counter()
+    refused: list[float] = []
+    flooding = asyncio.Event()
+    flood_done = asyncio.Event()
+
+    async def honest(client: httpx.AsyncClient, i: int) -> float:
+        raw = _tts_body(i, f"Good morning, number {i}.")
+        headers = sign(validator, "POST", "/v1/tts", raw, miner_hotkey)
+        start = time.perf_counter()
+        try:
+            r = await client.post(url + "/v1/tts", content=raw, headers=headers)
+            status = str(r.status_code)
+        except httpx.HTTPError as e:
+            status = type(e).__name__
+        honest_statuses[status] += 1
+        return time.perf_counter() - start
+
+    async def attack(client: httpx.AsyncClient, i: int, record: bool) -> None:
+        raw = _tts_body(i)
+        async with gate:
+            flooding.set()
+            headers = sign(attacker, "POST", "/v1/tts", raw, miner_hotkey)
+            start = time.perf_counter()
+            try:
+                r = await client.post(url + "/v1/tts", content=raw, headers=headers)
+                status = str(r.status_code)
+            except httpx.HTTPError as e:
+                status = type(e).__name__
+            elapsed = time.perf_counter() - start
+        if record:
+            statuses[status] += 1
+            if status in ("401", "403"):
+                refused.append(elapsed)
+
+    async def during(client: httpx.AsyncClient) -> list[float]:
+        await flooding.wait()
+        latencies, i = [], 1000
+        while not flood_done.is_set():
+            latency = await honest(client, i)
+            if not flood_done.is_set():  # answered while the flood still ran
+                latencies.append(latency)
+            i += 1
+        return latencies
+
+    limits = httpx.Limits(max_connections=concurrency)
+    async with (
+        httpx.AsyncClient(timeout=timeout) as client,
+        httpx.AsyncClient(timeout=timeout, limits=limits) as attackers,
+    ):
+        await honest(client, 0)  # warm-up: the first synthesis loads lazily
+        honest_statuses.clear()
+        alone = [await honest(client, i + 1) for i in range(honest_alone)]
+
+        cpu_before = cpu() if cpu else None
+        start = time.perf_counter()
+        await asyncio.gather(*(attack(attackers, i, True) for i in range(requests)))
+        seconds = time.perf_counter() - start
+        miner_cpu = None if cpu_before is None else round(cpu() - cpu_before, 2)
+
+        flooding.clear()
+        watcher = asyncio.create_task(during(client))
+        await asyncio.gather(*(attack(attackers, requests + i, False) for i in range(requests)))
+        flood_done.set()
+        during_latencies = await watcher
+
+    return FloodReport(
+        requests=requests,
+        concurrency=concurrency,
+        seconds=round(seconds, 2),
+        statuses=dict(statuses),
+        refused_p50_s=_pct(refused, 50),
+        refused_p90_s=_pct(refused, 90),
+        miner_cpu_s=miner_cpu,
+        honest_alone_s=_pct(alone, 50),
+        honest_during_s=_pct(during_latencies, 50),
+        honest_during=len(during_latencies),
+        honest_statuses=dict(honest_statuses),
     )
 
 
@@ -102,6 +227,12 @@ def rss_mb(pid: int, field_name: str = "VmRSS") -> float:
         if line.startswith(field_name + ":"):
             return int(line.split()[1]) / 1024
     raise ValueError(f"{field_name} not found for pid {pid}")
+
+
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class MinerProcess:
@@ -123,6 +254,7 @@ class MinerProcess:
         )
         self.chain.register(miner.hotkey.ss58_address, miner.coldkeypub.ss58_address)
         self.hotkey = miner.hotkey.ss58_address
+        self.stranger = create_wallet("stranger", path=wallets)  # never registered
         if port is None:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))

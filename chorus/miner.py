@@ -1,15 +1,18 @@
 """The miner: a FastAPI app that serves each loaded backend on its own signed route.
 
-Every POST goes through the same gauntlet before any model runs: a size cap while the
-body is read (413), a deadline on reading it (408), the btauth signature and the caller's
-standing on the chain (401/403), strict JSON validation (422), and a bounded queue (429).
-Generation runs in a small thread pool, off the event loop, so ``/health`` and refusals
-stay fast while a model works.
+Every POST goes through the same gauntlet before any model runs, cheapest first: a size
+cap while the body is read (413), a deadline on reading it (408), the claimed caller's
+standing in the metagraph (403; a dict lookup, the chain is read in the background), the
+btauth signature, freshness and replay checks (401), strict JSON validation (422), and a
+bounded queue (429). Generation runs in a small thread pool, off the event loop, so
+``/health`` and refusals stay fast while a model works. If the chain has never answered,
+callers get 503 with the reason; once it has, an outage only makes the copy older.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -62,6 +65,8 @@ def error_response(error: BaseException) -> JSONResponse:
     if isinstance(error, InvalidRequest):
         body["detail"] = error.detail
     headers = {"Retry-After": "1"} if status == 429 else None
+    if status == 503:
+        headers = {"Retry-After": "5"}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -74,11 +79,13 @@ class Miner:
         chain: Chain,
         backends: dict[str, Any],
         settings: MinerSettings | None = None,
+        gatekeeper: Gatekeeper | None = None,
     ):
         self.hotkey = hotkey
         self.backends = backends
         self.settings = settings or MinerSettings()
-        self.gatekeeper = Gatekeeper(chain, hotkey, self.settings.policy)
+        # Starts reading the metagraph now, in the background, so the first caller finds it.
+        self.gatekeeper = (gatekeeper or Gatekeeper(chain, hotkey, self.settings.policy)).start()
         self.pool = ThreadPoolExecutor(self.settings.workers, thread_name_prefix="generate")
         self.pending = 0
         self.served = 0
@@ -96,7 +103,8 @@ class Miner:
                 request, self.settings.max_body_bytes, self.settings.body_timeout_s
             )
             path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            self.gatekeeper.check(request.headers, body, request.method, path)
+            await self.gatekeeper.admit(request.headers)  # no signature checked for the refused
+            self.gatekeeper.verify(request.headers, body, request.method, path)
             if service.name not in self.backends:
                 raise CallerError(f"this miner does not serve {service.name}", status=404)
             try:
@@ -155,11 +163,31 @@ class Miner:
 
 
 def create_app(miner: Miner) -> FastAPI:
-    app = FastAPI(title="chorus miner", version=__version__, docs_url=None, redoc_url=None)
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        miner.gatekeeper.start()  # the metagraph is read in the background while serving
+        yield
+        miner.gatekeeper.close()
+
+    app = FastAPI(
+        title="chorus miner",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
 
     @app.get("/health")
     async def health() -> dict:
-        return {"ok": True, "pending": miner.pending, "served": miner.served}
+        view = miner.gatekeeper.view
+        age = view.age_s
+        return {
+            "ok": True,
+            "pending": miner.pending,
+            "served": miner.served,
+            "metagraph_age_s": None if age is None else round(age, 1),
+            "chain_error": view.error,
+        }
 
     @app.get("/v1/info")
     async def info() -> InfoResponse:

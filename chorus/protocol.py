@@ -9,7 +9,7 @@ fields and wrong types are refused) so that a miner never guesses what a caller 
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
+from typing import ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
@@ -26,7 +26,16 @@ DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 BODY_TIMEOUT_S = 10.0  # a client trickling its body gets 408 instead of holding a worker
 
 AudioFormat = Literal["wav", "flac"]
-MEDIA_TYPES = {"wav": "audio/wav", "flac": "audio/flac"}
+# What the gateway answers in (OpenAI's response formats; ``chorus.formats`` encodes them).
+ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
+MEDIA_TYPES = {
+    "wav": "audio/wav",
+    "flac": "audio/flac",
+    "mp3": "audio/mpeg",
+    "opus": "audio/ogg",  # Opus in Ogg
+    "aac": "audio/aac",  # AAC-LC in ADTS
+    "pcm": "audio/pcm",  # 16-bit signed little-endian mono, 24 kHz
+}
 # What validators and gateways accept from miners, and miners from callers as a voice.
 ANSWER_LIMITS = AudioLimits(max_seconds=180.0)
 REFERENCE_LIMITS = AudioLimits(min_seconds=2.0, max_seconds=30.0, min_rate=16000)
@@ -87,15 +96,26 @@ class BodyError(CallerError):
 
 class GatewayBody(BaseModel):
     """Base of the gateway's public request bodies (OpenAI's shape): each service's body
-    says how it becomes that service's miner request."""
+    says how it becomes that service's miner request.
+
+    ``response_format`` is what the caller gets (WAV unless asked on chorus's own routes,
+    as before; OpenAI's speech body defaults to MP3, as OpenAI); miners are always asked
+    for ``miner_format`` and the gateway encodes their audio itself. The
+    gateway calls ``to_miner`` on ``for_miner()``, a copy whose ``response_format`` is
+    ``miner_format``, so a body that passes ``format=self.response_format`` on asks for
+    a format miners speak. ``model`` is accepted and ignored: the route picks the service."""
 
     model_config = ConfigDict(extra="forbid")
+    miner_format: ClassVar[AudioFormat] = "flac"
 
     model: str = Field(default="chorus", max_length=64)
-    response_format: AudioFormat = "wav"
+    response_format: ResponseFormat = "wav"
 
     def to_miner(self) -> BaseModel:
         raise NotImplementedError
+
+    def for_miner(self) -> Self:
+        return self.model_copy(update={"response_format": self.miner_format})
 
 
 async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:

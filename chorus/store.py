@@ -154,6 +154,15 @@ class ValidatorStore:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
 
+    def faults(self) -> dict[str, int]:
+        """The validator's fault counts by stage (``Validator.record_fault`` keeps them in
+        ``faults``); none if never written or unreadable."""
+        try:
+            counts = json.loads(self.get_meta("faults", "{}") or "{}")
+            return {str(k): int(v) for k, v in counts.items()}
+        except (ValueError, TypeError, AttributeError):
+            return {}
+
     def scores(self) -> dict[int, MinerScore]:
         with self._tx() as db:
             rows = db.execute(

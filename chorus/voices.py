@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,6 +213,28 @@ class VoiceBank:
     @property
     def voices(self) -> list[str]:
         return sorted({*self._recordings, *self._festival})
+
+    def screen(self, problem: Callable[[np.ndarray, int], str | None]) -> dict[str, str]:
+        """Leave out the operator recordings that cannot be read or in which ``problem``
+        (samples, rate) finds a problem, and voices left with none; returns each left-out
+        file with its reason. Festival clips are rendered on first use and not screened."""
+        refused: dict[str, str] = {}
+        for name, paths in list(self._recordings.items()):
+            kept = []
+            for path in paths:
+                try:
+                    why = problem(*read(path))
+                except AudioError as e:
+                    why = str(e)
+                if why:
+                    refused[str(path)] = why
+                else:
+                    kept.append(path)
+            if kept:
+                self._recordings[name] = kept
+            else:
+                del self._recordings[name]
+        return refused
 
     def describe(self, name: str) -> str:
         voice = self._festival.get(name)

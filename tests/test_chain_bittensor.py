@@ -11,18 +11,30 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import math
 import os
+import random
+import time
 
 import bittensor as bt
 import httpx
 import pytest
+from bittensor.intents import normalize
 from bittensor.result import ExtrinsicResult
 
 from chorus import __version__
 from chorus.auth import AccessPolicy, create_wallet, sign
-from chorus.chain import ChainError, Epoch, Neuron, Standing, open_chain
-from chorus.chain.bittensor import VERSION_KEY, BittensorChain, quantize, to_neuron, version_key
+from chorus.chain import ChainError, Epoch, Neuron, Standing, WeightCommit, open_chain
+from chorus.chain.bittensor import (
+    CHAIN_DELAY_S,
+    VERSION_KEY,
+    BittensorChain,
+    quantize,
+    to_neuron,
+    version_key,
+    weights_intent,
+)
 from chorus.cli import main
 from chorus.miner import Miner, MinerSettings, create_app
 from chorus.store import Answer, ValidatorStore
@@ -110,12 +122,15 @@ SCORE_COLUMNS = {
 }
 
 
-def metagraph_record(rows: list[dict], block: int, last_step: int | None = None) -> dict:
+def metagraph_record(
+    rows: list[dict], block: int, last_step: int | None = None, owner: int = 0
+) -> dict:
     """The runtime's ``get_metagraph`` answer for rows of (wallet, stake, permit, axon,
     last_update, and the epoch's results): the columnar shape the chain sends, stakes
     and emission in rao, scores as u16. ``last_step`` (the last epoch's block) defaults to
     ten blocks back. A ``validator_trust`` column is sent only when a row has one (most
-    runtimes leave it out of the metagraph; it is in storage)."""
+    runtimes leave it out of the metagraph; it is in storage). ``owner`` is the row whose
+    hotkey is the subnet owner's (``SubnetOwnerHotkey``)."""
     scores = {column: [int(r.get(key, 0)) for r in rows] for key, column in SCORE_COLUMNS.items()}
     if any("validator_trust" in r for r in rows):
         scores["validator_trust"] = [int(r.get("validator_trust", 0)) for r in rows]
@@ -128,8 +143,8 @@ def metagraph_record(rows: list[dict], block: int, last_step: int | None = None)
         "tempo": 360,
         "last_step": block - 10 if last_step is None else last_step,
         "blocks_since_last_step": 10,
-        "owner_hotkey": rows[0]["wallet"].hotkey.ss58_address,
-        "owner_coldkey": rows[0]["wallet"].coldkeypub.ss58_address,
+        "owner_hotkey": rows[owner]["wallet"].hotkey.ss58_address,
+        "owner_coldkey": rows[owner]["wallet"].coldkeypub.ss58_address,
         "network_registered_at": 1,
         "num_uids": len(rows),
         "max_uids": 256,
@@ -149,7 +164,9 @@ def metagraph_record(rows: list[dict], block: int, last_step: int | None = None)
 class Subnet:
     """A subnet of real wallets on a MemorySubstrate: uid 0 a validator with a permit and
     stake, uid 1 a poor validator, uid 2 a registered non-validator, uids 3-4 miners
-    (3 serving an IPv4 axon, 4 an IPv6 one); ``stranger`` is not registered."""
+    (3 serving an IPv4 axon, 4 an IPv6 one); ``stranger`` is not registered. uid 0's
+    hotkey is the subnet owner's (``owner``), and the chain's clock (``Timestamp.Now``)
+    reads the local time when the subnet is made."""
 
     def __init__(self, tmp_path, monkeypatch):
         monkeypatch.setenv("BTCLI_TOKEN_SYMBOLS_CACHE", str(tmp_path / "symbols.json"))
@@ -165,11 +182,15 @@ class Subnet:
         ]
         self.substrate = MemorySubstrate(None)
         self.last_step: int | None = None  # the record's default: ten blocks back
+        self.owner = 0
         self.publish()
         self.set_storage(rate_limit=100, version=0)
+        self.set_time(time.time())
 
     def publish(self) -> None:
-        self.substrate.graph = metagraph_record(self.rows, self.substrate.head, self.last_step)
+        self.substrate.graph = metagraph_record(
+            self.rows, self.substrate.head, self.last_step, self.owner
+        )
         for uid, row in enumerate(self.rows):
             hotkey = row["wallet"].hotkey.ss58_address
             self.substrate.storage[("Uids", (NETUID, hotkey))] = uid
@@ -179,6 +200,25 @@ class Subnet:
     def set_storage(self, rate_limit: int, version: int) -> None:
         self.substrate.storage[("WeightsSetRateLimit", (NETUID,))] = rate_limit
         self.substrate.storage[("WeightsVersionKey", (NETUID,))] = version
+
+    def set_rules(self, max_weight_limit: int | None = None, min_allowed: int | None = None):
+        """The subnet's MaxWeightsLimit and MinAllowedWeights hyperparameters."""
+        self.substrate.storage[("MaxWeightsLimit", (NETUID,))] = max_weight_limit
+        self.substrate.storage[("MinAllowedWeights", (NETUID,))] = min_allowed
+
+    def set_time(self, unix: float) -> None:
+        """The head block's timestamp (``Timestamp.Now``, in milliseconds)."""
+        self.substrate.storage[("Now", ())] = int(unix * 1000)
+
+    def commit_reveal(self) -> None:
+        """Switch commit-reveal on, with the epoch schedule the SDK reads to pick the
+        drand round of the reveal: tempo 360, reveal one epoch later."""
+        storage = self.substrate.storage
+        storage[("CommitRevealWeightsEnabled", (NETUID,))] = True
+        storage[("Tempo", (NETUID,))] = 360
+        storage[("RevealPeriodEpochs", (NETUID,))] = 1
+        storage[("LastEpochBlock", (NETUID,))] = self.substrate.head - 10
+        storage[("BlocksSinceLastStep", (NETUID,))] = 10
 
     def chain(self, signer: str | None = "validator", **kw) -> BittensorChain:
         subtensor = bt.Subtensor("local", substrate=self.substrate)
@@ -548,6 +588,264 @@ def test_validator_sets_weights_through_the_bittensor_chain(subnet, tmp_path):
     assert len(subnet.substrate.submitted) == 1
 
 
+def test_subnet_owner_sets_weights_without_a_permit(subnet):
+    """subtensor's check_validator_permit (subnets/weights.rs) lets the subnet owner's
+    hotkey (SubnetOwnerHotkey) set weights without a permit, and check_weights_min_stake
+    without the minimum stake; anyone else still needs the permit."""
+    subnet.owner = 2  # "outsider": registered, stake 50, no permit
+    subnet.publish()
+    owner = subnet.hotkey("outsider")
+    subnet.chain("outsider").set_weights(owner, {3: 1.0, 4: 0.5})
+    [(call, signer)] = subnet.substrate.submitted
+    assert signer == owner and call.params["dests"] == [3, 4]
+    subnet.rows[0]["permit"] = False
+    subnet.publish()
+    with pytest.raises(ChainError, match="no validator permit"):
+        subnet.chain().set_weights(subnet.hotkey("validator"), {3: 1.0})
+    assert len(subnet.substrate.submitted) == 1
+
+
+# -- the chain's own weights checks, reimplemented to test against ---------------------
+#
+# subtensor's internal_set_weights (pallets/subtensor/src/subnets/weights.rs) checks a
+# row, among other things, in this order: check_len_uids_within_allowed (no more uids
+# than the subnet has), check_length (at least min(min_allowed_weights, subnet n)
+# weights, unless the row is a single self weight), then vec_u16_max_upscale_to_u16 and
+# max_weight_limited -> check_vec_max_limited (pallets/subtensor/src/epoch/math.rs):
+# the row is normalised (inplace_normalize) and its largest entry compared with
+# max_weight_limit / 65535, all in I32F32 fixed point. substrate-fixed divides as
+# ((a << 32) / b) on the raw bits (div_dir), truncating; safe_div gives 0 for b = 0;
+# round() takes ties away from zero; saturating_to_num::<u16> caps at 65535. The commit
+# -reveal path runs the same function when the chain reveals a commit.
+
+FRAC = 32
+
+
+def _fx(n: int) -> int:
+    return n << FRAC
+
+
+def _div(a: int, b: int) -> int:
+    return 0 if b == 0 else (a << FRAC) // b
+
+
+def _mul(a: int, b: int) -> int:
+    return (a * b) >> FRAC
+
+
+def _round_u16(bits: int) -> int:
+    return min(65535, (bits + (1 << (FRAC - 1))) >> FRAC)
+
+
+def chain_max_upscale(values: list[int]) -> list[int]:
+    """vec_u16_max_upscale_to_u16 -> vec_max_upscale_to_u16."""
+    bits = [_fx(v) for v in values]
+    top = max(bits, default=0)
+    if top == 0:
+        return [0 for _ in bits]
+    if top > _fx(32768):
+        ratio = _div(_fx(65535), top)
+        return [_round_u16(_mul(b, ratio)) for b in bits]
+    return [_round_u16(_div(_mul(b, _fx(65535)), top)) for b in bits]
+
+
+def chain_max_limited(values: list[int], limit: int) -> bool:
+    """check_vec_max_limited: the normalised row's largest entry within limit / 65535."""
+    bits = [_fx(v) for v in values]
+    total = sum(bits)
+    if not bits or total == 0:
+        return True
+    return max(_div(b, total) for b in bits) <= _div(_fx(limit), _fx(65535))
+
+
+def chain_refuses(
+    me: int | None, uids: list[int], values: list[int], limit: int, min_allowed: int, n: int
+) -> str | None:
+    """The error internal_set_weights gives this row (of the checks above), or None."""
+    self_weight = len(values) == 1 and uids[0] == me
+    if len(uids) > n:
+        return "UidsLengthExceedUidsInSubNet"
+    if not self_weight and len(values) < min(min_allowed, n):
+        return "WeightVecLengthIsLow"
+    upscaled = chain_max_upscale(values)
+    if not self_weight and limit != 65535 and not chain_max_limited(upscaled, limit):
+        return "MaxWeightExceeded"
+    return None
+
+
+LIMITS = [65535, 32768, 13107, 6553, 6553, 4096, 1000]
+
+
+def random_rows(seed: int, count: int):
+    """(max_weight_limit, weights) pairs over up to 256 uids: chorus's own curve over
+    uniform scores, heavy-tailed, one dominant miner, and flat rows."""
+    rng = random.Random(seed)
+    for _ in range(count):
+        uids = rng.sample(range(256), rng.randint(1, 256))
+        kind = rng.choice(["incentive", "heavy", "dominant", "flat"])
+        if kind == "incentive":
+            scores = [rng.random() for _ in uids]
+            raw = [(s / max(scores)) ** 6 for s in scores]
+        elif kind == "heavy":
+            raw = [rng.expovariate(1.0) ** 3 for _ in uids]
+        elif kind == "dominant":
+            raw = [1.0] + [rng.uniform(0.0001, 0.05) for _ in uids[1:]]
+        else:
+            raw = [rng.uniform(0.8, 1.0) for _ in uids]
+        yield rng.choice(LIMITS), dict(zip(uids, raw, strict=True))
+
+
+def test_quantized_rows_pass_the_chains_max_weight_check_exactly(subnet):
+    """2000 seeded rows through what chorus submits (quantize, then the SDK's own
+    conforming in SetWeights) and the chain's check reimplemented above. The old way
+    (the SDK's normalize, then its clip) is checked the same way to show what failed."""
+    # rows the chain's own tests (and arithmetic by hand) decide
+    assert chain_max_upscale([0, 1, 2]) == [0, 32768, 65535]  # 1/2 * 65535 = 32767.5
+    assert chain_max_upscale([100, 65535]) == [100, 65535]
+    assert chain_max_limited([65535, 65535], 32768) and not chain_max_limited([65535, 1], 32768)
+    assert chain_max_limited([65535] * 10, 6554) and not chain_max_limited([65535] * 10, 6553)
+    assert chain_refuses(0, [0], [65535], 100, 8, 5) is None  # a single self weight
+    assert chain_refuses(0, [3], [65535], 65535, 2, 5) == "WeightVecLengthIsLow"
+    assert chain_refuses(0, [3, 4], [1, 1], 65535, 8, 2) is None  # min(8, n = 2)
+    subtensor, wallet = subnet.chain().subtensor, subnet.w["validator"]
+    checked = refused = old_failed = 0
+    for limit, weights in random_rows(seed=16, count=2000):
+        subnet.set_rules(max_weight_limit=limit)
+        if len(weights) * limit < 65535:  # no row over so few uids can pass
+            with pytest.raises(ChainError, match="needs weights on at least"):
+                quantize(weights, limit)
+            refused += 1
+            continue
+        values = quantize(weights, limit)
+        sent = subtensor.plan(weights_intent(NETUID, values, 256), wallet).call.params
+        # the SDK submits the row unchanged, so a commit can be compared after the reveal
+        assert (sent["dests"], sent["weights"]) == (list(values), list(values.values()))
+        assert max(values.values()) == 65535
+        assert chain_refuses(None, sent["dests"], sent["weights"], limit, 0, 256) is None
+        checked += 1
+        uids, old = normalize(list(weights), list(weights.values()))
+        intent = bt.SetWeights(netuid=NETUID, uids=uids, weights=[float(v) for v in old])
+        sent = subtensor.plan(intent, wallet).call.params
+        old_failed += chain_refuses(None, sent["dests"], sent["weights"], limit, 0, 256) is not None
+    assert checked > 1800 and refused > 10
+    assert old_failed > 100  # measured: 195 of the 1872 rows that can pass failed the old way
+
+
+def test_quantize_with_a_binding_limit_keeps_the_order_and_the_cap():
+    weights = {0: 1.0, 1: 0.2, 2: 0.2, 3: 0.1}
+    values = quantize(weights, 32768)  # no weight above half the row
+    assert values[0] == 65535 and min(values[1], values[2]) > values[3] > 0
+    assert abs(values[1] - values[2]) <= 1  # one got the odd step of the repair
+    assert chain_max_limited(list(values.values()), 32768)
+    assert 32768 * sum(values.values()) >= 65535 * 65535  # the exact form of the check
+    assert quantize(weights) == quantize(weights, 65535) == {0: 65535, 1: 13107, 2: 13107, 3: 6554}
+
+
+def test_set_weights_refuses_too_few_miners_for_the_max_weight_limit(subnet):
+    subnet.set_rules(max_weight_limit=6553)  # no weight above 10 % of the row
+    with pytest.raises(ChainError, match="at least 11 uids; this validator has scored 2"):
+        subnet.chain().set_weights(subnet.hotkey("validator"), {3: 0.9, 4: 0.3})
+    assert subnet.substrate.submitted == []
+    subnet.set_rules(max_weight_limit=16384)  # a quarter: four weights will do
+    subnet.chain().set_weights(subnet.hotkey("validator"), {1: 0.1, 2: 0.2, 3: 0.9, 4: 0.3})
+    [(call, _)] = subnet.substrate.submitted
+    sent = call.params
+    assert chain_refuses(0, sent["dests"], sent["weights"], 16384, 0, 5) is None
+
+
+def test_set_weights_pads_to_the_chains_min_allowed_weights(subnet):
+    """Two scored miners on a subnet that wants four weights: the chain counts entries
+    (check_length), so the smallest weight goes to two more uids, non-validators first."""
+    subnet.set_rules(min_allowed=4)
+    subnet.chain().set_weights(subnet.hotkey("validator"), {3: 0.9, 4: 0.3})
+    [(call, _)] = subnet.substrate.submitted
+    assert call.params["dests"] == [1, 2, 3, 4]
+    assert call.params["weights"] == [1, 1, 65535, 21845]
+    assert chain_refuses(0, call.params["dests"], call.params["weights"], 65535, 4, 5) is None
+
+
+def test_set_weights_on_a_subnet_smaller_than_its_min_allowed_weights(subnet):
+    """The chain asks for min(min_allowed_weights, subnet n) weights, here every uid of
+    five (the validator's own last); the SDK alone would demand 64 and refuse."""
+    subnet.set_rules(min_allowed=64)
+    subnet.chain().set_weights(subnet.hotkey("validator"), {3: 0.9, 4: 0.3})
+    [(call, _)] = subnet.substrate.submitted
+    assert call.params["dests"] == [0, 1, 2, 3, 4]
+    assert call.params["weights"] == [1, 1, 1, 65535, 21845]
+    assert chain_refuses(0, call.params["dests"], call.params["weights"], 65535, 64, 5) is None
+
+
+# -- commit-reveal: commits are checked after the chain reveals them -------------------
+
+
+def test_commit_reveal_records_the_commit_and_confirms_the_reveal(subnet):
+    subnet.commit_reveal()
+    chain, me, head = subnet.chain(), subnet.hotkey("validator"), subnet.substrate.head
+    chain.set_weights(me, {3: 0.9, 4: 0.3})
+    [(call, _)] = subnet.substrate.submitted
+    assert call.function == "commit_timelocked_mechanism_weights"
+    [commit] = chain.pending_commits()
+    assert isinstance(commit, WeightCommit)
+    assert (commit.hotkey, commit.uid, commit.block) == (me, 0, head)
+    assert commit.reveal_round == call.params["reveal_round"]
+    assert commit.weights == {3: 65535, 4: 21845}
+    # the reveal epoch starts at the next epoch (tempo 360, ten blocks in)
+    assert head < commit.reveal_block <= head + 2 * 361
+    subnet.substrate.head = commit.reveal_block - 1
+    assert chain.check_commits() == []
+    assert not [q for q in subnet.substrate.queries if q[0] == "Weights"]  # not due: not read
+    # the chain reveals it: uid 0's row now holds the committed values
+    subnet.substrate.head = commit.reveal_block
+    subnet.substrate.storage[("Weights", (NETUID, 0))] = [(3, 65535), (4, 21845)]
+    [settled] = chain.check_commits()
+    assert settled.status == "revealed"
+    assert chain.pending_commits() == chain.lost_commits() == []
+    assert [c.status for c in chain.weight_commits()] == ["revealed"]
+
+
+def test_commit_reveal_reports_weights_the_chain_dropped_at_the_reveal(subnet, caplog):
+    subnet.commit_reveal()
+    chain, me = subnet.chain(), subnet.hotkey("validator")
+    chain.set_weights(me, {3: 0.9, 4: 0.3})
+    [commit] = chain.pending_commits()
+    # past the reveal block, but the chain still lists the commit (its drand round is late)
+    subnet.substrate.head = commit.reveal_block + 1
+    waiting = [(1, [(me, commit.block + 1, "0x00", commit.reveal_round)])]
+    subnet.substrate.storage[("TimelockedWeightCommits", (NETUID,))] = waiting
+    assert chain.check_commits() == [] and chain.pending_commits() == [commit]
+    # the chain took it, ran the weights checks again (say the permit went at the epoch)
+    # and dropped it: uid 0's row still holds its older weights
+    subnet.substrate.storage[("TimelockedWeightCommits", (NETUID,))] = []
+    subnet.substrate.storage[("Weights", (NETUID, 0))] = [(3, 65535)]
+    with caplog.at_level(logging.ERROR, logger="chorus.chain.bittensor"):
+        [lost] = chain.lost_commits()
+    assert lost.block == commit.block and "dropped it" in lost.reason
+    assert "LOST" in caplog.text and chain.pending_commits() == []
+
+
+def test_commit_reveal_commits_are_kept_for_chain_show(subnet, tmp_path, monkeypatch, capsys):
+    """The validator records its commits under CHORUS_HOME, so `chorus chain show`, in
+    another process, lists them and reports a lost one."""
+    monkeypatch.setenv("CHORUS_HOME", str(tmp_path / "home"))
+    sdk_client = bt.Subtensor
+    monkeypatch.setattr(bt, "Subtensor", lambda net: sdk_client(net, substrate=subnet.substrate))
+    subnet.commit_reveal()
+    validator = open_chain(
+        "bittensor", network="finney", netuid=NETUID, wallet=subnet.w["validator"]
+    )
+    validator.set_weights(subnet.hotkey("validator"), {3: 1.0, 4: 0.5})
+    [commit] = validator.pending_commits()
+    on_subnet = ["--chain", "bittensor", "--netuid", str(NETUID), "--wallet-path", subnet.wallets]
+    assert main(["chain", "show", "--json", *on_subnet]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["weight_commits"] == [json.loads(json.dumps(commit.to_json()))]
+    subnet.substrate.head = commit.reveal_block  # revealed, but the row was never written
+    assert main(["chain", "show", *on_subnet]) == 0
+    out = capsys.readouterr().out
+    assert f"weights committed by uid 0 at block {commit.block}: lost" in out
+    assert [c.status for c in validator.weight_commits()] == ["lost"]  # the validator agrees
+
+
 # -- publishing the axon --------------------------------------------------------------
 
 
@@ -584,6 +882,54 @@ def test_serve_axon_refusals(subnet):
     with pytest.raises(ChainError, match="btcli subnets register"):
         subnet.chain().register(subnet.hotkey("stranger"), "5Cold")
     assert subnet.substrate.submitted == []
+
+
+def subtensor_accepts_axon_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """subtensor's is_valid_ip_address(ip_type, addr, allow_zero = true), as
+    validate_serve_axon calls it (pallets/subtensor/src/subnets/serving.rs)."""
+    addr = int(ip)
+    if ip.version == 4:
+        return addr < 2**32 - 1 and addr != 0x7F000001
+    return addr != 2**128 - 1 and addr != 1
+
+
+ADDRESSES = [
+    "127.0.0.1",
+    "::1",
+    "255.255.255.255",
+    "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+    "0.0.0.0",
+    "::",
+    "127.0.0.2",
+    "::ffff:127.0.0.1",
+    "10.0.0.7",
+    "192.168.1.20",
+    "198.51.100.7",
+    "2001:db8::7",
+]
+
+
+def test_serve_axon_refuses_every_address_subtensor_refuses(subnet, caplog):
+    me = subnet.hotkey("miner-0")
+    chain_refuses_ip = [
+        a for a in ADDRESSES if not subtensor_accepts_axon_ip(ipaddress.ip_address(a))
+    ]
+    assert chain_refuses_ip == ADDRESSES[:4]
+    # refused before signing, and so is what no other machine can reach
+    for address in ADDRESSES[:8]:
+        with pytest.raises(ChainError, match=r"cannot publish axon .*--axon-host"):
+            subnet.chain("miner-0").serve_axon(me, address, 8091)
+    with pytest.raises(ChainError, match="subtensor refuses 127.0.0.1 and ::1"):
+        subnet.chain("miner-0").serve_axon(me, "127.0.0.1", 8091)
+    assert subnet.substrate.submitted == []
+    # what the chain takes and others can reach is published; a private address warns
+    with caplog.at_level(logging.WARNING, logger="chorus.chain.bittensor"):
+        for address in ADDRESSES[8:]:
+            subnet.chain("miner-0").serve_axon(me, address, 8091)
+    assert [call.params["ip"] for call, _ in subnet.substrate.submitted] == [
+        int(ipaddress.ip_address(a)) for a in ADDRESSES[8:]
+    ]
+    assert "non-public address 10.0.0.7" in caplog.text
 
 
 # -- a real miner refuses callers by the metagraph ------------------------------------
@@ -635,8 +981,9 @@ def test_cli_needs_a_netuid_for_bittensor(capsys):
 
 
 def test_cli_on_bittensor_shows_the_subnet_and_names_btcli_for_registration(
-    subnet, monkeypatch, capsys
+    subnet, tmp_path, monkeypatch, capsys
 ):
+    monkeypatch.setenv("CHORUS_HOME", str(tmp_path / "home"))
     sdk_client = bt.Subtensor
     monkeypatch.setattr(bt, "Subtensor", lambda net: sdk_client(net, substrate=subnet.substrate))
     on_subnet = ["--chain", "bittensor", "--netuid", str(NETUID), "--wallet-path", subnet.wallets]
@@ -661,6 +1008,89 @@ def test_cli_on_bittensor_shows_the_subnet_and_names_btcli_for_registration(
     assert f"is not registered; run `{register}`" in capsys.readouterr().err
     assert main(["chain", "register", "--wallet", "stranger", *on_subnet]) == 2
     assert "btcli subnets register" in capsys.readouterr().err
+
+
+# -- the clock ------------------------------------------------------------------------
+
+
+def new_block_after(subnet: Subnet, polls: int, stamp: float):
+    """A ``sleep`` for clock_offset: the ``polls``-th call makes the next block, whose
+    timestamp (``Timestamp.Now``) is ``stamp``."""
+    count = [0]
+
+    def sleep(_: float) -> None:
+        count[0] += 1
+        if count[0] == polls:
+            subnet.substrate.head += 1
+            subnet.set_time(stamp)
+
+    return sleep
+
+
+@pytest.mark.parametrize(
+    ("skew", "warning"),
+    [(3.0, "2.8 s ahead of"), (-3.0, "3.2 s behind"), (0.0, None), (0.9, None)],
+)
+def test_check_clock_warns_when_the_local_clock_is_off(subnet, caplog, skew, warning):
+    """The next block is seen 0.3 s after its timestamp by a clock ``skew`` s ahead."""
+    stamp = 1_800_000_000.0
+    chain = subnet.chain(signer=None)
+    sleep = new_block_after(subnet, 3, stamp)
+    with caplog.at_level(logging.INFO, logger="chorus.chain.bittensor"):
+        offset = chain.check_clock(sleep=sleep, wall=lambda: stamp + 0.3 + skew)
+    assert offset == pytest.approx(skew + 0.3 - CHAIN_DELAY_S)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if warning is None:
+        assert warned == []
+    else:
+        [message] = warned
+        assert warning in message and "NTP" in message and "401" in message
+
+
+def test_check_clock_without_a_new_block_logs_and_goes_on(subnet, caplog):
+    chain = subnet.chain(signer=None)
+    with caplog.at_level(logging.WARNING, logger="chorus.chain.bittensor"):
+        assert chain.check_clock(timeout_s=0, sleep=lambda _: None) is None
+    assert "could not compare this machine's clock" in caplog.text
+
+
+def test_validator_and_miner_check_the_clock_at_start_on_bittensor(
+    subnet, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("CHORUS_HOME", str(tmp_path / "home"))
+    checks = []
+
+    def check_clock(chain, **kw):
+        checks.append(kw)
+        raise ChainError("the clock was checked")  # stop before serving
+
+    monkeypatch.setattr(BittensorChain, "check_clock", check_clock)
+    sdk_client = bt.Subtensor
+    monkeypatch.setattr(bt, "Subtensor", lambda net: sdk_client(net, substrate=subnet.substrate))
+    on_subnet = ["--chain", "bittensor", "--netuid", str(NETUID), "--wallet-path", subnet.wallets]
+    for command, wallet in [("validator", "validator"), ("miner", "miner-0")]:
+        assert main([command, "--wallet", wallet, *on_subnet]) == 2
+        assert "the clock was checked" in capsys.readouterr().err
+    assert checks == [{"background": True}] * 2
+
+
+def test_subnet_owner_may_run_a_validator_without_a_permit(subnet, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CHORUS_HOME", str(tmp_path / "home"))
+
+    def check_clock(chain, **_):
+        raise ChainError("past the permit check")
+
+    monkeypatch.setattr(BittensorChain, "check_clock", check_clock)
+    sdk_client = bt.Subtensor
+    monkeypatch.setattr(bt, "Subtensor", lambda net: sdk_client(net, substrate=subnet.substrate))
+    outsider = ["validator", "--wallet", "outsider", "--chain", "bittensor"]
+    outsider += ["--netuid", str(NETUID), "--wallet-path", subnet.wallets]
+    assert main(outsider) == 2
+    assert "needs a validator permit" in capsys.readouterr().err
+    subnet.owner = 2  # the outsider's hotkey owns the subnet: past the permit check
+    subnet.publish()
+    assert main(outsider) == 2
+    assert "past the permit check" in capsys.readouterr().err
 
 
 # -- a live chain (opt-in) ------------------------------------------------------------

@@ -4,6 +4,7 @@ the network's miners and its audio players load playable audio."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import time
@@ -308,3 +309,30 @@ def test_no_epoch_yet_shows_dashes(tmp_path):
     assert re.search(r"no epoch yet \(block \d+\)", page)
     assert 'id="validator-trust">–</b>' in page and 'id="emission">–</span>' in page
     assert 'id="validators"' not in page
+
+
+def test_health_shows_fault_counts_and_lost_weight_commits(tmp_path):
+    """The validator never stops for a fault; the page says how many and which commits
+    a commit-reveal chain dropped at the reveal."""
+    from chorus.chain import WeightCommit
+    from chorus.chain.local import LocalChain
+
+    class CommitRevealChain(LocalChain):
+        def weight_commits(self) -> list[WeightCommit]:
+            return [
+                WeightCommit("hk", 0, 90, 7, 100, {1: 65535}, "lost", "no validator permit"),
+                WeightCommit("hk", 0, 120, 9, 130, {1: 65535}),
+            ]
+
+    store = ValidatorStore(tmp_path / "state.sqlite", tmp_path / "samples")
+    store.set_meta("faults", json.dumps({"chain": 3, "scoring": 0, "weights": 1, "round": 0}))
+    store.set_meta("last_fault", "1764640000 chain TypeError: boom")
+    app = create_dashboard_app(store, CommitRevealChain(tmp_path / "chain.sqlite"), 0)
+    with ThreadServer(app) as server:
+        page = httpx.get(f"{server.url}/").text
+        health = httpx.get(f"{server.url}/health").json()
+    assert "chain 3 · scoring 0 · weights 1 · round 0" in page
+    assert "TypeError: boom" in page and "2025-12-02" in page
+    assert "<tr class='bad'><td>0</td><td>90</td><td>100</td><td>lost</td>" in page
+    assert "no validator permit" in page and "<td>pending</td>" in page
+    assert health["faults"] == {"chain": 3, "scoring": 0, "weights": 1, "round": 0}

@@ -76,6 +76,28 @@ class Epoch:
         }
 
 
+@dataclass(frozen=True)
+class WeightCommit:
+    """Weights committed on a commit-reveal subnet: the chain applies them at the reveal
+    (``reveal_block``, when drand round ``reveal_round`` is out) after running every
+    weights check again, and silently drops them when one fails. ``weights`` are the u16
+    values committed; ``status`` is "pending" until the reveal block has passed, then
+    "revealed" (the chain holds them), "lost" (it does not; ``reason`` says why), or
+    "superseded" (a later commit's weights replaced them before they were checked)."""
+
+    hotkey: str
+    uid: int
+    block: int
+    reveal_round: int
+    reveal_block: int
+    weights: dict[int, int]
+    status: str = "pending"
+    reason: str = ""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
 class Chain(Protocol):
     """What chorus needs from a chain; see chorus.chain.local for the reference backend."""
 
@@ -94,6 +116,21 @@ class Chain(Protocol):
     def last_epoch(self) -> Epoch | None:
         """The latest epoch's results, or None before the first epoch."""
         ...
+
+    def weight_commits(self) -> list[WeightCommit]:
+        """Weights committed on a commit-reveal subnet and what the reveal did, oldest
+        first ([] where weights are set in the clear, as on the local chain)."""
+        ...
+
+
+def may_set_weights(chain: object, neuron: Neuron) -> bool:
+    """Whether the chain lets ``neuron`` set weights: with a validator permit, or as the
+    subnet owner's hotkey where the chain has one (``owner_hotkey()``): subtensor lets the
+    owner set weights without a permit or the minimum stake (``check_validator_permit``)."""
+    if neuron.validator_permit:
+        return True
+    owner = getattr(chain, "owner_hotkey", None)
+    return callable(owner) and owner() == neuron.hotkey
 
 
 def open_chain(kind: str = "local", **options) -> Chain:

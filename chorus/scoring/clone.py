@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from chorus.piper import PiperTTS
 from chorus.scoring.runtime import ScoringRuntime, shared_runtime
 from chorus.scoring.tts import TTSEvaluator
 from chorus.services.clone import CloneChallenge, CloneResult
+from chorus.services.tts import SpeechResult
 from chorus.speaker import SPEAKER_RATE, SpeakerEncoder
 from chorus.voices import VoiceBank
 
@@ -132,38 +133,67 @@ class CloneEvaluator:
     def evaluate(self, samples: np.ndarray, rate: int, challenge: CloneChallenge) -> CloneResult:
         """Score ``samples`` as the challenge's text spoken in the voice of its reference."""
         start = time.perf_counter()
-        text, reference, reference_rate = (
-            challenge.text,
-            challenge.reference,
-            challenge.reference_rate,
-        )
+        # The speaker checks run beside Whisper, once the answer has passed the gates.
+        checks = self._speaker_checks(samples, rate, challenge)
+        base, found = self.tts.evaluate_beside(samples, rate, challenge.text, checks)
+        return self._result(base, found, start)
 
-        def speaker_checks() -> tuple[float, float, float]:
+    def evaluate_round(
+        self, items: Sequence[tuple[np.ndarray, int, CloneChallenge]]
+    ) -> list[CloneResult]:
+        """``evaluate`` for each (samples, rate, challenge) of a round, the same scores: the
+        speech is scored as a round (``TTSEvaluator.evaluate_round_beside``), each answer's
+        speaker checks beside it once the answer has passed the gates. ``seconds`` is the
+        speech result's: its gating and a share of the round's models."""
+        scored = self.tts.evaluate_round_beside(
+            [(samples, rate, challenge.text) for samples, rate, challenge in items],
+            [self._speaker_checks(*item) for item in items],
+        )
+        return [self._result(base, found, None) for base, found in scored]
+
+    def _speaker_checks(
+        self, samples: np.ndarray, rate: int, challenge: CloneChallenge
+    ) -> Callable[[], tuple[float, float, float]]:
+        """The answer's speaker checks, to run once it has passed the gates: similarity to
+        the reference, similarity to the stock voice, and the share copied from the
+        reference."""
+
+        def checks() -> tuple[float, float, float]:
             answer = resample(to_mono_float(samples), rate, SPEAKER_RATE)
-            ref = resample(to_mono_float(reference), reference_rate, SPEAKER_RATE)
+            ref = resample(
+                to_mono_float(challenge.reference), challenge.reference_rate, SPEAKER_RATE
+            )
             emb = self.speaker.embed(answer, SPEAKER_RATE)
             similarity = float(emb @ self.reference_embedding(ref))
             return similarity, float(emb @ self.stock_embedding()), copied_fraction(answer, ref)
 
-        # The speaker checks run beside Whisper, once the answer has passed the gates.
-        base, checks = self.tts.evaluate_beside(samples, rate, text, speaker_checks)
+        return checks
+
+    @staticmethod
+    def _result(
+        base: SpeechResult, checks: tuple[float, float, float] | None, start: float | None
+    ) -> CloneResult:
+        """The clone result from the speech result and the speaker checks (None: gated);
+        ``seconds`` since ``start``, or the speech result's when None."""
         result = CloneResult(**vars(base))
         result.score = 0.0
-        if base.reason or checks is None:
+        if not base.reason and checks is not None:
+            similarity, stock_similarity, copied = checks
+            result.speaker_similarity, result.stock_similarity = similarity, stock_similarity
+            result.copied, result.tts_score = copied, base.score
+            if copied > MAX_COPIED:
+                result.reason = (
+                    f"answer replays the reference recording ({copied:.0%} of it copied)"
+                )
+            else:
+                excess = stock_similarity - similarity - STOCK_MARGIN
+                result.stock_penalty = float(np.clip(1.0 - excess / 0.1, 0.0, 1.0))
+                result.speaker_score = speaker_score(similarity)
+                result.score = (
+                    base.score * result.speaker_score * result.stock_penalty * (1 - copied)
+                )
+        if start is not None:
             result.seconds = time.perf_counter() - start
-            return result
-
-        similarity, stock_similarity, copied = checks
-        result.speaker_similarity, result.stock_similarity = similarity, stock_similarity
-        result.copied, result.tts_score = copied, base.score
-        if copied > MAX_COPIED:
-            result.reason = f"answer replays the reference recording ({copied:.0%} of it copied)"
-        else:
-            excess = stock_similarity - similarity - STOCK_MARGIN
-            result.stock_penalty = float(np.clip(1.0 - excess / 0.1, 0.0, 1.0))
-            result.speaker_score = speaker_score(similarity)
-            result.score = base.score * result.speaker_score * result.stock_penalty * (1 - copied)
-        result.seconds = time.perf_counter() - start
         return result
 
 

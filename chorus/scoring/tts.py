@@ -24,12 +24,18 @@ clean speech of the wrong text earns nothing. The quality factors:
 
 The old rule, intelligibility x (0.7 + 0.3 x DNSMOS quality), paid any intelligible answer
 70%: hiss at 10 dB SNR kept 79% of the honest score and the telephone band 97%.
+
+A validator scores a round's answers together (``TTSEvaluator.evaluate_round``): every
+answer is gated first, then the ones that pass share Whisper's batched decoding
+(``Transcriber.transcribe_many``), with their DNSMOS passes and signal measures beside it.
+Each answer gets the score it would get alone.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from functools import partial
 from typing import TypeVar
 
@@ -113,12 +119,8 @@ class TTSEvaluator:
         """``evaluate``, also running ``beside()`` next to Whisper once the gates pass (the
         voice-cloning scorer's speaker checks): the result, and beside's result or None."""
         start = time.perf_counter()
-        audio = to_mono_float(samples)
-        seconds = audio.size / rate
-        result = SpeechResult(duration_s=seconds, expected_s=expected_seconds(text))
-        reason = first_failure(audio, rate) or duration_gate(seconds, text)
-        if reason:
-            result.gate = result.reason = reason
+        audio, result = self._gate(samples, rate, text)
+        if result.reason:
             result.seconds = time.perf_counter() - start
             return result, None
 
@@ -126,26 +128,120 @@ class TTSEvaluator:
         # DNSMOS runs beside Whisper, each model call on a core of its own (the runtime's
         # slots): Whisper encodes on both cores, then decodes on one while DNSMOS takes the
         # other, and both once Whisper is done.
-        jobs = []
+        quality: list[Future[dict[str, float]]] = []
+        extra: list[Future[T]] = []
 
         def start_beside() -> None:
-            jobs.append(self.runtime.submit(self.dnsmos.score, audio16k, ASR_RATE))
-            jobs.append(self.runtime.submit(self.runtime.on_a_core, beside) if beside else None)
+            quality.append(self.runtime.submit(self.dnsmos.score, audio16k, ASR_RATE))
+            if beside:
+                extra.append(self.runtime.submit(self.runtime.on_a_core, beside))
 
         transcript = self.transcriber.transcribe(audio16k, ASR_RATE, encoded=start_beside)
         # The signal measures (about 50 ms of CPU for 30 s) take a core while DNSMOS finishes.
         measured = self.runtime.on_a_core(partial(measures.measure, audio, audio16k))
-        quality_job, beside_job = jobs
+        self._score(result, text, transcript, quality[0].result(), measured)
+        found = extra[0].result() if extra else None
+        result.seconds = time.perf_counter() - start
+        return result, found
+
+    def evaluate_round(
+        self, items: Sequence[tuple[np.ndarray, int, SpeechChallenge]]
+    ) -> list[SpeechResult]:
+        """``evaluate`` for each (samples, rate, challenge) of a round, the same scores, for
+        less CPU: the answers share Whisper's decoding (``Transcriber.transcribe_many``)."""
+        return [r for r, _ in self.evaluate_round_beside([(x, r, c.text) for x, r, c in items])]
+
+    def evaluate_round_beside(
+        self,
+        items: Sequence[tuple[np.ndarray, int, str]],
+        beside: Sequence[Callable[[], T] | None] | None = None,
+    ) -> list[tuple[SpeechResult, T | None]]:
+        """``evaluate_beside`` for each (samples, rate, text) of a round, with ``beside[i]``
+        run for item i if it passes the gates. Every answer is gated first, so junk never
+        enters Whisper's batch nor costs a DNSMOS pass; the rest are transcribed together,
+        and their DNSMOS passes, signal measures and beside work start once Whisper has
+        encoded the first windows, on the cores decoding leaves.
+
+        A result's ``seconds`` is its own gating plus an equal share of the models' time."""
+        besides = list(beside) if beside is not None else [None] * len(items)
+        if len(besides) != len(items):
+            raise ValueError("one beside callable (or None) per item")
+
+        def gate(samples: np.ndarray, rate: int, text: str) -> tuple:
+            start = time.perf_counter()
+            audio, result = self._gate(samples, rate, text)
+            audio16k = None if result.reason else resample(audio, rate, ASR_RATE)
+            result.seconds = time.perf_counter() - start
+            return result, audio, audio16k
+
+        # The gates (and resampling) of every answer, on the cores, before any model runs.
+        gating = [self.runtime.submit(self.runtime.on_a_core, partial(gate, *it)) for it in items]
+        out: list[tuple[SpeechResult, T | None]] = []
+        scored = []  # (index, text, audio at 16 kHz, audio, beside) of those past the gates
+        for i, (job, (_, _, text), extra) in enumerate(zip(gating, items, besides, strict=True)):
+            result, audio, audio16k = job.result()
+            out.append((result, None))
+            if audio16k is not None:
+                scored.append((i, text, audio16k, audio, extra))
+        if not scored:
+            return out
+
+        start = time.perf_counter()
+        jobs: list[tuple[Future[dict[str, float]], Future[measures.Measures], Future[T] | None]]
+        jobs = []
+
+        def start_beside() -> None:
+            for _, _, audio16k, audio, extra in scored:
+                jobs.append(
+                    (
+                        self.runtime.submit(self.dnsmos.score, audio16k, ASR_RATE),
+                        self.runtime.submit(
+                            self.runtime.on_a_core, partial(measures.measure, audio, audio16k)
+                        ),
+                        self.runtime.submit(self.runtime.on_a_core, extra) if extra else None,
+                    )
+                )
+
+        clips = [(audio16k, ASR_RATE) for _, _, audio16k, _, _ in scored]
+        transcripts = self.transcriber.transcribe_many(clips, encoded=start_beside)
+        for (i, text, *_), transcript, (mos, measured, extra_job) in zip(
+            scored, transcripts, jobs, strict=True
+        ):
+            result = out[i][0]
+            self._score(result, text, transcript, mos.result(), measured.result())
+            out[i] = (result, extra_job.result() if extra_job else None)
+        share = (time.perf_counter() - start) / len(scored)
+        for i, *_ in scored:
+            out[i][0].seconds += share
+        return out
+
+    def _gate(self, samples: np.ndarray, rate: int, text: str) -> tuple[np.ndarray, SpeechResult]:
+        """The answer as mono float, and its result: only the gate's verdict (``reason``)
+        when a cheap check fails, else the durations, to be scored."""
+        audio = to_mono_float(samples)
+        seconds = audio.size / rate
+        result = SpeechResult(duration_s=seconds, expected_s=expected_seconds(text))
+        reason = first_failure(audio, rate) or duration_gate(seconds, text)
+        if reason:
+            result.gate = result.reason = reason
+        return audio, result
+
+    @staticmethod
+    def _score(
+        result: SpeechResult,
+        text: str,
+        transcript: str,
+        mos: dict[str, float],
+        measured: measures.Measures,
+    ) -> None:
+        """Fill in ``result`` from what the models heard and the signal measures."""
         wer = word_error_rate(text, transcript)
-        mos = quality_job.result()
         intelligibility = 1.0 - min(wer, 1.0)
-        factors = quality_factors(mos, measured, result.expected_s)
+        expected = expected_seconds(text)
+        factors = quality_factors(mos, measured, expected)
         quality = float(np.prod(list(factors.values())))
         result.score = intelligibility * quality
         result.wer, result.transcript, result.mos = wer, transcript, MOS(**mos)
         result.intelligibility, result.quality, result.factors = intelligibility, quality, factors
         result.bandwidth_hz, result.pitch_range = measured.bandwidth_hz, measured.pitch_range
-        result.pace, result.clipped = measured.speech_s / result.expected_s, measured.clipped
-        extra = beside_job.result() if beside_job else None
-        result.seconds = time.perf_counter() - start
-        return result, extra
+        result.pace, result.clipped = measured.speech_s / expected, measured.clipped

@@ -21,11 +21,11 @@ from __future__ import annotations
 import importlib
 import os
 import random
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, Self, TypeVar, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, TypeAdapter
@@ -105,9 +105,40 @@ ResultOut = TypeVar("ResultOut", bound=Result, covariant=True)
 
 class Evaluator(Protocol[ChallengeIn, ResultOut]):
     """Scores one answer to one challenge. Loaded once, called for every answer, from
-    several threads at once."""
+    several threads at once. An evaluator may also score a whole round at once
+    (``RoundEvaluator``); callers go through ``evaluate_round``, which falls back to
+    ``evaluate`` per answer."""
 
     def evaluate(self, samples: np.ndarray, rate: int, challenge: ChallengeIn) -> ResultOut: ...
+
+
+@runtime_checkable
+class RoundEvaluator(Evaluator[ChallengeIn, ResultOut], Protocol):
+    """An evaluator that scores a round's answers together (sharing batched model calls),
+    giving each the score ``evaluate`` would give it."""
+
+    def evaluate_round(
+        self, items: Sequence[tuple[np.ndarray, int, ChallengeIn]]
+    ) -> Sequence[ResultOut]: ...
+
+
+def evaluate_round(
+    evaluator: Evaluator[ChallengeT, ResultT],
+    items: Sequence[tuple[np.ndarray, int, ChallengeT]],
+) -> list[ResultT]:
+    """Score a round's answers, (samples, rate, challenge) each, with ``evaluator``: in one
+    call where it scores rounds, else answer by answer. One result per item, in order."""
+    if not items:
+        return []
+    if isinstance(evaluator, RoundEvaluator):
+        results = list(evaluator.evaluate_round(items))
+        if len(results) != len(items):
+            raise RuntimeError(
+                f"{type(evaluator).__name__}.evaluate_round gave {len(results)} results"
+                f" for {len(items)} answers"
+            )
+        return results
+    return [evaluator.evaluate(samples, rate, challenge) for samples, rate, challenge in items]
 
 
 @dataclass

@@ -5,9 +5,11 @@ evaluator is ``chorus.scoring.clone.CloneEvaluator``, the backends ``chorus.gene
 from __future__ import annotations
 
 import argparse
+import logging
 import random
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -31,6 +33,8 @@ from chorus.services import (
     register,
 )
 from chorus.services.tts import SpeechRequest, SpeechResult
+
+log = logging.getLogger("chorus.services.clone")
 
 
 class CloneRequest(SpeechRequest):
@@ -81,18 +85,126 @@ class CloneBody(GatewayBody):
     reference: str
 
     def to_miner(self) -> CloneRequest:
-        return CloneRequest(text=self.input, reference=self.reference, format=self.response_format)
+        """The miner's request; a reference every miner would refuse (``decode_reference``)
+        is refused here, 422 with the reason, before any miner is asked."""
+        decode_reference(self.reference)
+        return CloneRequest(text=self.input, reference=self.reference, format=self.miner_format)
+
+
+class BadReference(CallerError):
+    """A reference recording refused on arrival; the message says why. HTTP 422."""
 
 
 def decode_reference(encoded: str) -> Audio:
-    """A caller's reference recording, decoded and checked: 2-30 s, 16-48 kHz, audible."""
+    """A caller's reference recording, decoded and checked (``reference_problem``) before
+    any analysis: 2-30 s, 16-48 kHz, finite, in [-1, 1], and sounding like speech."""
     try:
         ref, rate = audio.decode(encoded, REFERENCE_LIMITS)
     except audio.AudioError as e:
-        raise CallerError(f"reference audio refused: {e}") from None
-    if float(np.max(np.abs(ref))) < 1e-4:
-        raise CallerError("reference audio refused: it is silent")
+        raise BadReference(f"reference audio refused: {e}") from None
+    check_reference(ref, rate)
     return ref, rate
+
+
+def check_reference(samples: np.ndarray, rate: int) -> None:
+    """Raise ``BadReference`` (422) with the reason if ``reference_problem`` finds one."""
+    problem = reference_problem(samples, rate)
+    if problem:
+        raise BadReference(f"reference audio refused: {problem}")
+
+
+# What a reference must look like to be worth analysing. Measured on 20 ms frames (their
+# own mean removed, so a DC offset or a slow step is no sound). The built-in bank's 30
+# clips, each also at -40 dB, under white noise at 5 dB SNR and cut to its middle 2 s,
+# and Piper speech, were all accepted, their lowest values: sound 1.1 s, band share 78 %,
+# level spread 6.5 dB (a 2 s cut of continuous speech; whole clips 15 dB), spectral change
+# 3.6 dB. Tones, square waves, pulse trains and steady noise vary by under 1 dB; gated
+# or swelling tones change shape by under 1.3 dB.
+REF_FRAME_S = 0.02
+REF_SILENT = 1e-4  # a peak below this (about -80 dBFS) is silence
+REF_MIN_LOUDEST_DB = -60.0  # the loudest frame's RMS must reach this (dBFS)
+REF_SOUND_RANGE_DB = 40.0  # a frame within this of the loudest one is sound
+REF_MIN_SOUND_S = 0.5
+REF_SPEECH_BAND_HZ = (50.0, 5000.0)
+REF_MIN_BAND_SHARE = 0.5  # of the sound's energy, inside the speech band
+REF_MIN_SPREAD_DB = 3.0  # 10th to 90th percentile of the sound frames' levels
+REF_MIN_CHANGE_DB = 2.0  # median change of spectral shape from one sound frame to the next
+_SHAPE_BANDS_HZ = np.geomspace(200.0, 4000.0, 13)  # 12 bands, each at least one 50 Hz bin
+
+
+def reference_problem(samples: np.ndarray, rate: int) -> str | None:
+    """Why ``samples`` cannot be a recording of someone speaking, or None if it may be.
+
+    Cheap (a few FFTs of 20 ms frames; milliseconds for 30 s) and run before any analysis,
+    so degenerate audio costs a miner nothing: no samples, NaN/inf, values outside
+    [-1, 1], silence or a constant level (DC, one sample repeated, denormals), too quiet,
+    too little sound (a click in silence), energy outside the speech band (a Nyquist
+    tone, +1/-1 alternating, rumble), a steady level (tones, square waves, pulse trains,
+    steady noise), or a spectrum that never changes shape (a gated or swelling tone).
+    Speech passes every test; a backend may still refuse what it cannot analyse."""
+    x = np.asarray(samples, dtype=np.float64).ravel()
+    if x.size == 0:
+        return "it has no samples"
+    if not np.isfinite(x).all():
+        return "it contains NaN or infinite samples"
+    peak = float(np.max(np.abs(x)))
+    if peak > 1.0 + 1e-3:
+        return f"samples reach {peak:.3g}, outside [-1, 1]; normalise the recording"
+    if peak < REF_SILENT:
+        return "it is silent"
+    n = max(int(round(REF_FRAME_S * rate)), 1)
+    frames = x[: x.size // n * n].reshape(-1, n)
+    if frames.shape[0] < 2:
+        return "it is too short to analyse"
+    frames = frames - frames.mean(axis=1, keepdims=True)
+    if float(np.max(np.abs(frames))) < REF_SILENT:
+        return f"it is a constant level ({float(x.mean()):+.3g}) with no sound in it"
+    level = 10 * np.log10(np.maximum(np.mean(frames**2, axis=1), 1e-20))
+    loudest = float(level.max())
+    if loudest < REF_MIN_LOUDEST_DB:
+        return (
+            f"it is too quiet: its loudest {REF_FRAME_S * 1000:.0f} ms reach {loudest:.0f} dBFS;"
+            f" speech needs at least {REF_MIN_LOUDEST_DB:.0f} dBFS"
+        )
+    sound = level >= loudest - REF_SOUND_RANGE_DB
+    sound_s = float(sound.sum()) * n / rate
+    if sound_s < REF_MIN_SOUND_S:
+        return (
+            f"only {sound_s:.2f} s of it is sound (a click or a burst in silence);"
+            f" at least {REF_MIN_SOUND_S:g} s of speech needed"
+        )
+    voiced = frames[sound] * np.hanning(n)
+    power = np.abs(np.fft.rfft(voiced, axis=1)) ** 2
+    freqs = np.fft.rfftfreq(n, 1.0 / rate)
+    lo, hi = REF_SPEECH_BAND_HZ
+    share = float(power[:, (freqs >= lo) & (freqs <= hi)].sum() / max(power.sum(), 1e-30))
+    if share < REF_MIN_BAND_SHARE:
+        return (
+            f"only {share:.0%} of its energy is in the speech band ({lo:g}-{hi:g} Hz):"
+            " a high tone, noise or rumble, not speech"
+        )
+    spread = float(np.percentile(level[sound], 90) - np.percentile(level[sound], 10))
+    if spread < REF_MIN_SPREAD_DB:
+        return (
+            f"its level is steady (varies {spread:.1f} dB) like a tone, a buzz or noise;"
+            f" speech rises and falls by at least {REF_MIN_SPREAD_DB:g} dB"
+        )
+    bands = np.stack(
+        [
+            power[:, (freqs >= a) & (freqs < b)].sum(axis=1)
+            for a, b in zip(_SHAPE_BANDS_HZ[:-1], _SHAPE_BANDS_HZ[1:], strict=True)
+        ],
+        axis=1,
+    )
+    shape = 10 * np.log10(bands + 1e-12 * float(bands.mean()) + 1e-30)
+    shape -= shape.mean(axis=1, keepdims=True)
+    change = float(np.median(np.sqrt(np.mean(np.diff(shape, axis=0) ** 2, axis=1))))
+    if change < REF_MIN_CHANGE_DB:
+        return (
+            f"its spectrum keeps one shape (changes {change:.1f} dB a frame) like a gated"
+            f" tone or buzz; speech changes by at least {REF_MIN_CHANGE_DB:g} dB"
+        )
+    return None
 
 
 class CloneService(Service[CloneRequest, CloneChallenge, CloneResult]):
@@ -293,10 +405,20 @@ def clone_attacks() -> list[Attack]:
 
 
 def _voice_bank(folder: str | None):
+    """The validator's references: an operator's folder, screened by ``reference_problem``
+    (a recording every miner would refuse would zero every miner; it is left out with a
+    warning, and a folder with nothing usable is refused), else the built-in bank."""
     from chorus.voices import VoiceBank
 
     if folder:
-        return VoiceBank.from_folder(folder)
+        bank = VoiceBank.from_folder(folder)
+        refused = bank.screen(reference_problem)
+        for path, why in refused.items():
+            log.warning("reference %s left out: miners would refuse it: %s", path, why)
+        if not bank.voices:
+            reasons = "; ".join(f"{Path(p).name}: {why}" for p, why in refused.items())
+            raise CallerError(f"no usable reference recordings in {folder} ({reasons[:400]})")
+        return bank
     bank = VoiceBank.builtin()
     if not bank.voices:
         raise CallerError(f"{_missing_voices(bank)}, or pass --voices DIR")

@@ -120,7 +120,7 @@ class MusicBody(GatewayBody):
 
     def to_miner(self) -> MusicRequest:
         return MusicRequest(
-            prompt=self.prompt, duration=float(self.duration), format=self.response_format
+            prompt=self.prompt, duration=float(self.duration), format=self.miner_format
         )
 
 

@@ -6,15 +6,22 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from chorus.errors import CallerError
-from chorus.protocol import MAX_TEXT_CHARS, AudioFormat, GatewayBody, Strict, not_blank
+from chorus.protocol import (
+    MAX_TEXT_CHARS,
+    AudioFormat,
+    GatewayBody,
+    ResponseFormat,
+    Strict,
+    not_blank,
+)
 from chorus.services import (
     Attack,
     Audio,
@@ -29,10 +36,19 @@ from chorus.services import (
 )
 
 # OpenAI's voice names mean "the miner's default voice"; any other name goes to the miner.
-OPENAI_VOICES = frozenset(
-    ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer")
-    + ("verse", "marin", "cedar")
-)
+OPENAI_VOICE_NAMES = (
+    "alloy",
+    "ash",
+    "ballad",
+    "coral",
+    "echo",
+    "fable",
+    "nova",
+    "onyx",
+    "sage",
+    "shimmer",
+) + ("verse", "marin", "cedar")
+OPENAI_VOICES = frozenset(OPENAI_VOICE_NAMES)
 
 
 class SpeechRequest(Strict):
@@ -104,18 +120,100 @@ class TTSBackend(Protocol):
     def synthesize(self, text: str, voice: str | None = None) -> Audio: ...
 
 
+# OpenAI's limit on ``input``; the gateway sends miners one sentence (or a few) at a time.
+MAX_INPUT_CHARS = 4096
+# Voices uploaded to the gateway have ids with this prefix (``chorus.gateway_store``).
+CUSTOM_VOICE_PREFIX = "voice_"
+MIN_CHUNK_CHARS = 12  # a shorter sentence ("Hi.", "Dr.") is spoken with the next one
+_SENTENCE_END = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*\s+")
+
+
+def split_sentences(
+    text: str, limit: int = MAX_TEXT_CHARS, min_chars: int = MIN_CHUNK_CHARS
+) -> list[str]:
+    """``text`` in pieces a miner can speak one at a time, in order: sentences (ended by
+    . ! ? or an ellipsis before a space), a piece shorter than ``min_chars`` joined to the
+    next, and a sentence over ``limit`` characters cut at its last comma or space within
+    the limit (or, with neither, at the limit)."""
+    sentences, start = [], 0
+    for m in _SENTENCE_END.finditer(text):
+        sentences.append(text[start : m.end()].strip())
+        start = m.end()
+    sentences.append(text[start:].strip())
+    pieces: list[str] = []
+    carry = ""
+    for sentence in filter(None, sentences):
+        sentence = f"{carry} {sentence}" if carry else sentence
+        carry = ""
+        if len(sentence) < min_chars:
+            carry = sentence
+            continue
+        while len(sentence) > limit:
+            cut = max(sentence.rfind(", ", 0, limit) + 1, sentence.rfind(" ", 0, limit))
+            cut = cut if cut > 0 else limit
+            pieces.append(sentence[:cut].strip())
+            sentence = sentence[cut:].strip()
+        if sentence:
+            pieces.append(sentence)
+    if carry:
+        if pieces and len(pieces[-1]) + 1 + len(carry) <= limit:
+            pieces[-1] = f"{pieces[-1]} {carry}"
+        else:
+            pieces.append(carry)
+    return pieces
+
+
+class VoiceId(BaseModel):
+    """OpenAI's custom voice object, ``{"id": "voice_..."}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=64)
+
+
 class SpeechBody(GatewayBody):
-    """OpenAI's ``/v1/audio/speech`` body, limited to what miners can do."""
+    """OpenAI's ``/v1/audio/speech`` body.
 
-    input: str
-    voice: str = Field(default="alloy", max_length=64)
-    speed: float = 1.0
+    ``voice`` is one of OpenAI's names (each miner's default voice), a voice a miner
+    names in ``/v1/info`` (passed on), or a voice uploaded to the gateway (``voice_...``
+    or ``{"id": "voice_..."}``), which clone miners speak in. ``speed`` (0.25-4) is applied
+    by the gateway, a pitch-preserving time stretch; ``instructions`` is accepted and
+    ignored: no miner takes direction yet. ``stream_format`` may only be ``audio``: the
+    answer is always streamed as audio, sentence by sentence."""
 
-    def to_miner(self) -> TTSRequest:
-        if self.speed != 1.0:
-            raise CallerError("speed other than 1.0 is not supported", status=400)
-        voice = None if self.voice.lower() in OPENAI_VOICES else self.voice
-        return TTSRequest(text=self.input, voice=voice, format=self.response_format)
+    response_format: ResponseFormat = "mp3"  # as OpenAI
+    input: str = Field(min_length=1, max_length=MAX_INPUT_CHARS)
+    voice: Annotated[str, Field(min_length=1, max_length=64)] | VoiceId = "alloy"
+    speed: float = Field(default=1.0, ge=0.25, le=4.0)
+    instructions: str | None = Field(default=None, max_length=MAX_INPUT_CHARS)
+    stream_format: Literal["audio"] = "audio"
+
+    _input = field_validator("input")(not_blank)
+
+    @property
+    def custom_voice(self) -> str | None:
+        """The id of a voice uploaded to the gateway, if ``voice`` names one."""
+        if isinstance(self.voice, VoiceId):
+            return self.voice.id
+        return self.voice if self.voice.startswith(CUSTOM_VOICE_PREFIX) else None
+
+    @property
+    def miner_voice(self) -> str | None:
+        """The voice to ask a TTS miner for: None (its default) for OpenAI's names."""
+        name = self.voice.id if isinstance(self.voice, VoiceId) else self.voice
+        return None if name.lower() in OPENAI_VOICES else name
+
+    def chunks(self) -> list[str]:
+        """The input in the pieces miners are asked for, in order (``split_sentences``)."""
+        return split_sentences(self.input)
+
+    def to_miner(self, text: str | None = None) -> TTSRequest:
+        """The TTS request for ``text`` (one of ``chunks()``; default the whole input)."""
+        return TTSRequest(
+            text=self.input if text is None else text,
+            voice=self.miner_voice,
+            format=self.miner_format,
+        )
 
 
 def _mos(result: Any) -> float | None:
