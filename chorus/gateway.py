@@ -803,7 +803,10 @@ async def _speak(
                 yield data
             if pending:
                 served = await pending.popleft()
+        before = encoder.frames
         tail = await asyncio.to_thread(encoder.finish)
+        # what the resampler still held belongs to the last sentence's miner
+        ex.seconds[served.uid] += (encoder.frames - before) / encoder.rate
         if tail:
             ex.first_byte()
             yield tail
