@@ -490,10 +490,11 @@ def load_bench(requests: int, max_queue: int = 8, flood_requests: int = 0) -> st
                 flood(
                     miner.url,
                     miner.hotkey,
-                    miner.stranger,
+                    ("stranger", str(miner.dir / "wallets")),
                     miner.validator,
                     flood_requests,
                     cpu=lambda: cpu_s(pid),
+                    miner_pid=pid,
                 )
             )
     statuses = ", ".join(f"{k}: {v}" for k, v in sorted(r.statuses.items()))
@@ -512,7 +513,9 @@ def load_bench(requests: int, max_queue: int = 8, flood_requests: int = 0) -> st
         honest = ", ".join(f"{k}: {v}" for k, v in sorted(f.honest_statuses.items()))
         rows += [
             f"#### Flood: {f.requests} signed requests from an unregistered key, "
-            f"{f.concurrency} at a time; then again while a validator keeps asking",
+            f"{f.concurrency} at a time; then again, from a process of its own, while a "
+            "validator keeps asking"
+            + (" (miner on one CPU, the clients on the others)" if f.pinned else ""),
             "| Answers | Refusal p50 (s) | Refusal p90 (s) | Wall (s) | Miner CPU (s) "
             "| Validator alone (s) | Validator during the flood (s) | Validator answers |",
             "|---|---|---|---|---|---|---|---|",

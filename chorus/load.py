@@ -11,6 +11,7 @@ while it lasts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections import Counter
@@ -111,6 +112,7 @@ class FloodReport:
     honest_during_s: float | None = None  # median of those answered during the second flood
     honest_during: int = 0  # how many honest requests were answered during it
     honest_statuses: dict[str, int] = field(default_factory=dict)
+    pinned: bool = False  # the miner on its own CPU, the clients on the others
 
 
 def _tts_body(i: int, text: str | None = None) -> bytes:
@@ -122,29 +124,98 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if values else None
 
 
+def _pin(pid: int, cpus: set[int] | None) -> None:
+    """Keep ``pid`` on ``cpus`` where the OS allows (a measurement aid, never required)."""
+    if cpus:
+        with contextlib.suppress(AttributeError, OSError):
+            os.sched_setaffinity(pid, cpus)
+
+
+def split_cpus(miner_pid: int) -> tuple[set[int], set[int]] | None:
+    """On a machine with two or more CPUs: the miner on the first, the clients (this
+    process and the flooder) on the rest, so a flood measures the miner, not the CPU the
+    flooding client takes from it. None where affinity cannot be set."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return None
+    if len(cpus) < 2:
+        return None
+    miner, clients = {cpus[0]}, set(cpus[1:])
+    _pin(miner_pid, miner)
+    _pin(0, clients)
+    return miner, clients
+
+
+async def _attack_all(
+    url: str, miner_hotkey: str, attacker, first: int, requests: int, concurrency: int,
+    timeout: float,
+) -> tuple[Counter[str], list[float]]:  # fmt: skip
+    """``requests`` TTS requests signed afresh by ``attacker``, ``concurrency`` at a time:
+    their statuses, and the latencies of those refused (401/403)."""
+    gate = asyncio.Semaphore(concurrency)
+    statuses: Counter[str] = Counter()
+    refused: list[float] = []
+
+    async def attack(client: httpx.AsyncClient, i: int) -> None:
+        raw = _tts_body(i)
+        async with gate:
+            headers = sign(attacker, "POST", "/v1/tts", raw, miner_hotkey)
+            start = time.perf_counter()
+            try:
+                r = await client.post(url + "/v1/tts", content=raw, headers=headers)
+                status = str(r.status_code)
+            except httpx.HTTPError as e:
+                status = type(e).__name__
+            elapsed = time.perf_counter() - start
+        statuses[status] += 1
+        if status in ("401", "403"):
+            refused.append(elapsed)
+
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+        await asyncio.gather(*(attack(client, first + i) for i in range(requests)))
+    return statuses, refused
+
+
+def _flood_process(
+    url: str, miner_hotkey: str, wallet: tuple[str, str], first: int, requests: int,
+    concurrency: int, timeout: float, cpus: set[int] | None,
+) -> None:  # fmt: skip
+    """A flooding client in its own process (as an attacker's would be)."""
+    from chorus.auth import load_wallet
+
+    _pin(0, cpus)
+    attacker = load_wallet(wallet[0], path=wallet[1])
+    asyncio.run(_attack_all(url, miner_hotkey, attacker, first, requests, concurrency, timeout))
+
+
 async def flood(
     url: str,
     miner_hotkey: str,
-    attacker,
+    attacker: tuple[str, str],
     validator,
     requests: int = 400,
     concurrency: int = 32,
     honest_alone: int = 3,
     cpu: Callable[[], float] | None = None,
     timeout: float = 120.0,
+    miner_pid: int | None = None,
 ) -> FloodReport:
-    """Two floods of ``requests`` TTS requests signed by ``attacker`` (a key that is not
-    on the subnet), ``concurrency`` at a time, each signed afresh. The first runs alone:
-    its wall time, refusal latencies and the miner's CPU (``cpu()``, the miner process's
-    CPU seconds so far, when given). During the second, ``validator`` sends one short
-    request after another; their latency is compared with the median of
-    ``honest_alone`` requests sent before any flood (after one warm-up request)."""
-    gate = asyncio.Semaphore(concurrency)
-    statuses: Counter[str] = Counter()
+    """Two floods of ``requests`` TTS requests signed by the wallet ``attacker`` (name,
+    wallets folder: a key that is not on the subnet), ``concurrency`` at a time, each
+    signed afresh. The first runs alone, in this process: its wall time, refusal
+    latencies and the miner's CPU (``cpu()``, the miner process's CPU seconds so far).
+    The second runs in a process of its own while ``validator`` sends one short request
+    after another from this one; their latency is compared with the median of
+    ``honest_alone`` requests sent before any flood. With ``miner_pid`` on a machine of
+    two or more CPUs the miner gets the first CPU and the clients the rest."""
+    import multiprocessing
+
+    from chorus.auth import load_wallet
+
+    placement = split_cpus(miner_pid) if miner_pid is not None else None
     honest_statuses: Counter[str] = Counter()
-    refused: list[float] = []
-    flooding = asyncio.Event()
-    flood_done = asyncio.Event()
 
     async def honest(client: httpx.AsyncClient, i: int) -> float:
         raw = _tts_body(i, f"Good morning, number {i}.")
@@ -158,53 +229,34 @@ async def flood(
         honest_statuses[status] += 1
         return time.perf_counter() - start
 
-    async def attack(client: httpx.AsyncClient, i: int, record: bool) -> None:
-        raw = _tts_body(i)
-        async with gate:
-            flooding.set()
-            headers = sign(attacker, "POST", "/v1/tts", raw, miner_hotkey)
-            start = time.perf_counter()
-            try:
-                r = await client.post(url + "/v1/tts", content=raw, headers=headers)
-                status = str(r.status_code)
-            except httpx.HTTPError as e:
-                status = type(e).__name__
-            elapsed = time.perf_counter() - start
-        if record:
-            statuses[status] += 1
-            if status in ("401", "403"):
-                refused.append(elapsed)
-
-    async def during(client: httpx.AsyncClient) -> list[float]:
-        await flooding.wait()
-        latencies, i = [], 1000
-        while not flood_done.is_set():
-            latency = await honest(client, i)
-            if not flood_done.is_set():  # answered while the flood still ran
-                latencies.append(latency)
-            i += 1
-        return latencies
-
-    limits = httpx.Limits(max_connections=concurrency)
-    async with (
-        httpx.AsyncClient(timeout=timeout) as client,
-        httpx.AsyncClient(timeout=timeout, limits=limits) as attackers,
-    ):
+    async with httpx.AsyncClient(timeout=timeout) as client:
         await honest(client, 0)  # warm-up: the first synthesis loads lazily
         honest_statuses.clear()
         alone = [await honest(client, i + 1) for i in range(honest_alone)]
 
         cpu_before = cpu() if cpu else None
         start = time.perf_counter()
-        await asyncio.gather(*(attack(attackers, i, True) for i in range(requests)))
+        wallet = load_wallet(attacker[0], path=attacker[1])
+        statuses, refused = await _attack_all(
+            url, miner_hotkey, wallet, 0, requests, concurrency, timeout
+        )
         seconds = time.perf_counter() - start
         miner_cpu = None if cpu_before is None else round(cpu() - cpu_before, 2)
 
-        flooding.clear()
-        watcher = asyncio.create_task(during(client))
-        await asyncio.gather(*(attack(attackers, requests + i, False) for i in range(requests)))
-        flood_done.set()
-        during_latencies = await watcher
+        child = multiprocessing.get_context("spawn").Process(
+            target=_flood_process,
+            args=(url, miner_hotkey, attacker, requests, requests, concurrency, timeout,
+                  placement[1] if placement else None),
+        )  # fmt: skip
+        child.start()
+        await asyncio.sleep(0.5)  # the flooder starts (imports, loads its key)
+        during, i = [], 1000
+        while child.is_alive():
+            latency = await honest(client, i)
+            if child.is_alive():  # answered while the flood still ran
+                during.append(latency)
+            i += 1
+        child.join()
 
     return FloodReport(
         requests=requests,
@@ -215,9 +267,10 @@ async def flood(
         refused_p90_s=_pct(refused, 90),
         miner_cpu_s=miner_cpu,
         honest_alone_s=_pct(alone, 50),
-        honest_during_s=_pct(during_latencies, 50),
-        honest_during=len(during_latencies),
+        honest_during_s=_pct(during, 50),
+        honest_during=len(during),
         honest_statuses=dict(honest_statuses),
+        pinned=placement is not None,
     )
 
 

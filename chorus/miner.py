@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from bittensor import http_auth
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -99,11 +100,17 @@ class Miner:
 
     async def handle(self, service: Service, request: Request) -> JSONResponse:
         try:
+            # A caller that names itself is judged on its standing before its body is even
+            # read; one that names no one is refused after the body (or its deadline: 408).
+            claims = http_auth.HEADER_HOTKEY in request.headers
+            if claims:
+                await self.gatekeeper.admit(request.headers)
             body = await read_body(
                 request, self.settings.max_body_bytes, self.settings.body_timeout_s
             )
             path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            await self.gatekeeper.admit(request.headers)  # no signature checked for the refused
+            if not claims:
+                await self.gatekeeper.admit(request.headers)  # 401: no sender
             self.gatekeeper.verify(request.headers, body, request.method, path)
             if service.name not in self.backends:
                 raise CallerError(f"this miner does not serve {service.name}", status=404)

@@ -172,3 +172,27 @@ def test_bounded_nonce_store_expires_first_caps_and_never_accepts_twice():
     for nonce in range(10, 20):
         assert store.check_and_store("carol", nonce)
     assert store.evicted == 0 and len(store) == 10
+
+
+def test_a_stranger_is_refused_before_its_body_is_read(net):
+    """A caller naming a hotkey that is not on the subnet gets its 403 from the headers
+    alone: it cannot hold the miner for the body deadline by never sending the body."""
+    import socket
+    import time
+
+    miner, server = serve(net)
+    with server:
+        headers = sign(net.stranger, "POST", PATH, BODY, miner.hotkey)
+        head = f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            start = time.monotonic()
+            sock.sendall(head.encode())  # and no body at all
+            reply = sock.recv(4096).decode()
+            waited = time.monotonic() - start
+            while not reply.rstrip().endswith("}"):  # the JSON body may come in a second read
+                reply += sock.recv(4096).decode()
+    assert reply.startswith("HTTP/1.1 403"), reply[:200]
+    assert "not registered" in reply
+    assert waited < miner.settings.body_timeout_s / 2  # not held until the body deadline
+    assert miner.gatekeeper.verified == []
