@@ -47,6 +47,21 @@ class LoadReport:
     rejected_p50_s: float | None = None  # how fast a 429 comes back
 
 
+async def _signed_post(
+    client: httpx.AsyncClient, url: str, wallet, miner_hotkey: str, raw: bytes
+) -> tuple[str, float]:
+    """POST a TTS body signed afresh by ``wallet``: its status (or the error's name) and
+    how long the answer took (signing excluded)."""
+    headers = sign(wallet, "POST", "/v1/tts", raw, miner_hotkey)
+    start = time.perf_counter()
+    try:
+        r = await client.post(url + "/v1/tts", content=raw, headers=headers)
+        status = str(r.status_code)
+    except httpx.HTTPError as e:
+        status = type(e).__name__
+    return status, time.perf_counter() - start
+
+
 async def hammer(
     url: str,
     miner_hotkey: str,
@@ -62,17 +77,8 @@ async def hammer(
     rejected_latency: list[float] = []
 
     async def one(client: httpx.AsyncClient, i: int) -> None:
-        body = TTSRequest(text=f"{SENTENCES[i % len(SENTENCES)]} Request {i}.")
-        raw = body.model_dump_json(exclude_none=True).encode()
         async with gate:
-            headers = sign(wallet, "POST", "/v1/tts", raw, miner_hotkey)
-            start = time.perf_counter()
-            try:
-                r = await client.post(url + "/v1/tts", content=raw, headers=headers)
-                status = str(r.status_code)
-            except httpx.HTTPError as e:
-                status = type(e).__name__
-            elapsed = time.perf_counter() - start
+            status, elapsed = await _signed_post(client, url, wallet, miner_hotkey, _tts_body(i))
         statuses[status] += 1
         if status == "200":
             ok_latency.append(elapsed)
@@ -158,16 +164,9 @@ async def _attack_all(
     refused: list[float] = []
 
     async def attack(client: httpx.AsyncClient, i: int) -> None:
-        raw = _tts_body(i)
         async with gate:
-            headers = sign(attacker, "POST", "/v1/tts", raw, miner_hotkey)
-            start = time.perf_counter()
-            try:
-                r = await client.post(url + "/v1/tts", content=raw, headers=headers)
-                status = str(r.status_code)
-            except httpx.HTTPError as e:
-                status = type(e).__name__
-            elapsed = time.perf_counter() - start
+            raw = _tts_body(i)
+            status, elapsed = await _signed_post(client, url, attacker, miner_hotkey, raw)
         statuses[status] += 1
         if status in ("401", "403"):
             refused.append(elapsed)
@@ -219,15 +218,9 @@ async def flood(
 
     async def honest(client: httpx.AsyncClient, i: int) -> float:
         raw = _tts_body(i, f"Good morning, number {i}.")
-        headers = sign(validator, "POST", "/v1/tts", raw, miner_hotkey)
-        start = time.perf_counter()
-        try:
-            r = await client.post(url + "/v1/tts", content=raw, headers=headers)
-            status = str(r.status_code)
-        except httpx.HTTPError as e:
-            status = type(e).__name__
+        status, elapsed = await _signed_post(client, url, validator, miner_hotkey, raw)
         honest_statuses[status] += 1
-        return time.perf_counter() - start
+        return elapsed
 
     async with httpx.AsyncClient(timeout=timeout) as client:
         await honest(client, 0)  # warm-up: the first synthesis loads lazily

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import time
 from contextlib import ExitStack
@@ -25,18 +24,8 @@ from chorus.services.clone import CloneResult
 from chorus.services.tts import MOS, SpeechResult
 from chorus.store import Answer, ValidatorStore
 from chorus.validator import Validator, ValidatorSettings
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.servers import ThreadServer, free_port, make_net
-
-CHROMIUM = os.environ.get("CHORUS_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @dataclass

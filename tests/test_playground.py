@@ -7,7 +7,6 @@ moving (autoplay allowed by a Chromium flag)."""
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import pytest
@@ -17,19 +16,10 @@ from playwright.sync_api import Page, sync_playwright
 from chorus.generation.clone import WorldClone
 from chorus.generation.music import SymbolicMusic
 from chorus.voices import VoiceBank
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.gateway_net import KEYS, gateway_net
 
-CHROMIUM = os.environ.get("CHORUS_CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--autoplay-policy=no-user-gesture-required",  # the page plays what it fetched
-]
+ARGS = [*CHROMIUM_ARGS, "--autoplay-policy=no-user-gesture-required"]  # plays what it fetched
 
 
 @pytest.fixture(scope="module")
