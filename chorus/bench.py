@@ -475,7 +475,7 @@ def load_bench(requests: int, max_queue: int = 8, flood_requests: int = 0) -> st
     import asyncio
     import tempfile
 
-    from chorus.load import MinerProcess, cpu_s, flood, hammer, rss_mb
+    from chorus.load import HONEST_EVERY_S, MinerProcess, cpu_s, flood, hammer, rss_mb
 
     with tempfile.TemporaryDirectory() as tmp, MinerProcess(Path(tmp), max_queue) as miner:
         idle = rss_mb(miner.proc.pid)
@@ -513,8 +513,8 @@ def load_bench(requests: int, max_queue: int = 8, flood_requests: int = 0) -> st
         honest = ", ".join(f"{k}: {v}" for k, v in sorted(f.honest_statuses.items()))
         rows += [
             f"#### Flood: {f.requests} signed requests from an unregistered key, "
-            f"{f.concurrency} at a time; then again, from a process of its own, while a "
-            "validator keeps asking"
+            f"{f.concurrency} at a time; then again, from a process of its own at the lowest "
+            f"priority, while a validator asks every {HONEST_EVERY_S:g} s"
             + (" (miner on one CPU, the clients on the others)" if f.pinned else ""),
             "| Answers | Refusal p50 (s) | Refusal p90 (s) | Wall (s) | Miner CPU (s) "
             "| Validator alone (s) | Validator during the flood (s) | Validator answers |",
