@@ -68,6 +68,65 @@ class ThreadServer:
         self.sock.close()
 
 
+class Hole:
+    """A miner's port that accepts connections and never answers. The first ``drop``
+    connections are closed at once (the caller gets an error, not a wait); later ones are
+    held open, so the round that made them cannot end before its timeout, until
+    ``release()``, which closes them and every connection after. ``accepted`` counts
+    connections; ``wait_accepted`` polls it."""
+
+    def __init__(self, drop: int = 0):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        self.drop = drop
+        self.accepted = 0
+        self.released = False
+        self.held: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.closed = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            with self.lock:
+                self.accepted += 1
+                if self.released or self.accepted <= self.drop:
+                    conn.close()
+                else:
+                    self.held.append(conn)
+
+    def wait_accepted(self, count: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.accepted < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.accepted} connections to the hole, not {count}")
+            time.sleep(0.02)
+
+    def release(self) -> None:
+        with self.lock:
+            self.released = True
+            held, self.held = self.held, []
+        for conn in held:
+            conn.close()
+
+    def __enter__(self) -> Hole:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+        self.closed.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
 @dataclass
 class Net:
     """A local chain with wallets under ``root``: a validator with stake, a non-validator,

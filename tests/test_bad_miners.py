@@ -60,7 +60,9 @@ class RecordingTTS(PiperTTS):
         return out
 
 
-def bad_app(kind: str, honest: RecordingTTS) -> FastAPI:
+def bad_app(kind: str, honest: RecordingTTS, released: threading.Event) -> FastAPI:
+    """``released``: set when the test is done, so that a hanging answer ends and its
+    server stops at once rather than after its shutdown wait."""
     app = FastAPI()
     first: dict[str, str] = {}
     own = PiperTTS() if kind == "replayer" else None
@@ -89,7 +91,10 @@ def bad_app(kind: str, honest: RecordingTTS) -> FastAPI:
             chunk = b"x" * (1 << 20)
             return StreamingResponse((chunk for _ in range(200)), media_type="application/json")
         if kind == "hang":
-            await asyncio.sleep(120)
+            for _ in range(1200):  # 120 s, past any deadline, or until released
+                if released.is_set():
+                    break
+                await asyncio.sleep(0.1)
             return JSONResponse({"error": "too late"}, status_code=500)
         if kind == "error500":
             return JSONResponse({"error": "boom"}, status_code=500)
@@ -147,24 +152,30 @@ def hostile_net(tmp_path_factory) -> HostileNet:
     tmp = tmp_path_factory.mktemp("hostile")
     net = make_net(tmp, miners=2 + len(KINDS))
     copied = RecordingTTS()
+    released = threading.Event()
     hotkeys = [w.hotkey.ss58_address for w in net.miners]
     apps = [
         create_app(Miner(hotkeys[0], net.chain, {"tts": PiperTTS()})),
         create_app(Miner(hotkeys[1], net.chain, {"tts": copied})),
-        *(bad_app(kind, copied) for kind in KINDS),
+        *(bad_app(kind, copied, released) for kind in KINDS),
     ]
-    by_uid = {}
+    by_uid, servers = {}, []
     with ExitStack() as stack:
         for hotkey, app, kind in zip(hotkeys, apps, ["honest", "copied", *KINDS], strict=True):
             server = stack.enter_context(ThreadServer(app))
+            servers.append(server)
             net.chain.serve_axon(hotkey, "127.0.0.1", server.port)
             by_uid[net.chain.neuron(hotkey).uid] = kind
         yield HostileNet(net, by_uid)
+        released.set()
+        for server in servers:  # all stop at once, not one after another
+            server.server.should_exit = True
 
 
 def test_every_bad_answer_scores_zero_and_the_loop_goes_on(hostile_net, tts_evaluator, tmp_path):
     store = ValidatorStore(tmp_path / "state.sqlite")
-    settings = ValidatorSettings(timeout_s=30, alpha=0.5, weights_interval_blocks=1, seed=11)
+    # Every round waits this long on the hanging miner; honest answers take 3-6 s here.
+    settings = ValidatorSettings(timeout_s=15, alpha=0.5, weights_interval_blocks=1, seed=11)
     net = hostile_net.net
     validator = Validator(net.validator, net.chain, store, {"tts": tts_evaluator}, settings)
     asyncio.run(validator.run(rounds=2))

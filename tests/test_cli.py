@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import subprocess
 import time
 from argparse import Namespace
@@ -16,8 +15,9 @@ from chorus import audio
 from chorus.errors import CallerError
 from chorus.miner import Miner, create_app
 from chorus.piper import PiperTTS
+from chorus.store import ValidatorStore
 from tests.cli import chorus_process, run_chorus
-from tests.servers import ThreadServer, free_port, make_net
+from tests.servers import Hole, ThreadServer, free_port, make_net
 
 
 @pytest.mark.parametrize(
@@ -82,19 +82,18 @@ def test_running_validator_serves_its_dashboard(tmp_path):
         "--state",
         str(tmp_path / "state"),
         "--rounds",
-        "5",
+        "2",
         "--timeout",
-        "8",  # each round waits this long on the hole; the honest miner needs ~1 s
+        "60",  # round 2 waits on the hole until the page is read; the honest miner needs ~1 s
         "--services",
         "tts",
         "--dashboard-port",
         str(port),
     ]
     miner = create_app(Miner(honest, net.chain, {"tts": PiperTTS()}))
-    with socket.socket() as hole, ThreadServer(miner) as server:
-        hole.bind(("127.0.0.1", 0))
-        hole.listen(8)  # never answers: keeps each round open for the timeout
-        net.chain.serve_axon(slow, "127.0.0.1", hole.getsockname()[1])
+    # round 1's call to the slow miner fails at once; round 2's is held open
+    with Hole(drop=1) as hole, ThreadServer(miner) as server:
+        net.chain.serve_axon(slow, "127.0.0.1", hole.port)
         net.chain.serve_axon(honest, "127.0.0.1", server.port)
         with chorus_process(*args, root=tmp_path, stderr=subprocess.PIPE) as proc:
             page, deadline = "", time.monotonic() + 120
@@ -103,8 +102,11 @@ def test_running_validator_serves_its_dashboard(tmp_path):
                 with contextlib.suppress(httpx.HTTPError):
                     page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text
                 time.sleep(0.3)
-            assert proc.poll() is None, proc.stderr.read()  # served while the loop runs
+            assert proc.poll() is None, proc.stderr.read()  # served while the loop runs,
+            # in the middle of it: round 2 is held on the hole, not recorded
+            assert ValidatorStore(tmp_path / "state" / "state.sqlite").last_round() == 1
             assert honest[:10] in page and "<audio" in page
+            hole.release()  # round 2 ends, and with it the run
             assert proc.wait(240) == 0, proc.stderr.read()
 
 

@@ -23,7 +23,7 @@ from chorus.services.tts import SpeechChallenge, TTSRequest
 from chorus.store import ValidatorStore
 from chorus.validator import Validator, ValidatorSettings
 from tests.cli import chorus_process, run_chorus
-from tests.servers import Net, ThreadServer, free_port, make_net, wait_until_serving
+from tests.servers import Hole, Net, ThreadServer, free_port, make_net, wait_until_serving
 
 LONG_TEXT = " ".join(["The harbor lights flickered as seven boats returned home."] * 8)
 
@@ -93,23 +93,23 @@ def test_validator_killed_mid_round_restarts_with_scores_intact(net):
         "--state",
         str(state),
         "--timeout",
-        "10",  # every round waits this long on the black hole; the honest miner needs ~1 s
+        "60",  # round 2 waits on the hole until the kill; the honest miner needs ~1 s
         "--services",
         "tts",
         "--alpha",
         "0.5",
     ]
     miner = create_app(Miner(honest, net.chain, {"tts": PiperTTS()}))
-    with socket.socket() as black_hole, ThreadServer(miner) as server:
-        black_hole.bind(("127.0.0.1", 0))
-        black_hole.listen(16)  # accepts connections, never answers: every round waits
-        net.chain.serve_axon(dead, "127.0.0.1", black_hole.getsockname()[1])
+    # round 1's call to the dead miner fails at once; round 2's is held open
+    with Hole(drop=1) as hole, ThreadServer(miner) as server:
+        net.chain.serve_axon(dead, "127.0.0.1", hole.port)
         net.chain.serve_axon(honest, "127.0.0.1", server.port)
         with chorus_process(*args, root=net.root, stdout=subprocess.PIPE) as proc:
             for line in proc.stdout:
                 if line.startswith("round 1 "):
                     break
-            time.sleep(1.0)  # round 2 is now waiting on the black hole
+            hole.wait_accepted(2, 60)  # round 2 has called the dead miner: it is in flight
+            assert proc.poll() is None
             proc.send_signal(signal.SIGKILL)
             proc.wait()
 
@@ -121,6 +121,7 @@ def test_validator_killed_mid_round_restarts_with_scores_intact(net):
         uid = net.chain.neuron(honest).uid
         assert before[uid].score > 0 and before[uid].answered == 1
 
+        hole.release()  # the restarted validator's round is not held
         again = run_chorus(*args, "--rounds", "1", root=net.root)
         assert again.returncode == 0, again.stderr
         assert "resuming after round 1" in again.stdout

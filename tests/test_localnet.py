@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -68,39 +69,46 @@ def test_agreement_is_spearman_over_miners():
 
 def test_chain_show_and_epochs_report_yuma_results(tmp_path):
     path = tmp_path / "c.sqlite"
-    r = run_chorus("chain", "init", "--chain-path", str(path), "--block-seconds", "0.05",
-                   "--tempo", "2", "--yuma", "2", root=tmp_path)  # fmt: skip
-    assert r.returncode == 0 and "tempo 2 blocks, Yuma 2" in r.stdout, r.stderr
-    chain = _subnet(path)
-    shown = json.loads(run_chorus("chain", "show", "--json", "--chain-path", str(path)).stdout)
-    # epochs came (the command takes longer than a tempo) but nobody has set weights:
-    # no incentive, and the validators are paid by stake, 3:1, as on the chain
-    rows = shown["neurons"]
-    assert shown["epoch_block"] is not None and rows[2]["incentive"] == 0.0
-    assert rows[0]["emission"] == pytest.approx(3 * rows[1]["emission"]) and rows[0]["emission"]
-    chain.set_weights("v-big", {2: 0.9, 3: 0.1})
-    chain.set_weights("v-small", {2: 0.1, 3: 0.9})
-    epoch = _wait_epoch(chain, chain.block())
-    shown = json.loads(run_chorus("chain", "show", "--json", "--chain-path", str(path)).stdout)
-    assert shown["epoch_block"] >= epoch.block
-    fields = {"stake", "validator_permit", "rank", "trust", "consensus", "incentive",
-              "dividends", "emission", "validator_trust"}  # fmt: skip
-    assert all(fields <= row.keys() for row in shown["neurons"])
-    by_uid = {row["uid"]: row for row in shown["neurons"]}
-    # the big validator decides: consensus (0.9, 0.1), the small one is clipped to it
-    assert by_uid[2]["consensus"] == pytest.approx(0.9) and by_uid[3]["consensus"] == 0.1
-    assert by_uid[0]["validator_trust"] == pytest.approx(1.0)
-    assert by_uid[1]["validator_trust"] == pytest.approx(0.2)
-    # ranks: 0.75 * 0.9 + 0.25 * 0.1 = 0.7 and 0.75 * 0.1 + 0.25 * 0.1 = 0.1
-    assert by_uid[2]["incentive"] == pytest.approx(0.7 / 0.8)
-    assert sum(r["incentive"] for r in shown["neurons"]) == pytest.approx(1.0)
-    text = run_chorus("chain", "show", "--chain-path", str(path)).stdout
-    assert "last epoch at block" in text and "vtrust" in text
-    history = json.loads(run_chorus("chain", "epochs", "--json", "--chain-path", str(path)).stdout)
-    assert [e["block"] for e in history] == sorted(e["block"] for e in history)
-    assert history[-1]["block"] >= epoch.block and len(history[-1]["neurons"]) == 5
-    r = run_chorus("chain", "epochs", "--chain", "bittensor", "--netuid", "1")
-    assert r.returncode == 2 and "chain show" in r.stderr
+    # Commands that do not depend on each other run side by side (each is mostly start-up).
+    with ThreadPoolExecutor(3) as pool:
+        on_bittensor = pool.submit(run_chorus, "chain", "epochs", "--chain", "bittensor",
+                                   "--netuid", "1")  # fmt: skip
+        r = run_chorus("chain", "init", "--chain-path", str(path), "--block-seconds", "0.05",
+                       "--tempo", "2", "--yuma", "2", root=tmp_path)  # fmt: skip
+        assert r.returncode == 0 and "tempo 2 blocks, Yuma 2" in r.stdout, r.stderr
+        chain = _subnet(path)
+        shown = json.loads(run_chorus("chain", "show", "--json", "--chain-path", str(path)).stdout)
+        # epochs came (the command takes longer than a tempo) but nobody has set weights:
+        # no incentive, and the validators are paid by stake, 3:1, as on the chain
+        rows = shown["neurons"]
+        assert shown["epoch_block"] is not None and rows[2]["incentive"] == 0.0
+        assert rows[0]["emission"] == pytest.approx(3 * rows[1]["emission"]) and rows[0]["emission"]
+        chain.set_weights("v-big", {2: 0.9, 3: 0.1})
+        chain.set_weights("v-small", {2: 0.1, 3: 0.9})
+        epoch = _wait_epoch(chain, chain.block())
+        show_text = pool.submit(run_chorus, "chain", "show", "--chain-path", str(path))
+        history_json = pool.submit(run_chorus, "chain", "epochs", "--json", "--chain-path",
+                                   str(path))  # fmt: skip
+        shown = json.loads(run_chorus("chain", "show", "--json", "--chain-path", str(path)).stdout)
+        assert shown["epoch_block"] >= epoch.block
+        fields = {"stake", "validator_permit", "rank", "trust", "consensus", "incentive",
+                  "dividends", "emission", "validator_trust"}  # fmt: skip
+        assert all(fields <= row.keys() for row in shown["neurons"])
+        by_uid = {row["uid"]: row for row in shown["neurons"]}
+        # the big validator decides: consensus (0.9, 0.1), the small one is clipped to it
+        assert by_uid[2]["consensus"] == pytest.approx(0.9) and by_uid[3]["consensus"] == 0.1
+        assert by_uid[0]["validator_trust"] == pytest.approx(1.0)
+        assert by_uid[1]["validator_trust"] == pytest.approx(0.2)
+        # ranks: 0.75 * 0.9 + 0.25 * 0.1 = 0.7 and 0.75 * 0.1 + 0.25 * 0.1 = 0.1
+        assert by_uid[2]["incentive"] == pytest.approx(0.7 / 0.8)
+        assert sum(r["incentive"] for r in shown["neurons"]) == pytest.approx(1.0)
+        text = show_text.result().stdout
+        assert "last epoch at block" in text and "vtrust" in text
+        history = json.loads(history_json.result().stdout)
+        assert [e["block"] for e in history] == sorted(e["block"] for e in history)
+        assert history[-1]["block"] >= epoch.block and len(history[-1]["neurons"]) == 5
+        r = on_bittensor.result()
+        assert r.returncode == 2 and "chain show" in r.stderr
 
 
 def test_chain_init_refuses_bad_settings(tmp_path):

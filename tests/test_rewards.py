@@ -55,7 +55,11 @@ def test_one_honest_miner_against_three_cheats_gets_at_least_80_percent(
         CheapTTS(piper, degrade.monotone),
         CheapTTS(piper, lambda x, r: degrade.clip(x, r, threshold=0.1)),
     ]
-    honest, *rest = weights_after_rounds(tmp_path, tts_evaluator, [PiperTTS(seed=1), *cheats])
+    # Each cheat scores well under half the honest miner in every round (zero weight from
+    # the first), so two rounds show it; the even split below needs four to average.
+    honest, *rest = weights_after_rounds(
+        tmp_path, tts_evaluator, [PiperTTS(seed=1), *cheats], rounds=2
+    )
     assert honest >= 0.8, (honest, rest)
 
 
