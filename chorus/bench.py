@@ -295,9 +295,30 @@ def write_report(path: Path, section: str, body: str) -> None:
     path.write_text(text)
 
 
-def validator_round(miners: int = 10, seconds: float = 30.0) -> dict:
+# The validator rounds timed: answers of at most 10 s (a validator's usual prompts of one to
+# three sentences), of at most 30 s (the seed's length; one Whisper window each), and of
+# just over 30 s (a prompt sized to 30 s at CHARS_PER_SECOND, which Piper reads in about
+# 30.8 s: each answer needs a second window).
+VALIDATOR_ROUNDS = ((10.0, True), (30.0, True), (30.0, False))
+
+
+def prompt_within(tts, seconds: float, seed: int = 3) -> str:
+    """A prompt that ``tts`` reads in ``seconds`` - 3 to ``seconds`` - 0.3 seconds (the
+    margin: one text's readings vary by about 0.3 s)."""
+    from chorus.prompts import speech_text
+
+    for attempt in range(seed, seed + 100):
+        text = speech_text(seconds - 2, seed=attempt)
+        samples, rate = tts.synthesize(text)
+        if seconds - 3 <= len(samples) / rate <= seconds - 0.3:
+            return text
+    raise RuntimeError(f"no prompt read in just under {seconds} s")
+
+
+def validator_round(miners: int = 10, seconds: float = 30.0, within: bool = True) -> dict:
     """Run in a child process: every evaluator loaded (as a validator testing all three
-    services holds them), then one round of ``miners`` answers of ``seconds`` of TTS scored
+    services holds them), then one round of ``miners`` answers of ``seconds`` of TTS (at
+    most, or ``within`` False: a prompt sized to ``seconds``, read in a little more) scored
     end to end the way the validator does it: decode, copy check, then the round's answers
     scored together (``chorus.services.evaluate_round``) and stored. The same answers are
     then scored one at a time (``Validator.score``), for the per-answer cost without
@@ -326,9 +347,9 @@ def validator_round(miners: int = 10, seconds: float = 30.0) -> dict:
         evaluators,
         ValidatorSettings(services=("tts",), seed=1),
     )
-    text = speech_text(seconds, seed=3)
-    task = Task("tts", text, TTSRequest(text=text), SpeechChallenge(text))
     tts = PiperTTS()
+    text = prompt_within(tts, seconds) if within else speech_text(seconds, seed=3)
+    task = Task("tts", text, TTSRequest(text=text), SpeechChallenge(text))
     results = []
     for uid in range(miners):
         samples, rate = tts.synthesize(text)
@@ -361,9 +382,10 @@ def validator_round(miners: int = 10, seconds: float = 30.0) -> dict:
     for answer, clip in scorable:
         validator.score(answer, task, clip)
     one_by_one, single_cpu = time.perf_counter() - start, time.process_time() - single_cpu
+    durations = [len(x) / r for _, (x, r) in scorable] or [0.0]
     return {
         "miners": miners,
-        "audio_s": round(len(samples) / rate, 1),
+        "audio_s": f"{min(durations):.1f}-{max(durations):.1f}",
         "round_s": round(elapsed, 2),
         "per_answer_s": round(elapsed / miners, 2),
         "cpu_per_answer_s": round(cpu / miners, 2),
@@ -404,8 +426,10 @@ def dnsmos_comparison() -> list[dict]:
 
 def validator_bench() -> str:
     ctx = multiprocessing.get_context("spawn")
-    with _pool(ctx) as pool:
-        r = pool.apply(validator_round)
+    rounds = []
+    for seconds, within in VALIDATOR_ROUNDS:
+        with _pool(ctx) as pool:
+            rounds.append(pool.apply(validator_round, (10, seconds, within)))
     with _pool(ctx) as pool:
         dnsmos = pool.apply(dnsmos_comparison)
     lines = [
@@ -418,10 +442,15 @@ def validator_bench() -> str:
         "| CPU per answer (s) | One at a time: per answer (s) | One at a time: CPU (s) "
         "| Max score difference | Mean score | Peak RSS, every evaluator loaded (MB) |",
         "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
         f"| {r['miners']} | {r['audio_s']} | {r['round_s']} | {r['per_answer_s']} | "
         f"{r['cpu_per_answer_s']} | {r['single_per_answer_s']} | "
         f"{r['single_cpu_per_answer_s']} | {r['max_score_diff']:.1e} | "
-        f"{r['mean_score']} | {r['peak_rss_mb']} |",
+        f"{r['mean_score']} | {r['peak_rss_mb']} |"
+        for r in rounds
+    ]
+    lines += [
         "",
         "#### DNSMOS: ours against `speechmos.dnsmos.run` on the same clips",
         f"Our shared convolutions ran in {dnsmos[0]['backend']} (chosen at load on this CPU).",

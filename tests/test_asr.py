@@ -1,5 +1,6 @@
-"""Transcripts of multi-sentence answers must cover every sentence, not stop at a pause, and
-are the same whichever encoder instance ran."""
+"""Transcripts of multi-sentence answers must cover every sentence, not stop at a pause, are
+the same whichever encoder instance ran, and are faster-whisper's, but for a last window
+finished in place."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import os
 
 import pytest
 
-from chorus.scoring.asr import Transcriber
+from chorus.audio import resample, to_mono_float
+from chorus.prompts import speech_text
+from chorus.scoring.asr import ASR_RATE, Transcriber
+from chorus.scoring.runtime import ScoringRuntime
 from chorus.text import word_error_rate
 
 TEXT = (
@@ -57,3 +61,54 @@ class _Counting:
     def encode(self, *args, **kwargs):
         self.calls += 1
         return self.model.encode(*args, **kwargs)
+
+
+def _windows_and_text(transcriber, samples, rate) -> tuple[int, str]:
+    """Our transcript of ``samples``, and how many 30 s windows it encoded."""
+    windows = []
+    encode = transcriber._encode
+    transcriber._encode = lambda batch: windows.append(len(batch)) or encode(batch)
+    try:
+        return transcriber.transcribe(samples, rate), sum(windows)
+    finally:
+        del transcriber._encode
+
+
+def _faster_whisper(transcriber, samples, rate) -> tuple[int, str]:
+    """faster-whisper's own transcript of ``samples`` under ``Transcriber.DECODE``, and how
+    many windows it encoded."""
+    model, windows = transcriber.model, []
+    encode = model.encode
+    model.encode = lambda features: windows.append(1) or encode(features)
+    try:
+        audio = resample(to_mono_float(samples), rate, ASR_RATE)
+        segments, _ = model.transcribe(audio, without_timestamps=False, **Transcriber.DECODE)
+        return " ".join(s.text.strip() for s in segments).strip(), len(windows)
+    finally:
+        del model.encode
+
+
+def test_answers_within_a_window_read_as_faster_whisper_reads_them(piper, transcriber):
+    for text in (TEXT, speech_text(15, seed=5)):
+        samples, rate = piper.synthesize(text)
+        ours = _windows_and_text(transcriber, samples, rate)
+        assert ours == _faster_whisper(transcriber, samples, rate)
+        assert ours[1] == 1
+
+
+def test_a_last_window_is_finished_in_place():
+    """A 28 s answer Whisper stops reading at its last sentence: faster-whisper encodes a
+    second window for those few seconds; we resume in the first one, and read them too."""
+    from chorus.generation.tts import PiperTTS
+
+    transcriber = Transcriber(ScoringRuntime())
+    # A voice of its own, so the reading is the same however the suite runs: 25.2 s, whose
+    # last sentence ("If the price rises to ...") faster-whisper reads in a second window.
+    text = speech_text(27, seed=3)
+    samples, rate = PiperTTS(seed=0).synthesize(text)
+    assert len(samples) / rate < 30
+    theirs, their_windows = _faster_whisper(transcriber, samples, rate)
+    ours, our_windows = _windows_and_text(transcriber, samples, rate)
+    assert (their_windows, our_windows) == (2, 1)
+    assert word_error_rate(text, ours) <= word_error_rate(text, theirs) + 0.02, ours
+    assert word_error_rate(text, ours) < 0.2, ours

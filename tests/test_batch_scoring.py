@@ -1,7 +1,7 @@
 """Scoring a round at once gives every answer the score it gets alone: Whisper's batched
-decoding gives the transcripts faster-whisper gives one answer at a time (also past one
-30 s window), junk in the round changes no honest answer's score, and junk is gated before
-any model sees it."""
+decoding gives each answer the transcript it gets alone (also past one 30 s window), junk
+in the round changes no honest answer's score, and junk is gated before any model sees
+it."""
 
 from __future__ import annotations
 
@@ -152,8 +152,10 @@ def test_a_round_without_any_scorable_answer_runs_no_model(transcriber, dnsmos, 
     assert evaluate_round(evaluator, []) == []
 
 
-def test_transcripts_match_faster_whisper_past_one_window(transcriber, piper, degraded) -> None:
-    """Longer answers: each window continues where faster-whisper's would."""
+def test_batched_transcripts_equal_single_ones_past_one_window(
+    transcriber, piper, degraded
+) -> None:
+    """Longer answers, decoded together: each window continues where it would alone."""
     clips = [piper.synthesize(speech_text(47, seed=70)), degraded.synthesize(speech_text(36, 80))]
     assert min(x.size / rate for x, rate in clips) > 30
     assert transcriber.transcribe_many(clips) == [transcriber.transcribe(*c) for c in clips]

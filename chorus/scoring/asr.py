@@ -13,13 +13,19 @@ decoder's weights (the vocabulary projection alone is 20 MB of int8) and the win
 cross-attention keys and values (18 MB): a batch reads the weights once per step for all
 its windows, so a 30 s window decoded in a batch of eight costs under half the CPU of one
 decoded alone. CTranslate2 gives each window of a batch exactly the tokens (and scores) it
-gives it alone, so the transcripts are faster-whisper's, word for word.
+gives it alone, so an answer's transcript is the same in a round and alone (``transcribe``
+is a round of one).
+
+The transcripts are faster-whisper's, word for word, but for one change that saves an
+encoder pass on most answers of 25-30 s: a clip's last window is finished in place
+(``Transcriber._resume``) rather than decoded again from its last segment in a new window.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -43,36 +49,33 @@ MAX_BATCH = 8
 
 class WideEncoderWhisper(WhisperModel):
     """faster-whisper's model, whose encoder also runs on a second CTranslate2 instance
-    with a thread per core (``wide``) when the runtime's cores are all free. faster-whisper
-    encodes through ``encode``; ``after_encode`` is called after each encoding."""
+    with a thread per core (``wide``) when the runtime's cores are all free."""
 
     def __init__(
         self,
         model_path: str,
         runtime: ScoringRuntime,
-        after_encode: Callable[[], None],
         *,
         device: str,
         compute_type: str,
         cpu_threads: int,
         encoder_threads: int = 0,
     ):
+        # A worker per core: a round's windows are encoded side by side, a core each.
         super().__init__(
-            model_path, device=device, compute_type=compute_type, cpu_threads=cpu_threads
+            model_path,
+            device=device,
+            compute_type=compute_type,
+            cpu_threads=cpu_threads,
+            num_workers=runtime.cores if device == "cpu" else 1,
         )
-        self.runtime, self.after_encode = runtime, after_encode
+        self.runtime = runtime
         self.wide = None
         encoder_threads = encoder_threads or runtime.cores
         if device == "cpu" and encoder_threads > cpu_threads:
             self.wide = ctranslate2.models.Whisper(
                 model_path, device="cpu", compute_type=compute_type, intra_threads=encoder_threads
             )
-
-    def encode(self, features: np.ndarray) -> ctranslate2.StorageView:
-        """``encode_on_cores``, then the ``after_encode`` hook."""
-        output = self.encode_on_cores(features)
-        self.after_encode()
-        return output
 
     def encode_on_cores(self, features: np.ndarray) -> ctranslate2.StorageView:
         """For a caller holding a core: on every core when they are all free, else on the
@@ -82,14 +85,11 @@ class WideEncoderWhisper(WhisperModel):
                 if spare:
                     batch = features[None] if features.ndim == 2 else features
                     return self.wide.encode(get_ctranslate2_storage(batch))
-        return super().encode(features)
+        return self.encode(features)
 
 
 class Transcriber:
-    """Loads the Whisper model once; ``transcribe`` is then cheap to call per answer.
-
-    faster-whisper makes a (disabled) tqdm bar per call: a process that is terminated
-    rather than exiting, a pool worker, should give tqdm a thread lock (see chorus.bench)."""
+    """Loads the Whisper model once; ``transcribe`` is then cheap to call per answer."""
 
     # Greedy decoding matched beam search (5) on our prompts; a temperature fallback only
     # helps on long noisy audio, and re-decoding garbage answers would just cost time.
@@ -124,17 +124,17 @@ class Transcriber:
         self.model = WideEncoderWhisper(
             model_path,
             runtime,
-            self._encoded,
             device=device,
             compute_type="int8" if device == "cpu" else "default",
             cpu_threads=cpu_threads,
             encoder_threads=encoder_threads,
         )
         self._calls = threading.local()  # encoding runs in the calling thread
+        self._encoders = ThreadPoolExecutor(runtime.cores, thread_name_prefix="whisper-encoder")
         tokenizer = self._tokenizer()
         # What ``WhisperModel.transcribe`` passes CTranslate2 for one window under DECODE
         # (its ``generate_with_fallback`` at temperature 0, with the library's defaults).
-        self._generate = {
+        self._options = {
             "length_penalty": 1.0,
             "repetition_penalty": 1.0,
             "no_repeat_ngram_size": 0,
@@ -148,6 +148,9 @@ class Transcriber:
             "patience": 1.0,
         }
         # No previous text, prefix or hot words: every window's prompt is the same.
+        # Always decode with timestamps: without them tiny.en often ends the transcript at
+        # the first sentence pause (8 of 25 two-sentence Piper clips), which would score an
+        # honest miner's full answer as half missing.
         self._prompt = self.model.get_prompt(tokenizer, [], without_timestamps=False)
 
     def transcribe(
@@ -156,34 +159,24 @@ class Transcriber:
         """The text spoken in ``samples`` (any rate), resampled to 16 kHz in memory.
         ``encoded()`` is called once, when Whisper has encoded the audio and decodes on one
         core (or before returning, if there was nothing to encode): the moment to start
-        work that runs beside it on the others."""
-        audio = resample(to_mono_float(samples), rate, ASR_RATE)
-        self._calls.encoded = encoded
-        # Always decode with timestamps: without them tiny.en often ends the transcript at
-        # the first sentence pause (8 of 25 two-sentence Piper clips), which would score an
-        # honest miner's full answer as half missing.
-        text = self.runtime.on_a_core(partial(self._decode, audio)) if audio.size else ""
-        self._encoded()  # if nothing was encoded
-        return text
-
-    def _decode(self, audio: np.ndarray) -> str:
-        segments, _ = self.model.transcribe(audio, without_timestamps=False, **self.DECODE)
-        return " ".join(s.text.strip() for s in segments).strip()
+        work that runs beside it on the others. A round of one (``transcribe_many``)."""
+        return self.transcribe_many([(samples, rate)], encoded)[0]
 
     def transcribe_many(
         self, clips: Sequence[tuple[np.ndarray, int]], encoded: Callable[[], object] | None = None
     ) -> list[str]:
-        """``transcribe`` for each of ``clips`` ((samples, rate) pairs), the same transcripts,
-        decoded together. ``encoded()`` is called once, when the first batch of windows is
-        encoded (or before returning, if there was nothing to encode): the moment to start
-        the work that runs beside decoding on the other cores.
+        """The text spoken in each of ``clips`` ((samples, rate) pairs), decoded together,
+        each exactly as it would be alone. ``encoded()`` is called once, when the first
+        batch of windows is encoded (or before returning, if there was nothing to encode):
+        the moment to start the work that runs beside decoding on the other cores.
 
         It is faster-whisper's loop over 30 s windows, run on every clip at once: each pass
         encodes the next window of every clip not yet done, one window at a time on the
         cores (batching the encoder saves nothing: one window is already large matrix
         products, and a batch of ten took longer per window), then decodes them in batches,
         and moves each clip on as ``WhisperModel.generate_segments`` does (to the end of
-        the window's last whole segment, or past the window), until every clip is done."""
+        the window's last whole segment, or past the window), until every clip is done,
+        except that a clip's last window is finished where it is (``_resume``)."""
         self._calls.encoded = encoded
         audio = [resample(to_mono_float(samples), rate, ASR_RATE) for samples, rate in clips]
         features = self.model.feature_extractor
@@ -202,51 +195,110 @@ class Transcriber:
                 windows = [
                     state.window(self.model.feature_extractor.nb_max_frames) for state in batch
                 ]
-                encoded = self._encode(windows)
+                encoded, array = self._encode(windows)
                 self._encoded()
-                results = self.runtime.on_a_core(
-                    partial(
-                        self.model.model.generate,
-                        encoded,
-                        [self._prompt] * len(batch),
-                        **self._generate,
-                    )
-                )
-                for state, result in zip(batch, results, strict=True):
-                    self._advance(state, result, tokenizer)
+                results = self._generate(encoded, [self._prompt] * len(batch))
+                ends = [self._advance(s, r, tokenizer) for s, r in zip(batch, results, strict=True)]
+                while resume := [i for i, end in enumerate(ends) if end is not None]:
+                    encoded = [
+                        self._encode([windows[i]])[0]  # on a GPU the output stayed there
+                        if array is None
+                        else get_ctranslate2_storage(np.ascontiguousarray(array[i : i + 1]))
+                        for i in resume
+                    ]
+                    again = iter(self._resume([batch[i] for i in resume], encoded, tokenizer))
+                    ends = [next(again) if i in resume else None for i in range(len(batch))]
         return states
 
-    def _encode(self, windows: list[np.ndarray]) -> ctranslate2.StorageView:
-        """The encoder output of ``windows`` (80 x 3000 each), as one batch. On a CPU, one
-        window at a time, each on the cores (all of them when they are free); on a GPU, in
-        one call, and the output stays there."""
+    def _generate(self, encoded: ctranslate2.StorageView, prompts: list[list[int]]) -> list:
+        """Greedy decoding of a batch of encoded windows, on a core."""
+        model = self.model.model
+        return self.runtime.on_a_core(partial(model.generate, encoded, prompts, **self._options))
+
+    def _encode(self, windows: list[np.ndarray]) -> tuple[ctranslate2.StorageView, np.ndarray]:
+        """The encoder output of ``windows`` (80 x 3000 each), as one batch, and as an
+        array (None on a GPU). On a CPU, several windows are encoded side by side, a core
+        each (10 windows: 2.26 s on two cores, against 2.69 s one after another on both);
+        one window alone runs on every core when they are free. On a GPU, in one call, and
+        the output stays there."""
         model = self.model.model
         if model.device != "cpu":
             batch = get_ctranslate2_storage(np.stack(windows))
-            return self.runtime.on_a_core(partial(model.encode, batch))
-        outputs = [
-            np.asarray(self.runtime.on_a_core(partial(self.model.encode_on_cores, w)))
-            for w in windows
-        ]
+            return self.runtime.on_a_core(partial(model.encode, batch)), None
+        if len(windows) == 1:
+            outputs = [self.runtime.on_a_core(partial(self.model.encode_on_cores, windows[0]))]
+        else:
+            encode = self.model.encode
+            on_a_core = self.runtime.on_a_core
+            outputs = list(self._encoders.map(lambda w: on_a_core(partial(encode, w)), windows))
+        outputs = [np.asarray(output) for output in outputs]
         # CTranslate2 reads this array in place: the storage view keeps it referenced.
-        return get_ctranslate2_storage(np.concatenate(outputs))
+        array = np.concatenate(outputs)
+        return get_ctranslate2_storage(array), array
 
-    def _advance(self, state: _Clip, result, tokenizer: Tokenizer) -> None:
-        """Take one decoded window's segments and move ``state`` on, exactly as
-        ``WhisperModel.generate_segments`` does under ``DECODE`` (no word timestamps)."""
-        model, seek = self.model, state.seek
-        per_frame = model.feature_extractor.time_per_frame
-        size = state.size(model.feature_extractor.nb_max_frames)
+    def _advance(self, state: _Clip, result, tokenizer: Tokenizer) -> int | None:
+        """Take one decoded window's segments and move ``state`` on, as
+        ``WhisperModel.generate_segments`` does under ``DECODE`` (no word timestamps).
+        Returns where to resume decoding this window (``_resume``), or None."""
         tokens = result.sequences_ids[0]
         # generate_with_fallback's average log probability; its no-speech rule (defaults:
         # no_speech_threshold 0.6, log_prob_threshold -1.0) skips a silent window.
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
         if result.no_speech_prob > 0.6 and not avg_logprob > -1.0:
-            state.seek += size
-            return
-        # faster-whisper's own rule for the segments and where the next window starts (a
-        # private method: faster-whisper is pinned, and tests hold the transcripts to its).
-        segments, state.seek, _ = model._split_segments_by_timestamps(
+            state.seek += state.size(self.model.feature_extractor.nb_max_frames)
+            return None
+        return self._take(state, tokens, tokenizer)
+
+    def _resume(
+        self, states: list[_Clip], encoded: list[ctranslate2.StorageView], tokenizer: Tokenizer
+    ) -> list[int | None]:
+        """Finish the last windows of ``states`` where decoding stopped, in place.
+
+        Whisper ends a window at the start of a segment it does not expect to finish
+        there (tokens ending ``<|24.44|><|24.44|>``), and faster-whisper decodes the rest
+        in a new window from that point: for a 25-30 s answer, a second encoder pass
+        (0.4 s of a core) for a few seconds of speech. When the window already holds the
+        end of the clip, the same encoder output holds the rest: decoding resumes there,
+        prompted with that timestamp and the text read so far, and reads the tail as well
+        (WER on the project's corpus: see docs/benchmarks.md). A segment left open ends
+        with the clip; where no words come, the clip goes on in a new window,
+        faster-whisper's way. Returns where to resume again, per state."""
+        # The text so far is the prompt's context (without it, the tail was misread): one
+        # clip per call, as CTranslate2 batches prompts of one length only.
+        results = [
+            self._generate(
+                window,
+                [
+                    self.model.get_prompt(tokenizer, tokenizer.encode(" " + " ".join(state.texts)))
+                    + [tokenizer.timestamp_begin + state.resume]
+                ],
+            )[0]
+            for window, state in zip(encoded, states, strict=True)
+        ]
+        ends: list[int | None] = []
+        for state, result in zip(states, results, strict=True):
+            tokens = list(result.sequences_ids[0])  # the timestamp prompted, then the rest
+            if not any(t < tokenizer.eot for t in tokens):  # no words: a new window
+                state.seek += state.resume * self.model.input_stride
+                ends.append(None)
+                continue
+            if tokens[-1] < tokenizer.timestamp_begin:  # the last segment ends with the clip
+                frames = state.size(self.model.feature_extractor.nb_max_frames)
+                tokens.append(tokenizer.timestamp_begin + frames // self.model.input_stride)
+            ends.append(self._take(state, tokens, tokenizer, after=state.resume))
+        return ends
+
+    def _take(
+        self, state: _Clip, tokens: list[int], tokenizer: Tokenizer, after: int = -1
+    ) -> int | None:
+        """Add the texts of a window's segments to ``state`` and move it on, by
+        faster-whisper's own rule (a private method: faster-whisper is pinned, and tests
+        hold the transcripts to its). A last window the rule would decode again from a
+        point past ``after`` (in timestamp steps) stays: that point is returned."""
+        model, seek = self.model, state.seek
+        per_frame = model.feature_extractor.time_per_frame
+        size = state.size(self.model.feature_extractor.nb_max_frames)
+        segments, next_seek, _ = model._split_segments_by_timestamps(
             tokenizer=tokenizer,
             tokens=tokens,
             time_offset=seek * per_frame,
@@ -254,12 +306,16 @@ class Transcriber:
             segment_duration=size * per_frame,
             seek=seek,
         )
-        if state.seek <= seek:  # a window ending on <|0.00|>: faster-whisper would loop
-            state.seek = seek + size
         for segment in segments:
             text = tokenizer.decode(segment["tokens"])
             if segment["start"] != segment["end"] and text.strip():
                 state.texts.append(text.strip())
+        resume = (next_seek - seek) // model.input_stride
+        if seek + size >= state.content_frames and after < resume and next_seek < seek + size:
+            state.resume = resume  # the clip's last window: finish it in place
+            return resume
+        state.seek = seek + size if next_seek <= seek else next_seek
+        return None
 
     def _tokenizer(self) -> Tokenizer:
         return Tokenizer(
@@ -279,11 +335,13 @@ class Transcriber:
 @dataclass
 class _Clip:
     """One clip of ``transcribe_many``: its log-mel features (80, frames + 1), how far
-    decoding has got (``seek``, in frames) and the segments' texts so far."""
+    decoding has got (``seek``, in frames), the segments' texts so far, and where the last
+    window resumes (``Transcriber._resume``)."""
 
     features: np.ndarray
     seek: int = 0
     texts: list[str] = field(default_factory=list)
+    resume: int = 0  # in the last window: where to resume decoding (timestamp steps)
 
     @property
     def content_frames(self) -> int:
