@@ -27,6 +27,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from difflib import SequenceMatcher
 from functools import partial
 
 import ctranslate2
@@ -37,6 +38,7 @@ from faster_whisper.transcribe import get_ctranslate2_storage, get_suppressed_to
 
 from chorus.audio import SPEECH_RATE, resample, to_mono_float
 from chorus.scoring.runtime import ScoringRuntime
+from chorus.text import normalize
 
 ASR_RATE = SPEECH_RATE
 # Windows per batched decoding. Each window's cross-attention keys and values (18 MB)
@@ -45,6 +47,9 @@ ASR_RATE = SPEECH_RATE
 # or 10, 0.25 s in 16), while the batch's memory grows with it (those keys and values are
 # fp32): larger rounds are decoded in even batches of at most this many.
 MAX_BATCH = 8
+# Share of a resumed tail's words (``difflib`` ratio) that, matching the words just before
+# it, make it a re-reading rather than new speech (see ``_repeats``).
+REPEAT_RATIO = 0.8
 
 
 class WideEncoderWhisper(WhisperModel):
@@ -261,8 +266,9 @@ class Transcriber:
         end of the clip, the same encoder output holds the rest: decoding resumes there,
         prompted with that timestamp and the text read so far, and reads the tail as well
         (WER on the project's corpus: see docs/benchmarks.md). A segment left open ends
-        with the clip; where no words come, the clip goes on in a new window,
-        faster-whisper's way. Returns where to resume again, per state."""
+        with the clip; where no words come, or the words just read come again, the clip
+        goes on in a new window, faster-whisper's way. Returns where to resume again, per
+        state."""
         # The text so far is the prompt's context (without it, the tail was misread): one
         # clip per call, as CTranslate2 batches prompts of one length only.
         results = [
@@ -278,7 +284,10 @@ class Transcriber:
         ends: list[int | None] = []
         for state, result in zip(states, results, strict=True):
             tokens = list(result.sequences_ids[0])  # the timestamp prompted, then the rest
-            if not any(t < tokenizer.eot for t in tokens):  # no words: a new window
+            words = [t for t in tokens if t < tokenizer.eot]
+            if not words or _repeats(state.texts, tokenizer.decode(words)):
+                # No words, or the last sentence read again (seen where noise followed the
+                # speech): a new window from there, faster-whisper's way.
                 state.seek += state.resume * self.model.input_stride
                 ends.append(None)
                 continue
@@ -311,7 +320,8 @@ class Transcriber:
             if segment["start"] != segment["end"] and text.strip():
                 state.texts.append(text.strip())
         resume = (next_seek - seek) // model.input_stride
-        if seek + size >= state.content_frames and after < resume and next_seek < seek + size:
+        final = seek + size >= state.content_frames
+        if final and max(after, 0) < resume and next_seek < seek + size:
             state.resume = resume  # the clip's last window: finish it in place
             return resume
         state.seek = seek + size if next_seek <= seek else next_seek
@@ -330,6 +340,15 @@ class Transcriber:
         hook, self._calls.encoded = getattr(self._calls, "encoded", None), None
         if hook is not None:
             hook()
+
+
+def _repeats(earlier: list[str], text: str) -> bool:
+    """Whether ``text`` mostly reads again the words just before it (a resumed window
+    that re-read its last sentence). Two sentences of one prompt template differ in their
+    names and numbers, a third or more of their words: they are not repeats."""
+    words = normalize(text).split()
+    before = normalize(" ".join(earlier)).split()[-len(words) :]
+    return bool(words) and SequenceMatcher(None, words, before).ratio() >= REPEAT_RATIO
 
 
 @dataclass
