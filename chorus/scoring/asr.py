@@ -18,7 +18,8 @@ is a round of one).
 
 The transcripts are faster-whisper's, word for word, but for one change that saves an
 encoder pass on most answers of 25-30 s: a clip's last window is finished in place
-(``Transcriber._resume``) rather than decoded again from its last segment in a new window.
+(``Transcriber._resume``, prompted with the text read so far) rather than decoded again
+from its last segment in a new window.
 """
 
 from __future__ import annotations
