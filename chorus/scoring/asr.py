@@ -204,16 +204,16 @@ class Transcriber:
                 encoded, array = self._encode(windows)
                 self._encoded()
                 results = self._generate(encoded, [self._prompt] * len(batch))
-                ends = [self._advance(s, r, tokenizer) for s, r in zip(batch, results, strict=True)]
-                while resume := [i for i, end in enumerate(ends) if end is not None]:
+                for state, result in zip(batch, results, strict=True):
+                    self._advance(state, result, tokenizer)
+                while resume := [i for i, s in enumerate(batch) if s.resume is not None]:
                     encoded = [
                         self._encode([windows[i]])[0]  # on a GPU the output stayed there
                         if array is None
                         else get_ctranslate2_storage(np.ascontiguousarray(array[i : i + 1]))
                         for i in resume
                     ]
-                    again = iter(self._resume([batch[i] for i in resume], encoded, tokenizer))
-                    ends = [next(again) if i in resume else None for i in range(len(batch))]
+                    self._resume([batch[i] for i in resume], encoded, tokenizer)
         return states
 
     def _generate(self, encoded: ctranslate2.StorageView, prompts: list[list[int]]) -> list:
@@ -242,22 +242,22 @@ class Transcriber:
         array = np.concatenate(outputs)
         return get_ctranslate2_storage(array), array
 
-    def _advance(self, state: _Clip, result, tokenizer: Tokenizer) -> int | None:
+    def _advance(self, state: _Clip, result, tokenizer: Tokenizer) -> None:
         """Take one decoded window's segments and move ``state`` on, as
-        ``WhisperModel.generate_segments`` does under ``DECODE`` (no word timestamps).
-        Returns where to resume decoding this window (``_resume``), or None."""
+        ``WhisperModel.generate_segments`` does under ``DECODE`` (no word timestamps),
+        or mark where to resume decoding it (``_resume``)."""
         tokens = result.sequences_ids[0]
         # generate_with_fallback's average log probability; its no-speech rule (defaults:
         # no_speech_threshold 0.6, log_prob_threshold -1.0) skips a silent window.
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
         if result.no_speech_prob > 0.6 and not avg_logprob > -1.0:
             state.seek += state.size(self.model.feature_extractor.nb_max_frames)
-            return None
-        return self._take(state, tokens, tokenizer)
+            return
+        self._take(state, tokens, tokenizer)
 
     def _resume(
         self, states: list[_Clip], encoded: list[ctranslate2.StorageView], tokenizer: Tokenizer
-    ) -> list[int | None]:
+    ) -> None:
         """Finish the last windows of ``states`` where decoding stopped, in place.
 
         Whisper ends a window at the start of a segment it does not expect to finish
@@ -268,8 +268,8 @@ class Transcriber:
         prompted with that timestamp and the text read so far, and reads the tail as well
         (WER on the project's corpus: see docs/benchmarks.md). A segment left open ends
         with the clip; where no words come, or the words just read come again, the clip
-        goes on in a new window, faster-whisper's way. Returns where to resume again, per
-        state."""
+        goes on in a new window, faster-whisper's way. A state may be marked to resume
+        again, further on."""
         # The text so far is the prompt's context (without it, the tail was misread): one
         # clip per call, as CTranslate2 batches prompts of one length only.
         results = [
@@ -282,29 +282,25 @@ class Transcriber:
             )[0]
             for window, state in zip(encoded, states, strict=True)
         ]
-        ends: list[int | None] = []
         for state, result in zip(states, results, strict=True):
+            after, state.resume = state.resume, None
             tokens = list(result.sequences_ids[0])  # the timestamp prompted, then the rest
             words = [t for t in tokens if t < tokenizer.eot]
             if not words or _repeats(state.texts, tokenizer.decode(words)):
                 # No words, or the last sentence read again (seen where noise followed the
                 # speech): a new window from there, faster-whisper's way.
-                state.seek += state.resume * self.model.input_stride
-                ends.append(None)
+                state.seek += after * self.model.input_stride
                 continue
             if tokens[-1] < tokenizer.timestamp_begin:  # the last segment ends with the clip
                 frames = state.size(self.model.feature_extractor.nb_max_frames)
                 tokens.append(tokenizer.timestamp_begin + frames // self.model.input_stride)
-            ends.append(self._take(state, tokens, tokenizer, after=state.resume))
-        return ends
+            self._take(state, tokens, tokenizer, after=after)
 
-    def _take(
-        self, state: _Clip, tokens: list[int], tokenizer: Tokenizer, after: int = -1
-    ) -> int | None:
+    def _take(self, state: _Clip, tokens: list[int], tokenizer: Tokenizer, after: int = -1) -> None:
         """Add the texts of a window's segments to ``state`` and move it on, by
         faster-whisper's own rule (a private method: faster-whisper is pinned, and tests
         hold the transcripts to its). A last window the rule would decode again from a
-        point past ``after`` (in timestamp steps) stays: that point is returned."""
+        point past ``after`` (in timestamp steps) stays, marked to resume there."""
         model, seek = self.model, state.seek
         per_frame = model.feature_extractor.time_per_frame
         size = state.size(self.model.feature_extractor.nb_max_frames)
@@ -324,9 +320,8 @@ class Transcriber:
         final = seek + size >= state.content_frames
         if final and max(after, 0) < resume and next_seek < seek + size:
             state.resume = resume  # the clip's last window: finish it in place
-            return resume
+            return
         state.seek = seek + size if next_seek <= seek else next_seek
-        return None
 
     def _tokenizer(self) -> Tokenizer:
         return Tokenizer(
@@ -361,7 +356,7 @@ class _Clip:
     features: np.ndarray
     seek: int = 0
     texts: list[str] = field(default_factory=list)
-    resume: int = 0  # in the last window: where to resume decoding (timestamp steps)
+    resume: int | None = None  # in the last window: where to resume (timestamp steps)
 
     @property
     def content_frames(self) -> int:
