@@ -106,11 +106,22 @@ def cpu_kind() -> str:
     return "AVX2-only" if "avx2" in found else "no AVX2"
 
 
+def cpu_vendor() -> str:
+    """ "intel", "amd" or "other", from /proc/cpuinfo: two CPUs of one kind but different
+    makers differ in speed (CTranslate2 uses Intel MKL on one, oneDNN on the other)."""
+    for line in _cpuinfo().splitlines():
+        if line.startswith("vendor_id"):
+            vendor = line.split(":", 1)[1].strip()
+            return {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(vendor, "other")
+    return "other"
+
+
 def section(name: str) -> str:
-    """The report section for ``name`` on this kind of CPU: speed tables are kept per kind
-    (``services-avx512`` beside ``services-avx2``), so one kind never overwrites another."""
+    """The report section for ``name`` on this kind of machine: speed tables are kept per
+    maker and kind (``services-intel-avx512`` beside ``services-amd-avx512`` and
+    ``services-amd-avx2``), so one machine never overwrites another's figures."""
     slug = {"AVX-512": "avx512", "AVX2-only": "avx2"}.get(cpu_kind(), "other")
-    return f"{name}-{slug}"
+    return f"{name}-{cpu_vendor()}-{slug}"
 
 
 def _cpuinfo() -> str:

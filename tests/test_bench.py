@@ -50,3 +50,22 @@ def test_report_sections_are_replaced_in_place(tmp_path):
     assert text.count("<!-- bench:services -->") == 1 and "second run" in text
     assert "test machine" not in text and "intro kept" in text and "load table" in text
     assert "| TTS | evaluation | 1.00 | 1.10 | A100 | 0.91 |" in text  # beside the seed's best
+
+
+def test_speed_tables_are_kept_per_maker_and_kind(monkeypatch):
+    """An AVX-512 EPYC run must not overwrite the AVX-512 Xeon's table, nor an AVX2 one."""
+    import chorus.bench as bench
+
+    def on(vendor: str, flags: str) -> str:
+        cpuinfo = f"vendor_id\t: {vendor}\nmodel name\t: x\nflags\t\t: fpu sse2 {flags}\n"
+        monkeypatch.setattr(bench, "_cpuinfo", lambda: cpuinfo)
+        return bench.section("services")
+
+    xeon = on("GenuineIntel", "avx2 fma avx512f avx512_vnni")
+    epyc = on("AuthenticAMD", "avx2 fma avx512f avx512_vnni avx512_bf16")
+    epyc_avx2 = on("AuthenticAMD", "avx2 fma")
+    assert (xeon, epyc, epyc_avx2) == (
+        "services-intel-avx512",
+        "services-amd-avx512",
+        "services-amd-avx2",
+    )
