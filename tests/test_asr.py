@@ -129,3 +129,32 @@ def test_a_resumed_window_does_not_read_its_last_sentence_twice():
     theirs, _ = _faster_whisper(transcriber, samples, rate)
     ours, _ = _windows_and_text(transcriber, samples, rate)
     assert word_error_rate(text, ours) <= word_error_rate(text, theirs) + 0.02, ours
+
+
+class _SharedResumes(Transcriber):
+    """The real transcriber, noting how many windows each resumed decoding (a prompt of
+    more than the start token) decodes at once."""
+
+    def __init__(self, runtime: ScoringRuntime):
+        super().__init__(runtime)
+        self.resumed: list[int] = []
+
+    def _generate(self, encoded, prompts):
+        if len(prompts[0]) > 1:
+            self.resumed.append(len(prompts))
+        return super()._generate(encoded, prompts)
+
+
+def test_last_windows_of_a_round_are_finished_in_place_together():
+    """One text read four times (25 s): the readings that resume share one decoding, and
+    each answer still gets the transcript it gets alone (they differ: a mix-up shows)."""
+    from chorus.generation.tts import PiperTTS
+
+    transcriber = _SharedResumes(ScoringRuntime())
+    text = speech_text(27, seed=3)
+    clips = [PiperTTS(seed=seed).synthesize(text) for seed in range(4)]
+    together = transcriber.transcribe_many(clips)
+    assert max(transcriber.resumed) >= 2 and len(set(together)) >= 2
+    transcriber.resumed.clear()
+    assert together == [transcriber.transcribe(*clip) for clip in clips]
+    assert transcriber.resumed and max(transcriber.resumed) == 1

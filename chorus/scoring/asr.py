@@ -51,6 +51,9 @@ MAX_BATCH = 8
 # Share of a resumed tail's words (``difflib`` ratio) that, matching the words just before
 # it, make it a re-reading rather than new speech (see ``_repeats``).
 REPEAT_RATIO = 0.8
+# Last windows finished in place (``Transcriber._resume``) wait for others to share their
+# decoding, up to this many batches' worth: each keeps its encoder output (2.3 MB) till then.
+RESUME_BATCHES = 4
 
 
 class WideEncoderWhisper(WhisperModel):
@@ -196,6 +199,7 @@ class Transcriber:
         tokenizer = self._tokenizer()
         while todo := [state for state in states if state.seek < state.content_frames]:
             size = -(-len(todo) // -(-len(todo) // MAX_BATCH))  # even batches of <= MAX_BATCH
+            pending: list[tuple[_Clip, np.ndarray, np.ndarray | None]] = []
             for start in range(0, len(todo), size):
                 batch = todo[start : start + size]
                 windows = [
@@ -204,17 +208,24 @@ class Transcriber:
                 encoded, array = self._encode(windows)
                 self._encoded()
                 results = self._generate(encoded, [self._prompt] * len(batch))
-                for state, result in zip(batch, results, strict=True):
+                for i, (state, result) in enumerate(zip(batch, results, strict=True)):
                     self._advance(state, result, tokenizer)
-                while resume := [i for i, s in enumerate(batch) if s.resume is not None]:
-                    encoded = [
-                        self._encode([windows[i]])[0]  # on a GPU the output stayed there
-                        if array is None
-                        else get_ctranslate2_storage(np.ascontiguousarray(array[i : i + 1]))
-                        for i in resume
-                    ]
-                    self._resume([batch[i] for i in resume], encoded, tokenizer)
+                    if state.resume is not None:  # on a GPU the output stayed there
+                        pending.append((state, windows[i], None if array is None else array[i]))
+                if len(pending) >= RESUME_BATCHES * MAX_BATCH or start + size >= len(todo):
+                    self._resume_all(pending, tokenizer)
+                    pending = []
         return states
+
+    def _resume_all(
+        self, pending: list[tuple[_Clip, np.ndarray, np.ndarray | None]], tokenizer: Tokenizer
+    ) -> None:
+        """``_resume`` the (state, window, encoder output) of ``pending`` until none of
+        them is marked to resume."""
+        while pending := [item for item in pending if item[0].resume is not None]:
+            states, windows, outputs = zip(*pending, strict=True)
+            encoded = None if outputs[0] is None else np.stack(outputs)
+            self._resume(list(states), list(windows), encoded, tokenizer)
 
     def _generate(self, encoded: ctranslate2.StorageView, prompts: list[list[int]]) -> list:
         """Greedy decoding of a batch of encoded windows, on a core."""
@@ -256,7 +267,11 @@ class Transcriber:
         self._take(state, tokens, tokenizer)
 
     def _resume(
-        self, states: list[_Clip], encoded: list[ctranslate2.StorageView], tokenizer: Tokenizer
+        self,
+        states: list[_Clip],
+        windows: list[np.ndarray],
+        encoded: np.ndarray | None,
+        tokenizer: Tokenizer,
     ) -> None:
         """Finish the last windows of ``states`` where decoding stopped, in place.
 
@@ -264,24 +279,35 @@ class Transcriber:
         there (tokens ending ``<|24.44|><|24.44|>``), and faster-whisper decodes the rest
         in a new window from that point: for a 25-30 s answer, a second encoder pass
         (0.4 s of a core) for a few seconds of speech. When the window already holds the
-        end of the clip, the same encoder output holds the rest: decoding resumes there,
-        prompted with that timestamp and the text read so far, and reads the tail as well
-        (WER on the project's corpus: see docs/benchmarks.md). A segment left open ends
-        with the clip; where no words come, or the words just read come again, the clip
-        goes on in a new window, faster-whisper's way. A state may be marked to resume
-        again, further on."""
-        # The text so far is the prompt's context (without it, the tail was misread): one
-        # clip per call, as CTranslate2 batches prompts of one length only.
-        results = [
-            self._generate(
-                window,
-                [
-                    self.model.get_prompt(tokenizer, tokenizer.encode(" " + " ".join(state.texts)))
-                    + [tokenizer.timestamp_begin + state.resume]
-                ],
-            )[0]
-            for window, state in zip(encoded, states, strict=True)
+        end of the clip, the same encoder output (``encoded``, one row per state; None
+        on a GPU: the ``windows`` are encoded again) holds the rest: decoding resumes
+        there, prompted with that timestamp and the text read so far, and reads the tail
+        as well (WER on the project's corpus: see docs/benchmarks.md). A segment left
+        open ends with the clip; where no words come, or the words just read come again,
+        the clip goes on in a new window, faster-whisper's way. A state may be marked to
+        resume again, further on."""
+        # The text so far is the prompt's context (without it, the tail was misread).
+        # CTranslate2 batches prompts of one length only: states whose prompts are as long
+        # (a round's answers read one text, so many are) are decoded together.
+        prompts = [
+            self.model.get_prompt(tokenizer, tokenizer.encode(" " + " ".join(state.texts)))
+            + [tokenizer.timestamp_begin + state.resume]
+            for state in states
         ]
+        by_length: dict[int, list[int]] = {}
+        for i, prompt in enumerate(prompts):
+            by_length.setdefault(len(prompt), []).append(i)
+        results: list = [None] * len(states)
+        for same in by_length.values():
+            for start in range(0, len(same), MAX_BATCH):
+                group = same[start : start + MAX_BATCH]
+                if encoded is None:
+                    outputs = self._encode([windows[i] for i in group])[0]
+                else:
+                    outputs = get_ctranslate2_storage(np.ascontiguousarray(encoded[group]))
+                decoded = self._generate(outputs, [prompts[i] for i in group])
+                for i, result in zip(group, decoded, strict=True):
+                    results[i] = result
         for state, result in zip(states, results, strict=True):
             after, state.resume = state.resume, None
             tokens = list(result.sequences_ids[0])  # the timestamp prompted, then the rest
