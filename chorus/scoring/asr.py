@@ -199,7 +199,7 @@ class Transcriber:
         tokenizer = self._tokenizer()
         while todo := [state for state in states if state.seek < state.content_frames]:
             size = -(-len(todo) // -(-len(todo) // MAX_BATCH))  # even batches of <= MAX_BATCH
-            pending: list[tuple[_Clip, np.ndarray, np.ndarray | None]] = []
+            pending: list[_Pending] = []
             for start in range(0, len(todo), size):
                 batch = todo[start : start + size]
                 windows = [
@@ -210,22 +210,22 @@ class Transcriber:
                 results = self._generate(encoded, [self._prompt] * len(batch))
                 for i, (state, result) in enumerate(zip(batch, results, strict=True)):
                     self._advance(state, result, tokenizer)
-                    if state.resume is not None:  # on a GPU the output stayed there
-                        pending.append((state, windows[i], None if array is None else array[i]))
+                    if state.resume is None:
+                        continue
+                    if array is None:  # on a GPU the output stayed there: keep the input
+                        pending.append((state, windows[i], None))
+                    else:  # a copy: a view would keep the whole batch's output
+                        pending.append((state, None, array[i].copy()))
                 if len(pending) >= RESUME_BATCHES * MAX_BATCH or start + size >= len(todo):
                     self._resume_all(pending, tokenizer)
                     pending = []
         return states
 
-    def _resume_all(
-        self, pending: list[tuple[_Clip, np.ndarray, np.ndarray | None]], tokenizer: Tokenizer
-    ) -> None:
-        """``_resume`` the (state, window, encoder output) of ``pending`` until none of
-        them is marked to resume."""
+    def _resume_all(self, pending: list[_Pending], tokenizer: Tokenizer) -> None:
+        """``_resume`` the (state, window or None, encoder output or None) of ``pending``
+        until none of them is marked to resume."""
         while pending := [item for item in pending if item[0].resume is not None]:
-            states, windows, outputs = zip(*pending, strict=True)
-            encoded = None if outputs[0] is None else np.stack(outputs)
-            self._resume(list(states), list(windows), encoded, tokenizer)
+            self._resume(pending, tokenizer)
 
     def _generate(self, encoded: ctranslate2.StorageView, prompts: list[list[int]]) -> list:
         """Greedy decoding of a batch of encoded windows, on a core."""
@@ -266,26 +266,21 @@ class Transcriber:
             return
         self._take(state, tokens, tokenizer)
 
-    def _resume(
-        self,
-        states: list[_Clip],
-        windows: list[np.ndarray],
-        encoded: np.ndarray | None,
-        tokenizer: Tokenizer,
-    ) -> None:
-        """Finish the last windows of ``states`` where decoding stopped, in place.
+    def _resume(self, pending: list[_Pending], tokenizer: Tokenizer) -> None:
+        """Finish the last windows of the ``pending`` clips where decoding stopped, in place.
 
         Whisper ends a window at the start of a segment it does not expect to finish
         there (tokens ending ``<|24.44|><|24.44|>``), and faster-whisper decodes the rest
         in a new window from that point: for a 25-30 s answer, a second encoder pass
         (0.4 s of a core) for a few seconds of speech. When the window already holds the
-        end of the clip, the same encoder output (``encoded``, one row per state; None
-        on a GPU: the ``windows`` are encoded again) holds the rest: decoding resumes
-        there, prompted with that timestamp and the text read so far, and reads the tail
-        as well (WER on the project's corpus: see docs/benchmarks.md). A segment left
-        open ends with the clip; where no words come, or the words just read come again,
-        the clip goes on in a new window, faster-whisper's way. A state may be marked to
-        resume again, further on."""
+        end of the clip, the same encoder output (kept with the clip; on a GPU it stayed
+        there, and the window is encoded again) holds the rest: decoding resumes there,
+        prompted with that timestamp and the text read so far, and reads the tail as well
+        (WER on the project's corpus: see docs/benchmarks.md). A segment left open ends
+        with the clip; where no words come, or the words just read come again, the clip
+        goes on in a new window, faster-whisper's way. A state may be marked to resume
+        again, further on."""
+        states = [state for state, _, _ in pending]
         # The text so far is the prompt's context (without it, the tail was misread).
         # CTranslate2 batches prompts of one length only: states whose prompts are as long
         # (a round's answers read one text, so many are) are decoded together.
@@ -300,13 +295,14 @@ class Transcriber:
         results: list = [None] * len(states)
         for same in by_length.values():
             for start in range(0, len(same), MAX_BATCH):
-                group = same[start : start + MAX_BATCH]
-                if encoded is None:
-                    outputs = self._encode([windows[i] for i in group])[0]
+                rows = same[start : start + MAX_BATCH]
+                outputs = [pending[i][2] for i in rows]
+                if outputs[0] is None:
+                    encoded = self._encode([pending[i][1] for i in rows])[0]
                 else:
-                    outputs = get_ctranslate2_storage(np.ascontiguousarray(encoded[group]))
-                decoded = self._generate(outputs, [prompts[i] for i in group])
-                for i, result in zip(group, decoded, strict=True):
+                    encoded = get_ctranslate2_storage(np.stack(outputs))
+                decoded = self._generate(encoded, [prompts[i] for i in rows])
+                for i, result in zip(rows, decoded, strict=True):
                     results[i] = result
         for state, result in zip(states, results, strict=True):
             after, state.resume = state.resume, None
@@ -395,3 +391,8 @@ class _Clip:
     def window(self, window: int) -> np.ndarray:
         """The (80, ``window``) encoder input at ``seek``, zero-padded past the audio."""
         return pad_or_trim(self.features[:, self.seek : self.seek + self.size(window)], window)
+
+
+# A clip whose last window resumes (``Transcriber._resume``): its state, and its window's
+# encoder input (on a GPU, to encode it again) or encoder output (on a CPU).
+_Pending = tuple[_Clip, np.ndarray | None, np.ndarray | None]
