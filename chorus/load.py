@@ -15,7 +15,7 @@ import contextlib
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,20 +140,27 @@ def _pin(pid: int, cpus: set[int] | None) -> None:
             os.sched_setaffinity(pid, cpus)
 
 
-def split_cpus(miner_pid: int) -> tuple[set[int], set[int]] | None:
+@contextlib.contextmanager
+def split_cpus(miner_pid: int | None) -> Iterator[tuple[set[int], set[int]] | None]:
     """On a machine with two or more CPUs: the miner on the first, the clients (this
     process and the flooder) on the rest, so a flood measures the miner, not the CPU the
-    flooding client takes from it. None where affinity cannot be set."""
+    flooding client takes from it; this process gets its CPUs back on leaving. Yields
+    None, placing nothing, without a miner or where affinity cannot be set."""
     try:
-        cpus = sorted(os.sched_getaffinity(0))
+        before = os.sched_getaffinity(0)
     except AttributeError:
-        return None
-    if len(cpus) < 2:
-        return None
+        before = set()
+    if miner_pid is None or len(before) < 2:
+        yield None
+        return
+    cpus = sorted(before)
     miner, clients = {cpus[0]}, set(cpus[1:])
     _pin(miner_pid, miner)
     _pin(0, clients)
-    return miner, clients
+    try:
+        yield miner, clients
+    finally:
+        _pin(0, before)
 
 
 async def _attack_all(
@@ -221,60 +228,60 @@ async def flood(
 
     from chorus.auth import load_wallet
 
-    placement = split_cpus(miner_pid) if miner_pid is not None else None
-    honest_statuses: Counter[str] = Counter()
+    with split_cpus(miner_pid) as placement:
+        honest_statuses: Counter[str] = Counter()
 
-    async def honest(client: httpx.AsyncClient, i: int) -> float:
-        raw = _tts_body(i, f"Good morning, number {i}.")
-        status, elapsed = await _signed_post(client, url, validator, miner_hotkey, raw)
-        honest_statuses[status] += 1
-        return elapsed
+        async def honest(client: httpx.AsyncClient, i: int) -> float:
+            raw = _tts_body(i, f"Good morning, number {i}.")
+            status, elapsed = await _signed_post(client, url, validator, miner_hotkey, raw)
+            honest_statuses[status] += 1
+            return elapsed
 
-    async with httpx.AsyncClient(timeout=timeout) as client:
-        await honest(client, 0)  # warm-up: the first synthesis loads lazily
-        honest_statuses.clear()
-        alone = [await honest(client, i + 1) for i in range(honest_alone)]
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            await honest(client, 0)  # warm-up: the first synthesis loads lazily
+            honest_statuses.clear()
+            alone = [await honest(client, i + 1) for i in range(honest_alone)]
 
-        cpu_before = cpu() if cpu else None
-        start = time.perf_counter()
-        wallet = load_wallet(attacker[0], path=attacker[1])
-        statuses, refused = await _attack_all(
-            url, miner_hotkey, wallet, 0, requests, concurrency, timeout
+            cpu_before = cpu() if cpu else None
+            start = time.perf_counter()
+            wallet = load_wallet(attacker[0], path=attacker[1])
+            statuses, refused = await _attack_all(
+                url, miner_hotkey, wallet, 0, requests, concurrency, timeout
+            )
+            seconds = time.perf_counter() - start
+            miner_cpu = None if cpu_before is None else round(cpu() - cpu_before, 2)
+
+            child = multiprocessing.get_context("spawn").Process(
+                target=_flood_process,
+                args=(url, miner_hotkey, attacker, requests, requests, concurrency, timeout,
+                      placement[1] if placement else None),
+            )  # fmt: skip
+            child.start()
+            await asyncio.sleep(0.5)  # the flooder starts (imports, loads its key)
+            during, i = [], 1000
+            while child.is_alive():  # a request every HONEST_EVERY_S, as a validator's round
+                started = time.perf_counter()
+                latency = await honest(client, i)
+                if child.is_alive():  # answered while the flood still ran
+                    during.append(latency)
+                i += 1
+                await asyncio.sleep(max(0.0, HONEST_EVERY_S - (time.perf_counter() - started)))
+            child.join()
+
+        return FloodReport(
+            requests=requests,
+            concurrency=concurrency,
+            seconds=round(seconds, 2),
+            statuses=dict(statuses),
+            refused_p50_s=_pct(refused, 50),
+            refused_p90_s=_pct(refused, 90),
+            miner_cpu_s=miner_cpu,
+            honest_alone_s=_pct(alone, 50),
+            honest_during_s=_pct(during, 50),
+            honest_during=len(during),
+            honest_statuses=dict(honest_statuses),
+            pinned=placement is not None,
         )
-        seconds = time.perf_counter() - start
-        miner_cpu = None if cpu_before is None else round(cpu() - cpu_before, 2)
-
-        child = multiprocessing.get_context("spawn").Process(
-            target=_flood_process,
-            args=(url, miner_hotkey, attacker, requests, requests, concurrency, timeout,
-                  placement[1] if placement else None),
-        )  # fmt: skip
-        child.start()
-        await asyncio.sleep(0.5)  # the flooder starts (imports, loads its key)
-        during, i = [], 1000
-        while child.is_alive():  # a request every HONEST_EVERY_S, as a validator's round
-            started = time.perf_counter()
-            latency = await honest(client, i)
-            if child.is_alive():  # answered while the flood still ran
-                during.append(latency)
-            i += 1
-            await asyncio.sleep(max(0.0, HONEST_EVERY_S - (time.perf_counter() - started)))
-        child.join()
-
-    return FloodReport(
-        requests=requests,
-        concurrency=concurrency,
-        seconds=round(seconds, 2),
-        statuses=dict(statuses),
-        refused_p50_s=_pct(refused, 50),
-        refused_p90_s=_pct(refused, 90),
-        miner_cpu_s=miner_cpu,
-        honest_alone_s=_pct(alone, 50),
-        honest_during_s=_pct(during, 50),
-        honest_during=len(during),
-        honest_statuses=dict(honest_statuses),
-        pinned=placement is not None,
-    )
 
 
 def rss_mb(pid: int, field_name: str = "VmRSS") -> float:
