@@ -146,13 +146,15 @@ class _SharedResumes(Transcriber):
 
 
 def test_last_windows_of_a_round_are_finished_in_place_together():
-    """One text read four times (25 s): the readings that resume share one decoding, and
-    each answer still gets the transcript it gets alone (they differ: a mix-up shows)."""
+    """One text read four times (25 s), each reading sent twice: the readings that resume
+    share decodings (a reading and its repeat always can), and each answer still gets the
+    transcript it gets alone (the readings' differ: a mix-up shows)."""
     from chorus.generation.tts import PiperTTS
 
     transcriber = _SharedResumes(ScoringRuntime())
     text = speech_text(27, seed=3)
     clips = [PiperTTS(seed=seed).synthesize(text) for seed in range(4)]
+    clips += clips
     together = transcriber.transcribe_many(clips)
     assert max(transcriber.resumed) >= 2 and len(set(together)) >= 2
     transcriber.resumed.clear()
