@@ -12,12 +12,14 @@ from chorus.scoring.quality import (
     BACKENDS,
     DNSMOS,
     KEYS,
+    PART_S,
     RATE,
     WINDOW_SAMPLES,
     compare_with_speechmos,
     groups,
     p808_inputs,
     p808_mel,
+    part_starts,
     window_starts,
     windows,
 )
@@ -156,3 +158,24 @@ def test_any_rate_and_degraded_speech_scores_lower(dnsmos, piper, clips) -> None
         assert native[key] == pytest.approx(at_16k[key]), key
     hissy = dnsmos.score(clips["degraded"], RATE)
     assert native["ovrl"] > hissy["ovrl"] + 0.5 and native["p808"] > hissy["p808"] + 0.5
+
+
+def test_every_part_of_a_long_answer_is_heard(dnsmos, piper) -> None:
+    """speechmos hears only windows starting at 0-6 s of a 28 s answer: noise as loud as
+    the speech from 16 s on changes nothing there. ``score_whole`` hears every part and
+    keeps each measure's worst; a clip of one part it scores exactly as speechmos does."""
+    from chorus.audio import to_mono_float
+    from chorus.prompts import speech_text
+
+    samples, rate = piper.synthesize(speech_text(30, seed=5))
+    speech = resample(to_mono_float(samples), rate, RATE)
+    assert 25 * RATE < speech.size < 33 * RATE
+    assert part_starts(speech.size) == [0, speech.size - int(PART_S * RATE)]
+    noise = np.random.default_rng(0).standard_normal(speech.size).astype(np.float32)
+    noisy = speech.copy()
+    noisy[16 * RATE :] += noise[16 * RATE :] * float(np.sqrt(np.mean(speech**2)))
+    assert dnsmos.score(noisy, RATE) == dnsmos.score(speech, RATE)  # speechmos's blind spot
+    clean, heard = dnsmos.score_whole(speech, RATE), dnsmos.score_whole(noisy, RATE)
+    assert heard["ovrl"] < clean["ovrl"] - 0.7 and heard["bak"] < clean["bak"] - 1.0
+    short = speech[: 12 * RATE]
+    assert dnsmos.score_whole(short, RATE) == dnsmos.score(short, RATE)

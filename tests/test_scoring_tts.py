@@ -122,3 +122,20 @@ def test_beside_work_runs_only_for_answers_past_the_gates(tts_evaluator, speech)
     silence = np.zeros(3 * rate, dtype=np.float32)
     score, extra = tts_evaluator.evaluate_beside(silence, rate, PROMPT, lambda: calls.append(1))
     assert score.score == 0.0 and score.reason and extra is None and calls == ["ran"]
+
+
+def test_noise_over_the_second_half_of_a_long_answer_costs_it(tts_evaluator, piper) -> None:
+    """A 28 s answer with noise (5 dB below the speech) from 16 s on: DNSMOS as speechmos
+    runs it never heard that part, and the answer was paid as much as the clean one."""
+    from chorus.audio import to_mono_float
+    from chorus.prompts import speech_text
+
+    text = speech_text(30, seed=5)
+    samples, rate = piper.synthesize(text)
+    clean = to_mono_float(samples)
+    noise = np.random.default_rng(0).standard_normal(clean.size).astype(np.float32)
+    noisy = clean.copy()
+    noisy[16 * rate :] += noise[16 * rate :] * 0.56 * float(np.sqrt(np.mean(clean**2)))
+    honest = tts_evaluator.evaluate(clean, rate, SpeechChallenge(text))
+    cheat = tts_evaluator.evaluate(noisy, rate, SpeechChallenge(text))
+    assert honest.score > 0.6 and cheat.score < 0.7 * honest.score, (honest, cheat)

@@ -62,6 +62,12 @@ P808_PATCH = 24
 CHUNK = {"onnxruntime": 150, "winograd": 1000}
 MAX_BATCH = 8  # windows per tail / P.808 call
 KEYS = ("p808", "ovrl", "sig", "bak")
+# speechmos hears only the windows ``window_starts`` keeps: those starting at 0-6 s of any
+# clip of 16 to 33 s, so the second half of a 29 s answer was never heard (0 dB noise from
+# 16 s on cost it nothing). Validators score an answer in parts of PART_S, each heard to
+# its last second, one every PART_HOP_S, the last ending with the clip (``score_whole``).
+PART_S = 16.0
+PART_HOP_S = 15.0
 
 # Tensor names in sig_bak_ovr.onnx: the frames (B, T, 320) feeding its STFT, the output of
 # its first pooling (B, 32, T / 2, 80), where we split it, and the model's output.
@@ -106,6 +112,15 @@ def window_starts(size: int) -> list[int]:
     count = int(np.floor(size / RATE) - WINDOW) + 1
     ends = (min(int((i + WINDOW) * HOP_SAMPLES), size) for i in range(count))
     return [i for i, end in enumerate(ends) if end - i * HOP_SAMPLES >= WINDOW_SAMPLES]
+
+
+def part_starts(size: int) -> list[int]:
+    """Where each part of ``score_whole`` starts in ``size`` samples: every PART_HOP_S, the
+    last one PART_S before the end (speechmos hears a part of PART_S but its last second)."""
+    part, hop = int(PART_S * RATE), int(PART_HOP_S * RATE)
+    if size <= part:
+        return [0]
+    return [*range(0, size - part, hop), size - part]
 
 
 def windows(audio: np.ndarray) -> np.ndarray:
@@ -329,6 +344,15 @@ class DNSMOS:
         """Mean MOS over speechmos's windows: keys ``p808``, ``ovrl``, ``sig``, ``bak``."""
         audio = np.clip(resample(to_mono_float(samples), rate, RATE), -1.0, 1.0)
         return self.score_tiled(tile(audio.astype(np.float32)))
+
+    def score_whole(self, samples: np.ndarray, rate: int) -> dict[str, float]:
+        """``score`` of every part of the clip (``part_starts``), each measure the lowest
+        part's: an answer is as good as its worst part. Clips of up to PART_S make one
+        part, scored exactly as speechmos scores them."""
+        audio = resample(to_mono_float(samples), rate, RATE)
+        size = int(PART_S * RATE)
+        parts = [self.score(audio[start : start + size], RATE) for start in part_starts(audio.size)]
+        return {key: min(part[key] for part in parts) for key in KEYS}
 
     def score_tiled(self, audio: np.ndarray) -> dict[str, float]:
         """Scores of 16 kHz float32 audio already at least one window long."""

@@ -132,7 +132,7 @@ class TTSEvaluator:
         extra: list[Future[T]] = []
 
         def start_beside() -> None:
-            quality.append(self.runtime.submit(self.dnsmos.score, audio16k, ASR_RATE))
+            quality.append(self.runtime.submit(self.dnsmos.score_whole, audio16k, ASR_RATE))
             if beside:
                 extra.append(self.runtime.submit(self.runtime.on_a_core, beside))
 
@@ -194,7 +194,7 @@ class TTSEvaluator:
             for _, _, audio16k, audio, extra in scored:
                 jobs.append(
                     (
-                        self.runtime.submit(self.dnsmos.score, audio16k, ASR_RATE),
+                        self.runtime.submit(self.dnsmos.score_whole, audio16k, ASR_RATE),
                         self.runtime.submit(
                             self.runtime.on_a_core, partial(measures.measure, audio, audio16k)
                         ),
