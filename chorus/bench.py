@@ -83,19 +83,13 @@ VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_til
 
 
 def cpu_model() -> str:
-    for line in _cpuinfo().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 def vector_extensions() -> list[str]:
     """Which of ``VECTOR_FLAGS`` this CPU has, from /proc/cpuinfo (empty elsewhere)."""
-    for line in _cpuinfo().splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            return [f for f in VECTOR_FLAGS if f in flags]
-    return []
+    flags = set(_cpuinfo_field("flags").split())
+    return [f for f in VECTOR_FLAGS if f in flags]
 
 
 def cpu_kind() -> str:
@@ -109,11 +103,8 @@ def cpu_kind() -> str:
 def cpu_vendor() -> str:
     """ "intel", "amd" or "other", from /proc/cpuinfo: two CPUs of one kind but different
     makers differ in speed (CTranslate2 uses Intel MKL on one, oneDNN on the other)."""
-    for line in _cpuinfo().splitlines():
-        if line.startswith("vendor_id"):
-            vendor = line.split(":", 1)[1].strip()
-            return {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(vendor, "other")
-    return "other"
+    vendor = _cpuinfo_field("vendor_id")
+    return {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(vendor, "other")
 
 
 def section(name: str) -> str:
@@ -122,6 +113,14 @@ def section(name: str) -> str:
     ``services-amd-avx2``), so one machine never overwrites another's figures."""
     slug = {"AVX-512": "avx512", "AVX2-only": "avx2"}.get(cpu_kind(), "other")
     return f"{name}-{cpu_vendor()}-{slug}"
+
+
+def _cpuinfo_field(name: str) -> str:
+    """The value of the first ``name : value`` line of /proc/cpuinfo ("" if none)."""
+    for line in _cpuinfo().splitlines():
+        if line.startswith(name):
+            return line.split(":", 1)[1].strip()
+    return ""
 
 
 def _cpuinfo() -> str:

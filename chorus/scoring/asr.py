@@ -199,7 +199,7 @@ class Transcriber:
         tokenizer = self._tokenizer()
         while todo := [state for state in states if state.seek < state.content_frames]:
             size = -(-len(todo) // -(-len(todo) // MAX_BATCH))  # even batches of <= MAX_BATCH
-            pending: list[_Pending] = []
+            pending: list[_Clip] = []
             for start in range(0, len(todo), size):
                 batch = todo[start : start + size]
                 windows = [
@@ -210,22 +210,24 @@ class Transcriber:
                 results = self._generate(encoded, [self._prompt] * len(batch))
                 for i, (state, result) in enumerate(zip(batch, results, strict=True)):
                     self._advance(state, result, tokenizer)
-                    if state.resume is None:
-                        continue
-                    if array is None:  # on a GPU the output stayed there: keep the input
-                        pending.append((state, windows[i], None))
-                    else:  # a copy: a view would keep the whole batch's output
-                        pending.append((state, None, array[i].copy()))
+                    if state.resume is not None:
+                        # a copy: a view would keep the whole batch's output (on a GPU it
+                        # stayed there: the window is encoded again)
+                        state.encoded = None if array is None else array[i].copy()
+                        pending.append(state)
                 if len(pending) >= RESUME_BATCHES * MAX_BATCH or start + size >= len(todo):
                     self._resume_all(pending, tokenizer)
                     pending = []
         return states
 
-    def _resume_all(self, pending: list[_Pending], tokenizer: Tokenizer) -> None:
-        """``_resume`` the (state, window or None, encoder output or None) of ``pending``
-        until none of them is marked to resume."""
-        while pending := [item for item in pending if item[0].resume is not None]:
-            self._resume(pending, tokenizer)
+    def _resume_all(self, states: list[_Clip], tokenizer: Tokenizer) -> None:
+        """``_resume`` ``states`` until none of them is marked to resume, then let their
+        encoder outputs go."""
+        marked = states
+        while marked := [state for state in marked if state.resume is not None]:
+            self._resume(marked, tokenizer)
+        for state in states:
+            state.encoded = None
 
     def _generate(self, encoded: ctranslate2.StorageView, prompts: list[list[int]]) -> list:
         """Greedy decoding of a batch of encoded windows, on a core."""
@@ -266,21 +268,20 @@ class Transcriber:
             return
         self._take(state, tokens, tokenizer)
 
-    def _resume(self, pending: list[_Pending], tokenizer: Tokenizer) -> None:
-        """Finish the last windows of the ``pending`` clips where decoding stopped, in place.
+    def _resume(self, states: list[_Clip], tokenizer: Tokenizer) -> None:
+        """Finish the last windows of ``states`` where decoding stopped, in place.
 
         Whisper ends a window at the start of a segment it does not expect to finish
         there (tokens ending ``<|24.44|><|24.44|>``), and faster-whisper decodes the rest
         in a new window from that point: for a 25-30 s answer, a second encoder pass
         (0.4 s of a core) for a few seconds of speech. When the window already holds the
-        end of the clip, the same encoder output (kept with the clip; on a GPU it stayed
+        end of the clip, the same encoder output (``_Clip.encoded``; on a GPU it stayed
         there, and the window is encoded again) holds the rest: decoding resumes there,
         prompted with that timestamp and the text read so far, and reads the tail as well
         (WER on the project's corpus: see docs/benchmarks.md). A segment left open ends
         with the clip; where no words come, or the words just read come again, the clip
         goes on in a new window, faster-whisper's way. A state may be marked to resume
         again, further on."""
-        states = [state for state, _, _ in pending]
         # The text so far is the prompt's context (without it, the tail was misread).
         # CTranslate2 batches prompts of one length only: states whose prompts are as long
         # (a round's answers read one text, so many are) are decoded together.
@@ -295,14 +296,15 @@ class Transcriber:
         results: list = [None] * len(states)
         for same in by_length.values():
             for start in range(0, len(same), MAX_BATCH):
-                rows = same[start : start + MAX_BATCH]
-                outputs = [pending[i][2] for i in rows]
-                if outputs[0] is None:
-                    encoded = self._encode([pending[i][1] for i in rows])[0]
+                group = same[start : start + MAX_BATCH]
+                rows = [states[i] for i in group]
+                if rows[0].encoded is None:
+                    window = self.model.feature_extractor.nb_max_frames
+                    encoded = self._encode([state.window(window) for state in rows])[0]
                 else:
-                    encoded = get_ctranslate2_storage(np.stack(outputs))
-                decoded = self._generate(encoded, [prompts[i] for i in rows])
-                for i, result in zip(rows, decoded, strict=True):
+                    encoded = get_ctranslate2_storage(np.stack([s.encoded for s in rows]))
+                decoded = self._generate(encoded, [prompts[i] for i in group])
+                for i, result in zip(group, decoded, strict=True):
                     results[i] = result
         for state, result in zip(states, results, strict=True):
             after, state.resume = state.resume, None
@@ -379,6 +381,7 @@ class _Clip:
     seek: int = 0
     texts: list[str] = field(default_factory=list)
     resume: int | None = None  # in the last window: where to resume (timestamp steps)
+    encoded: np.ndarray | None = None  # that window's encoder output, kept on a CPU till then
 
     @property
     def content_frames(self) -> int:
@@ -391,8 +394,3 @@ class _Clip:
     def window(self, window: int) -> np.ndarray:
         """The (80, ``window``) encoder input at ``seek``, zero-padded past the audio."""
         return pad_or_trim(self.features[:, self.seek : self.seek + self.size(window)], window)
-
-
-# A clip whose last window resumes (``Transcriber._resume``): its state, and its window's
-# encoder input (on a GPU, to encode it again) or encoder output (on a CPU).
-_Pending = tuple[_Clip, np.ndarray | None, np.ndarray | None]
