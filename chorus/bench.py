@@ -434,6 +434,118 @@ def dnsmos_comparison() -> list[dict]:
     return rows
 
 
+@dataclass
+class AsrClip:
+    """One clip of the ASR corpus: the text read, how it was read, and 16 kHz audio."""
+
+    text: str
+    condition: str
+    audio: np.ndarray
+
+
+def asr_corpus(short: int = 24, long: int = 12, seed: int = 23) -> list[AsrClip]:
+    """Piper readings of ``short`` validator-like prompts (1-3 sentences) and ``long`` texts
+    of 14-45 s, each clean, through 20 dB noise, reverberation (RT60 0.6 s), the telephone
+    band and 8 kHz mu-law; a third of the clean readings also followed by 2.5 s of silence,
+    2.5 s of faint noise or 4 s of noise 20 dB under the speech."""
+    from chorus import degrade
+    from chorus.audio import SPEECH_RATE, resample
+    from chorus.generation.tts import PiperTTS
+    from chorus.prompts import SpeechPrompts, speech_text
+
+    piper, prompts = PiperTTS(seed=seed), SpeechPrompts(seed=seed)
+    rng = np.random.default_rng(seed)
+    texts = [prompts.next(sentences=int(rng.choice([1, 2, 2, 3]))).text for _ in range(short)]
+    texts += [speech_text(s, seed=seed + i) for i, s in enumerate(np.linspace(14, 45, long))]
+    clips = []
+    for i, text in enumerate(texts):
+        samples, rate = piper.synthesize(text)
+        x, r = resample(samples, rate, SPEECH_RATE).astype(np.float32), SPEECH_RATE
+        noise = np.random.default_rng(i).standard_normal(4 * r).astype(np.float32)
+        level = float(np.sqrt(np.mean(x**2)))
+        tails = {
+            "2.5 s of silence after": np.zeros(int(2.5 * r), np.float32),
+            "2.5 s of faint noise after": 0.01 * level * noise[: int(2.5 * r)],
+            "4 s of noise after (-20 dB)": 0.1 * level * noise,
+        }
+        tail = list(tails)[i % 3]
+        readings = {
+            "clean": (x, r),
+            "noise 20 dB SNR": degrade.white_noise(x, r, 20, seed=i),
+            "reverb RT60 0.6 s": degrade.reverb(x, r, 0.6, seed=i),
+            "telephone band": degrade.telephone(x, r),
+            "8 kHz mu-law": degrade.mu_law(x, r),
+            tail: (np.concatenate([x, tails[tail]]), r),
+        }
+        for condition, (y, rate) in readings.items():
+            y = resample(np.asarray(y, np.float32), rate, SPEECH_RATE).astype(np.float32)
+            clips.append(AsrClip(text, condition, y))
+    return clips
+
+
+def asr_accuracy(short: int = 24, long: int = 12) -> list[dict]:
+    """Run in a child process: WER and CPU time of our ``Transcriber`` (a round of one)
+    against faster-whisper's own greedy decoding (``Transcriber.DECODE``, whole 30 s
+    windows) on ``asr_corpus``, clip by clip, alternately."""
+    from chorus.scoring.asr import ASR_RATE, Transcriber
+    from chorus.text import word_error_rate
+
+    runtime = _runtime()
+    transcriber = Transcriber(runtime)
+    runtime.limit_threads()
+    print("[asr] making the corpus", file=sys.stderr, flush=True)
+    clips = asr_corpus(short, long)
+    rows = []
+    for n, clip in enumerate(clips):
+        cpu = time.process_time()
+        ours = transcriber.transcribe(clip.audio, ASR_RATE)
+        cpu, theirs_cpu = time.process_time() - cpu, time.process_time()
+        segments, _ = transcriber.model.transcribe(clip.audio, **Transcriber.DECODE)
+        theirs = " ".join(s.text.strip() for s in segments).strip()
+        theirs_cpu = time.process_time() - theirs_cpu
+        rows.append(
+            {
+                "condition": clip.condition,
+                "long": len(clip.audio) / ASR_RATE > 16,
+                "ours": word_error_rate(clip.text, ours),
+                "theirs": word_error_rate(clip.text, theirs),
+                "ours_cpu": cpu,
+                "theirs_cpu": theirs_cpu,
+            }
+        )
+        if (n + 1) % 20 == 0 or n + 1 == len(clips):
+            print(f"[asr] {n + 1}/{len(clips)} clips", file=sys.stderr, flush=True)
+    return rows
+
+
+def asr_bench(short: int = 24, long: int = 12) -> str:
+    ctx = multiprocessing.get_context("spawn")
+    with _pool(ctx) as pool:
+        rows = pool.apply(asr_accuracy, (short, long))
+    groups: dict[str, list[dict]] = {"all": rows}
+    groups["up to 16 s"] = [r for r in rows if not r["long"]]
+    groups["over 16 s"] = [r for r in rows if r["long"]]
+    for r in rows:
+        groups.setdefault(r["condition"], []).append(r)
+    lines = [
+        "#### Speech recognition: ours against faster-whisper's greedy decoding",
+        "Whisper tiny.en (int8) on Piper readings (`chorus.bench.asr_corpus`): WER against "
+        "the text read, and process CPU seconds per clip, of our `Transcriber` (encoder input "
+        "cut to each window's audio and a margin; a clip's last window finished in place) "
+        "and of faster-whisper's `transcribe` under `Transcriber.DECODE` (whole 30 s windows).",
+        "",
+        "| Clips | Count | WER ours | WER faster-whisper | CPU ours (s) | CPU faster-whisper (s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, group in groups.items():
+        mean = {k: float(np.mean([r[k] for r in group])) for k in rows[0] if k != "condition"}
+        lines.append(
+            f"| {name} | {len(group)} | {mean['ours']:.4f} | {mean['theirs']:.4f} | "
+            f"{mean['ours_cpu']:.2f} | {mean['theirs_cpu']:.2f} |"
+        )
+    return "\n".join([*lines, ""])
+
+
 def validator_bench() -> str:
     ctx = multiprocessing.get_context("spawn")
     rounds = []
@@ -625,9 +737,11 @@ def main(
     voices: bool = False,
     agreement: bool = False,
     flood: int = 0,
+    asr: bool = False,
 ) -> int:
     for wanted, name, make in (
         (validator, section("validator"), validator_bench),
+        (asr, section("asr"), asr_bench),
         (voices, "voices", voices_bench),
         (agreement, "agreement", agreement_bench),
     ):

@@ -1,6 +1,6 @@
 """Transcripts of multi-sentence answers must cover every sentence, not stop at a pause, are
-the same whichever encoder instance ran, and are faster-whisper's, but for a last window
-finished in place."""
+the same whichever encoder instance ran, and are faster-whisper's (each window's encoder
+input cut to its audio and a margin), but for a last window finished in place."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from chorus.audio import resample, to_mono_float
 from chorus.prompts import speech_text
-from chorus.scoring.asr import ASR_RATE, Transcriber
+from chorus.scoring.asr import ASR_RATE, CONTEXT_MARGIN, Transcriber, context_frames
 from chorus.scoring.runtime import ScoringRuntime
 from chorus.text import word_error_rate
 
@@ -75,12 +75,22 @@ def _windows_and_text(transcriber, samples, rate) -> tuple[int, str]:
         del transcriber._encode
 
 
-def _faster_whisper(transcriber, samples, rate) -> tuple[int, str]:
-    """faster-whisper's own transcript of ``samples`` under ``Transcriber.DECODE``, and how
-    many windows it encoded."""
+def _faster_whisper(transcriber, samples, rate, cut: bool = True) -> tuple[int, str]:
+    """faster-whisper's own transcript of ``samples`` under ``Transcriber.DECODE``, each
+    window's encoder input cut as ours are (``context_frames``: its audio, up to its last
+    frame of non-zero features, and a margin of its zero padding) or, not ``cut``, whole
+    30 s windows (the library as it is), and how many windows it encoded."""
     model, windows = transcriber.model, []
     encode = model.encode
-    model.encode = lambda features: windows.append(1) or encode(features)
+
+    def encode_cut(features):
+        windows.append(1)
+        if not cut:
+            return encode(features)
+        audio = np.flatnonzero(np.any(features != 0, axis=0))[-1] + 1
+        return encode(features[:, : context_frames(audio, features.shape[-1])])
+
+    model.encode = encode_cut
     try:
         audio = resample(to_mono_float(samples), rate, ASR_RATE)
         segments, _ = model.transcribe(audio, without_timestamps=False, **Transcriber.DECODE)
@@ -97,6 +107,23 @@ def test_answers_within_a_window_read_as_faster_whisper_reads_them(piper, transc
         assert ours[1] == 1
 
 
+def test_a_short_answer_is_encoded_with_its_audio_and_a_margin_only(piper, transcriber):
+    """Whisper pads a window to 30 s; a 5 s answer's encoder input is cut to its audio and
+    3-8 s of that padding (half the CPU), and still reads the whole text."""
+    text = "She opened the window and watched the city wake up under a pale blue sky."
+    samples, rate = piper.synthesize(text)
+    widths = []
+    encode = transcriber._encode
+    transcriber._encode = lambda batch: widths.extend(w.shape[-1] for w in batch) or encode(batch)
+    try:
+        transcript = transcriber.transcribe(samples, rate)
+    finally:
+        del transcriber._encode
+    frames = len(samples) / rate * 100
+    assert len(widths) == 1 and frames + CONTEXT_MARGIN <= widths[0] < 2000, (frames, widths)
+    assert word_error_rate(text, transcript) < 0.2, transcript
+
+
 def test_a_last_window_is_finished_in_place():
     """A 28 s answer Whisper stops reading at its last sentence: faster-whisper encodes a
     second window for those few seconds; we resume in the first one, and read them too."""
@@ -108,7 +135,7 @@ def test_a_last_window_is_finished_in_place():
     text = speech_text(27, seed=3)
     samples, rate = PiperTTS(seed=0).synthesize(text)
     assert len(samples) / rate < 30
-    theirs, their_windows = _faster_whisper(transcriber, samples, rate)
+    theirs, their_windows = _faster_whisper(transcriber, samples, rate, cut=False)
     ours, our_windows = _windows_and_text(transcriber, samples, rate)
     assert (their_windows, our_windows) == (2, 1)
     assert word_error_rate(text, ours) <= word_error_rate(text, theirs) + 0.02, ours
@@ -126,7 +153,7 @@ def test_a_resumed_window_does_not_read_its_last_sentence_twice():
     speech = to_mono_float(speech)
     noise = 0.03 * np.random.default_rng(1).standard_normal(int(rate * 29.5) - speech.size)
     samples = np.concatenate([speech, noise.astype(np.float32)])
-    theirs, _ = _faster_whisper(transcriber, samples, rate)
+    theirs, _ = _faster_whisper(transcriber, samples, rate, cut=False)
     ours, _ = _windows_and_text(transcriber, samples, rate)
     assert word_error_rate(text, ours) <= word_error_rate(text, theirs) + 0.02, ours
 

@@ -16,10 +16,12 @@ decoded alone. CTranslate2 gives each window of a batch exactly the tokens (and 
 gives it alone, so an answer's transcript is the same in a round and alone (``transcribe``
 is a round of one).
 
-The transcripts are faster-whisper's, word for word, but for one change that saves an
-encoder pass on most answers of 25-30 s: a clip's last window is finished in place
+The transcripts are faster-whisper's, word for word, but for two changes, each held to
+faster-whisper's WER on the project's corpus (`chorus bench --asr`): a window's encoder
+input is its audio and a few seconds of padding, not always 30 s (``context_frames``:
+half the CPU on a 4-16 s answer), and a clip's last window is finished in place
 (``Transcriber._resume``, prompted with the text read so far) rather than decoded again
-from its last segment in a new window.
+from its last segment in a new window (an encoder pass saved on most answers of 25-30 s).
 """
 
 from __future__ import annotations
@@ -54,6 +56,16 @@ REPEAT_RATIO = 0.8
 # Last windows finished in place (``Transcriber._resume``) wait for others to share their
 # decoding, up to this many batches' worth: each keeps its encoder output (2.3 MB) till then.
 RESUME_BATCHES = 4
+# A window's encoder input is its audio and at least CONTEXT_MARGIN frames (10 ms each) of
+# the zero padding after it, rounded up to CONTEXT_STEP frames, at most the whole 30 s
+# (``context_frames``). Whisper pads every window to 30 s, so a 7 s answer was 23 s of
+# padding: the encoder's cost, and the cross-attention each decoding step reads, grow with
+# the input. Cut, a 4-16 s answer costs half the CPU, at the WER of the full window (see
+# docs/benchmarks.md, `chorus bench --asr`). The step keeps a round's windows in a few
+# sizes: a batch holds windows of one size, and an answer's size is its own, so its
+# transcript is the same in any round.
+CONTEXT_MARGIN = 300
+CONTEXT_STEP = 500
 
 
 class WideEncoderWhisper(WhisperModel):
@@ -196,16 +208,15 @@ class Transcriber:
 
     def _windows(self, states: list[_Clip]) -> list[_Clip]:
         """Decode ``states`` to the end, a window of each per pass."""
-        tokenizer = self._tokenizer()
+        tokenizer, window = self._tokenizer(), self.model.feature_extractor.nb_max_frames
         while todo := [state for state in states if state.seek < state.content_frames]:
-            size = -(-len(todo) // -(-len(todo) // MAX_BATCH))  # even batches of <= MAX_BATCH
+            batches = []
+            for same in _by_context(todo, window):  # a batch's inputs are of one size
+                size = -(-len(same) // -(-len(same) // MAX_BATCH))  # even, <= MAX_BATCH
+                batches += [same[start : start + size] for start in range(0, len(same), size)]
             pending: list[_Clip] = []
-            for start in range(0, len(todo), size):
-                batch = todo[start : start + size]
-                windows = [
-                    state.window(self.model.feature_extractor.nb_max_frames) for state in batch
-                ]
-                encoded, array = self._encode(windows)
+            for n, batch in enumerate(batches):
+                encoded, array = self._encode([state.window(window) for state in batch])
                 self._encoded()
                 results = self._generate(encoded, [self._prompt] * len(batch))
                 for i, (state, result) in enumerate(zip(batch, results, strict=True)):
@@ -215,7 +226,7 @@ class Transcriber:
                         # stayed there: the window is encoded again)
                         state.encoded = None if array is None else array[i].copy()
                         pending.append(state)
-                if len(pending) >= RESUME_BATCHES * MAX_BATCH or start + size >= len(todo):
+                if len(pending) >= RESUME_BATCHES * MAX_BATCH or n == len(batches) - 1:
                     self._resume_all(pending, tokenizer)
                     pending = []
         return states
@@ -235,7 +246,7 @@ class Transcriber:
         return self.runtime.on_a_core(partial(model.generate, encoded, prompts, **self._options))
 
     def _encode(self, windows: list[np.ndarray]) -> tuple[ctranslate2.StorageView, np.ndarray]:
-        """The encoder output of ``windows`` (80 x 3000 each), as one batch, and as an
+        """The encoder output of ``windows`` (80 x frames, all of one size), as one batch, and as an
         array (None on a GPU). On a CPU, several windows are encoded side by side, a core
         each (10 windows: 2.26 s on two cores, against 2.69 s one after another on both);
         one window alone runs on every core when they are free. On a GPU, in one call, and
@@ -284,22 +295,23 @@ class Transcriber:
         again, further on."""
         # The text so far is the prompt's context (without it, the tail was misread).
         # CTranslate2 batches prompts of one length only: states whose prompts are as long
-        # (a round's answers read one text, so many are) are decoded together.
+        # (a round's answers read one text, so many are), and whose encoder outputs are,
+        # are decoded together.
         prompts = [
             self.model.get_prompt(tokenizer, tokenizer.encode(" " + " ".join(state.texts)))
             + [tokenizer.timestamp_begin + state.resume]
             for state in states
         ]
-        by_length: dict[int, list[int]] = {}
+        window = self.model.feature_extractor.nb_max_frames
+        alike: dict[tuple[int, int], list[int]] = {}
         for i, prompt in enumerate(prompts):
-            by_length.setdefault(len(prompt), []).append(i)
+            alike.setdefault((len(prompt), states[i].context(window)), []).append(i)
         results: list = [None] * len(states)
-        for same in by_length.values():
+        for same in alike.values():
             for start in range(0, len(same), MAX_BATCH):
                 group = same[start : start + MAX_BATCH]
                 rows = [states[i] for i in group]
                 if rows[0].encoded is None:
-                    window = self.model.feature_extractor.nb_max_frames
                     encoded = self._encode([state.window(window) for state in rows])[0]
                 else:
                     encoded = get_ctranslate2_storage(np.stack([s.encoded for s in rows]))
@@ -362,6 +374,20 @@ class Transcriber:
             hook()
 
 
+def context_frames(size: int, window: int) -> int:
+    """Encoder input frames for a window holding ``size`` frames of audio (see
+    CONTEXT_MARGIN): never fewer than the audio, never more than ``window``."""
+    return min(window, -(-(size + CONTEXT_MARGIN) // CONTEXT_STEP) * CONTEXT_STEP)
+
+
+def _by_context(states: list[_Clip], window: int) -> list[list[_Clip]]:
+    """``states`` in groups whose windows at their seeks have one encoder input size."""
+    groups: dict[int, list[_Clip]] = {}
+    for state in states:
+        groups.setdefault(state.context(window), []).append(state)
+    return list(groups.values())
+
+
 def _repeats(earlier: list[str], text: str) -> bool:
     """Whether ``text`` mostly reads again the words just before it (a resumed window
     that re-read its last sentence). Two sentences of one prompt template differ in their
@@ -391,6 +417,12 @@ class _Clip:
         """Frames of audio in the window at ``seek``."""
         return min(window, self.content_frames - self.seek)
 
+    def context(self, window: int) -> int:
+        """Frames of encoder input for the window at ``seek`` (``context_frames``)."""
+        return context_frames(self.size(window), window)
+
     def window(self, window: int) -> np.ndarray:
-        """The (80, ``window``) encoder input at ``seek``, zero-padded past the audio."""
-        return pad_or_trim(self.features[:, self.seek : self.seek + self.size(window)], window)
+        """The encoder input at ``seek``: (80, ``context``) frames, zero-padded past the
+        audio."""
+        size = self.size(window)
+        return pad_or_trim(self.features[:, self.seek : self.seek + size], self.context(window))
