@@ -130,6 +130,8 @@ def decode(text: str, limits: AudioLimits | None = None) -> tuple[np.ndarray, in
 
 def read(path: str | Path) -> tuple[np.ndarray, int]:
     """Read any file libsndfile knows as (mono float32, rate)."""
+    if not Path(path).is_file():
+        raise AudioError(f"no such file: {path}")
     try:
         samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as e:

@@ -41,7 +41,7 @@ def load_wallet(name: str, hotkey: str = "default", path: str | None = None) -> 
     except Exception as e:  # the SDK raises several types for a missing/broken keyfile
         raise FileNotFoundError(
             f"wallet {name!r} hotkey {hotkey!r} not found under {wallet.path}: "
-            f"create it with `chorus wallet create --name {name} --hotkey {hotkey}` ({e})"
+            f"create it with `chorus wallet create --wallet {name} --hotkey {hotkey}` ({e})"
         ) from None
     return wallet
 

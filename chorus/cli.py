@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import warnings
 from dataclasses import fields
@@ -266,17 +267,36 @@ def _show_epochs(epochs: list[Epoch], as_json: bool) -> None:
 
 def load_backends(args) -> dict:
     """The miner's backends, one per service whose ``--NAME-backend`` is not "none"."""
+    from chorus.numba_cache import compile_lock
     from chorus.services import NO_BACKEND, registry
 
     backends: dict = {}
-    for name, service in registry().items():
-        choice = getattr(args, f"{name}_backend", None)
-        if choice and choice != NO_BACKEND:
-            options = service.backend_options(args, backends)
-            backends[name] = service.load_backend(choice, **options)
+    with compile_lock():  # loading may compile numba kernels into the shared cache
+        for name, service in registry().items():
+            choice = getattr(args, f"{name}_backend", None)
+            if choice and choice != NO_BACKEND:
+                options = service.backend_options(args, backends)
+                backends[name] = service.load_backend(choice, **options)
     if not backends:
         raise UsageError("the miner has no backend to serve; pass --tts-backend piper")
     return backends
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse, before anything is announced or loaded, a port another server listens on
+    (uvicorn would print a traceback-like error and exit 3 after our "serving" line)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise UsageError(
+                f"cannot listen on {host}:{port}: {e.strerror}; is another server using "
+                "it? choose another --port"
+            ) from None
 
 
 def cmd_miner(args) -> int:
@@ -285,6 +305,7 @@ def cmd_miner(args) -> int:
     from chorus.auth import AccessPolicy
     from chorus.miner import Miner, MinerSettings, create_app
 
+    _check_port(args.host, args.port)
     wallet = _wallet(args)
     chain = _open_chain(args)
     hotkey = wallet.hotkey.ss58_address
@@ -326,6 +347,8 @@ def cmd_validator(args) -> int:
     from chorus.store import ValidatorStore
     from chorus.validator import Validator, ValidatorSettings, format_round
 
+    if args.dashboard_port:
+        _check_port(args.dashboard_host, args.dashboard_port)
     wallet, chain, me = _with_permit(args, "", owner_may=True)
     if args.chain == "bittensor":
         chain.check_clock(background=True)  # warns when off by more than a second
@@ -346,10 +369,9 @@ def cmd_validator(args) -> int:
     from chorus.services import load_scoring
 
     validator = Validator(wallet, chain, store, load_scoring(services), settings)
-    print(
-        f"validator uid {me.uid} resuming after round {store.last_round()}; state in {state}",
-        flush=True,
-    )
+    done = store.last_round()
+    start = f"resuming after round {done}" if done else "starting at round 1"
+    print(f"validator uid {me.uid} {start}; state in {state}", flush=True)
 
     def show(report) -> None:
         print(format_round(report), flush=True)
@@ -416,11 +438,15 @@ def _validator_store(state: str):
 def cmd_dashboard(args) -> int:
     import uvicorn
 
-    from chorus.chain import open_chain
+    from chorus.chain import default_chain_path, open_chain
     from chorus.dashboard import create_dashboard_app
 
+    _check_port(args.host, args.port)
     store = _validator_store(args.state)
-    chain = open_chain("local", path=args.chain_path) if args.chain_path else None
+    # The local chain the other commands use, when there is one: its weights and epochs.
+    default = Path(default_chain_path())
+    path = args.chain_path or (str(default) if default.exists() else None)
+    chain = open_chain("local", path=path) if path else None
     app = create_dashboard_app(store, chain, args.validator_uid, args.gateway_db)
     print(f"dashboard for {args.state} on http://{args.host}:{args.port}/", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
@@ -437,6 +463,7 @@ def cmd_gateway(args) -> int:
     keys = load_keys(args.api_keys, args.api_key)
     if not keys:
         raise UsageError("the gateway needs API keys: --api-key KEY or --api-keys FILE")
+    _check_port(args.host, args.port)
     wallet, chain, _ = _with_permit(args, " (miners answer no one else)")
     settings = GatewaySettings(
         timeout_s=args.timeout, max_attempts=args.max_attempts, rate=args.rate, burst=args.burst
@@ -464,8 +491,9 @@ def cmd_generate(args) -> int:
     from chorus.services import get
 
     service = get(args.service)
+    challenge = service.challenge_from_args(args)  # bad input is refused before any loading
     backend = service.load_backend(args.backend)
-    samples, rate = service.generate(backend, service.challenge_from_args(args))
+    samples, rate = service.generate(backend, challenge)
     path = audio.write(args.output, samples, rate)
     print(f"wrote {path} ({len(samples) / rate:.2f} s at {rate} Hz, {backend.model})")
     return 0
@@ -502,6 +530,7 @@ def cmd_bench(args) -> int:
         args.voices,
         args.agreement,
         args.flood,
+        args.asr,
     )
 
 
@@ -637,7 +666,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dashboard", help="a web page of a validator's scores and samples")
     p.add_argument("--state", required=True, help="validator state folder (state.sqlite)")
-    p.add_argument("--chain-path", default=None, help="local chain file, to show weights")
+    p.add_argument(
+        "--chain-path",
+        default=None,
+        help="local chain file, to show weights and epochs (default ~/.chorus/chain.sqlite "
+        "when it exists)",
+    )
     p.add_argument(
         "--validator-uid", type=int, default=None, help="whose weights (default: mean of all)"
     )
@@ -716,6 +750,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead: score one round of 10 miners' 30 s TTS answers, every evaluator loaded",
     )
     p.add_argument(
+        "--asr",
+        action="store_true",
+        help="instead: WER and CPU of our Whisper decoding against faster-whisper's on 216 "
+        "Piper readings, clean and degraded (about 20 minutes)",
+    )
+    p.add_argument(
         "--voices",
         action="store_true",
         help="instead: clone every voice of the built-in bank; the per-voice table",
@@ -732,7 +772,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("redteam", help="score honest answers against degraded ones and cheats")
     p.add_argument("--service", default="all", choices=[*services, "all"])
-    p.add_argument("--cases", type=int, default=DEFAULT_CASES, help="prompts per service")
+    p.add_argument(
+        "--cases",
+        type=int,
+        default=DEFAULT_CASES,
+        help=f"prompts per service; the claims are judged (exit 1 if one fails) over at least "
+        f"{DEFAULT_CASES}, fewer only print what would fail",
+    )
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the prompts")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--output", default=None, help="also write the tables into this Markdown file")
@@ -751,6 +797,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`chorus ... | head`): stop quietly, as other tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (ChorusError, FileNotFoundError) as e:
         print(f"chorus: error: {e}", file=sys.stderr)
         return exit_code(e)

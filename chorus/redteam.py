@@ -169,6 +169,12 @@ def main(service: str, cases: int, seed: int, as_json: bool, output: str | None)
             write_report(Path(output), f"redteam-{report.service}", markdown([report], machine()))
         _say(f"wrote {output}")
     failed = [f"{r.service}: {f}" for r in reports for f in r.failures]
+    if cases < DEFAULT_CASES:
+        # Scores vary from case to case (an honest clone earns 0 to 0.65 by voice): the
+        # claims are set for the mean of DEFAULT_CASES or more, and fewer only hint.
+        for line in failed:
+            _say(f"claim not judged ({cases} cases, fewer than {DEFAULT_CASES}): {line}")
+        return 0
     for line in failed:
         _say(f"claim fails: {line}")
     return 1 if failed else 0

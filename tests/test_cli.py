@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import subprocess
 import time
 from argparse import Namespace
 
 import httpx
+import numpy as np
 import pytest
 
 from chorus import audio
@@ -24,8 +26,10 @@ from tests.servers import Hole, ThreadServer, free_port, make_net
     ("args", "message"),
     [
         (["wallet", "show", "--wallet", "nobody"], "not found"),
-        (["chain", "register", "--wallet", "nobody"], "not found"),
-        (["evaluate", "tts", "missing.wav", "--text", "hello"], "cannot read"),
+        (["chain", "register", "--wallet", "nobody"], "chorus wallet create --wallet nobody"),
+        (["evaluate", "tts", "missing.wav", "--text", "hello"], "no such file: missing.wav"),
+        (["generate", "tts", "  ", "-o", "x.wav"], "the text is empty"),
+        (["generate", "music", "", "-o", "x.wav"], "the prompt is empty"),
         # argparse knows each service's backends: it names the choices
         (
             ["generate", "tts", "hello", "-o", "x.wav", "--backend", "nope"],
@@ -37,6 +41,36 @@ def test_user_mistakes_exit_2_with_a_message(tmp_path, args, message):
     r = run_chorus(*args, root=tmp_path)
     assert r.returncode == 2, r.stderr
     assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_reference_a_miner_would_refuse_is_refused_before_any_model_loads(tmp_path):
+    """1 s of speech-like noise: a miner refuses references under 2 s, and so does the CLI."""
+    rng = np.random.default_rng(0)
+    audio.write(tmp_path / "short.wav", 0.1 * rng.standard_normal(16000), 16000)
+    r = run_chorus(
+        "generate",
+        "clone",
+        "hello",
+        "--reference",
+        str(tmp_path / "short.wav"),
+        "-o",
+        "c.wav",
+        root=tmp_path,
+        timeout=60,
+    )
+    assert r.returncode == 2 and "1.00 s long" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_port_in_use_is_refused_with_a_message(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = run_chorus(
+            "dashboard", "--state", str(tmp_path), "--port", str(port), root=tmp_path, timeout=60
+        )
+    assert r.returncode == 2, r.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_wallet_chain_and_unregistered_miner(tmp_path):

@@ -392,9 +392,12 @@ def load_scoring(names: list[str] | tuple[str, ...]) -> dict:
 def load_evaluators(names: list[str] | tuple[str, ...], runtime: ScoringRuntime) -> dict:
     """One evaluator per named service, in registry order so that later ones (clone) can
     share the models of earlier ones (tts)."""
+    from chorus.numba_cache import compile_lock
+
     wanted = [get(n).name for n in names]
     loaded: dict[str, Evaluator] = {}
-    for name, service in registry().items():
-        if name in wanted:
-            loaded[name] = service.load_evaluator(runtime, loaded)
+    with compile_lock():  # their warm-up compiles numba kernels into the shared cache
+        for name, service in registry().items():
+            if name in wanted:
+                loaded[name] = service.load_evaluator(runtime, loaded)
     return loaded

@@ -32,7 +32,7 @@ from chorus.services import (
     TaskContext,
     register,
 )
-from chorus.services.tts import SpeechRequest, SpeechResult
+from chorus.services.tts import SpeechRequest, SpeechResult, spoken_text
 
 log = logging.getLogger("chorus.services.clone")
 
@@ -287,7 +287,21 @@ class CloneService(Service[CloneRequest, CloneChallenge, CloneResult]):
         parser.add_argument("--reference", required=True, help="WAV/FLAC of the voice to clone")
 
     def challenge_from_args(self, args: argparse.Namespace) -> CloneChallenge:
-        return CloneChallenge(args.text, *audio.read(args.reference))
+        """The text, and the reference file checked as a miner checks one it is sent."""
+        ref, rate = audio.read(args.reference)
+        seconds, limits = len(ref) / rate, REFERENCE_LIMITS
+        if not limits.min_seconds <= seconds <= limits.max_seconds:
+            raise BadReference(
+                f"reference {args.reference} is {seconds:.2f} s long; a reference must be "
+                f"{limits.min_seconds:g}-{limits.max_seconds:g} s of one person speaking"
+            )
+        if rate < limits.min_rate:
+            raise BadReference(
+                f"reference {args.reference} is sampled at {rate} Hz; at least "
+                f"{limits.min_rate} Hz is needed"
+            )
+        check_reference(ref, rate)
+        return CloneChallenge(spoken_text(args.text), ref, rate)
 
     def bench_challenge(self, seconds: float) -> CloneChallenge:
         from chorus.prompts import speech_text

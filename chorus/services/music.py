@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from pydantic import Field, field_validator
 
+from chorus.errors import CallerError
 from chorus.protocol import (
     MAX_MUSIC_PROMPT_CHARS,
     MAX_MUSIC_SECONDS,
@@ -181,6 +182,8 @@ class MusicService(Service[MusicRequest, MusicChallenge, MusicResult]):
             parser.add_argument("--duration", type=float, default=None, help="asked duration (s)")
 
     def challenge_from_args(self, args: argparse.Namespace) -> MusicChallenge:
+        if not args.prompt.strip():
+            raise CallerError("the prompt is empty: describe the music to make")
         return MusicChallenge(args.prompt, args.duration)
 
     # -- the red team

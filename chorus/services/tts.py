@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from chorus.errors import CallerError
 from chorus.protocol import (
     MAX_TEXT_CHARS,
     AudioFormat,
@@ -266,7 +267,7 @@ class TTSService(Service[TTSRequest, SpeechChallenge, SpeechResult]):
             parser.add_argument("--text", required=True, help="what the audio should say")
 
     def challenge_from_args(self, args: argparse.Namespace) -> SpeechChallenge:
-        return SpeechChallenge(args.text, getattr(args, "voice", None))
+        return SpeechChallenge(spoken_text(args.text), getattr(args, "voice", None))
 
     def bench_challenge(self, seconds: float) -> SpeechChallenge:
         from chorus.prompts import speech_text
@@ -294,6 +295,14 @@ class TTSService(Service[TTSRequest, SpeechChallenge, SpeechResult]):
 
     def attacks(self) -> list[Attack]:
         return speech_attacks()
+
+
+def spoken_text(text: str) -> str:
+    """``text`` given on the command line, refused when there is nothing in it to say (the
+    miner's and the gateway's schemas refuse it too)."""
+    if not text.strip():
+        raise CallerError("the text is empty: give the words to speak")
+    return text
 
 
 def case_seed(case: RedTeamCase) -> int:

@@ -1,0 +1,51 @@
+"""Processes load models (and write numba's on-disk cache) one at a time: two writing one
+function's cache at once left an index pointing at the other's machine code, and every
+later validator crashed with a segmentation fault."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+from chorus.numba_cache import compile_lock
+
+HOLDER = """
+import pathlib, sys, time
+from chorus.numba_cache import compile_lock
+folder = pathlib.Path(sys.argv[1])
+with compile_lock():
+    (folder / "held").touch()
+    while not (folder / "release").exists():
+        time.sleep(0.02)
+"""
+
+
+def _wait_for(path, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def test_a_second_process_waits_for_the_first_to_finish_loading(tmp_path) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)])
+    try:
+        _wait_for(tmp_path / "held")
+        acquired = threading.Event()
+
+        def load() -> None:
+            with compile_lock():
+                acquired.set()
+
+        waiter = threading.Thread(target=load, daemon=True)
+        waiter.start()
+        assert not acquired.wait(1.0), "the lock was taken while another process held it"
+        (tmp_path / "release").touch()
+        assert acquired.wait(30.0), "the lock was never handed over"
+        waiter.join(5)
+    finally:
+        (tmp_path / "release").touch()
+        holder.wait(30)
+    assert holder.returncode == 0
