@@ -105,9 +105,9 @@ class CountingDNSMOS(DNSMOS):
         self.__dict__.update(vars(base))
         self.events = events
 
-    def score(self, samples, rate):
+    def score_whole(self, samples, rate):
         self.events.append(("dnsmos", round(samples.size / rate, 2)))
-        return super().score(samples, rate)
+        return super().score_whole(samples, rate)
 
 
 class GateOrder(TTSEvaluator):

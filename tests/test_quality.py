@@ -170,7 +170,9 @@ def test_every_part_of_a_long_answer_is_heard(dnsmos, piper) -> None:
     samples, rate = piper.synthesize(speech_text(30, seed=5))
     speech = resample(to_mono_float(samples), rate, RATE)
     assert 25 * RATE < speech.size < 33 * RATE
-    assert part_starts(speech.size) == [0, speech.size - int(PART_S * RATE)]
+    starts = part_starts(speech.size)  # a part at every second, the last ending near the end
+    assert starts == list(range(0, starts[-1] + 1, RATE))
+    assert speech.size - RATE < starts[-1] + 6 * RATE + WINDOW_SAMPLES <= speech.size
     noise = np.random.default_rng(0).standard_normal(speech.size).astype(np.float32)
     noisy = speech.copy()
     noisy[16 * RATE :] += noise[16 * RATE :] * float(np.sqrt(np.mean(speech**2)))
@@ -179,3 +181,29 @@ def test_every_part_of_a_long_answer_is_heard(dnsmos, piper) -> None:
     assert heard["ovrl"] < clean["ovrl"] - 0.7 and heard["bak"] < clean["bak"] - 1.0
     short = speech[: 12 * RATE]
     assert dnsmos.score_whole(short, RATE) == dnsmos.score(short, RATE)
+
+
+def test_seconds_at_a_part_boundary_are_heard(dnsmos, piper) -> None:
+    """Fixed parts (0-16 s, 15-31 s, ...) heard seconds 14-16 with one of their 7 windows
+    each: noise as loud as the speech over 12-18 s of a 34 s answer cost P.808 and BAK
+    under 0.2. Every 7 consecutive windows of those at each second are a part now, each
+    scored as speechmos scores the 16 s clip it starts, so those seconds are heard by all
+    7 windows of some part, like any other second."""
+    from chorus.audio import to_mono_float
+    from chorus.prompts import speech_text
+
+    samples, rate = piper.synthesize(speech_text(35, seed=6))
+    speech = np.clip(resample(to_mono_float(samples), rate, RATE), -1.0, 1.0)
+    assert 31 * RATE < speech.size < 40 * RATE
+    noise = np.random.default_rng(0).standard_normal(speech.size).astype(np.float32)
+    noisy = speech.copy()
+    span = slice(12 * RATE, 18 * RATE)
+    noisy[span] += noise[span] * float(np.sqrt(np.mean(speech**2)))
+    clean, heard = dnsmos.score_whole(speech, RATE), dnsmos.score_whole(noisy, RATE)
+    for key, cost in {"p808": 0.5, "ovrl": 0.3, "bak": 0.5}.items():
+        assert heard[key] < clean[key] - cost, (key, clean, heard)
+    parts, middle = dnsmos.parts(noisy, RATE), 8 * RATE  # the part of 8-24 s
+    assert part_starts(noisy.size)[8] == middle
+    theirs = reference.run(noisy[middle : middle + int(PART_S * RATE)], RATE)
+    for key in KEYS:
+        assert parts[key][8] == pytest.approx(float(theirs[f"{key}_mos"]), abs=1e-4), key

@@ -64,10 +64,11 @@ MAX_BATCH = 8  # windows per tail / P.808 call
 KEYS = ("p808", "ovrl", "sig", "bak")
 # speechmos hears only the windows ``window_starts`` keeps: those starting at 0-6 s of any
 # clip of 16 to 33 s, so the second half of a 29 s answer was never heard (0 dB noise from
-# 16 s on cost it nothing). Validators score an answer in parts of PART_S, each heard to
-# its last second, one every PART_HOP_S, the last ending with the clip (``score_whole``).
+# 16 s on cost it nothing). Validators score an answer of more than PART_S by the windows
+# at every second of it, in "parts" of PART_WINDOWS consecutive windows (what speechmos
+# averages for a clip of PART_S), and keep each measure's lowest part (``score_whole``).
 PART_S = 16.0
-PART_HOP_S = 15.0
+PART_WINDOWS = 7
 
 # Tensor names in sig_bak_ovr.onnx: the frames (B, T, 320) feeding its STFT, the output of
 # its first pooling (B, 32, T / 2, 80), where we split it, and the model's output.
@@ -115,12 +116,13 @@ def window_starts(size: int) -> list[int]:
 
 
 def part_starts(size: int) -> list[int]:
-    """Where each part of ``score_whole`` starts in ``size`` samples: every PART_HOP_S, the
-    last one PART_S before the end (speechmos hears a part of PART_S but its last second)."""
-    part, hop = int(PART_S * RATE), int(PART_HOP_S * RATE)
-    if size <= part:
+    """Where (in samples) each part of ``score_whole`` starts in ``size`` samples: one part
+    for a clip of up to PART_S, else one at every second that PART_WINDOWS windows fit from
+    (the last window ending at most a second before the clip's end)."""
+    if size <= int(PART_S * RATE):
         return [0]
-    return [*range(0, size - part, hop), size - part]
+    count = (size - WINDOW_SAMPLES) // HOP_SAMPLES + 1  # windows at every second
+    return [g * HOP_SAMPLES for g in range(count - PART_WINDOWS + 1)]
 
 
 def windows(audio: np.ndarray) -> np.ndarray:
@@ -346,26 +348,43 @@ class DNSMOS:
         return self.score_tiled(tile(audio.astype(np.float32)))
 
     def score_whole(self, samples: np.ndarray, rate: int) -> dict[str, float]:
-        """``score`` of every part of the clip (``part_starts``), each measure the lowest
-        part's: an answer is as good as its worst part. Clips of up to PART_S make one
-        part, scored exactly as speechmos scores them."""
-        audio = resample(to_mono_float(samples), rate, RATE)
-        size = int(PART_S * RATE)
-        parts = [self.score(audio[start : start + size], RATE) for start in part_starts(audio.size)]
-        return {key: min(part[key] for part in parts) for key in KEYS}
+        """Each measure's lowest part (``parts``): an answer is as good as its worst
+        stretch. Clips of up to PART_S make one part, scored exactly as speechmos does."""
+        return {key: float(np.min(values)) for key, values in self.parts(samples, rate).items()}
+
+    def parts(self, samples: np.ndarray, rate: int) -> dict[str, np.ndarray]:
+        """Each measure of every part of the clip (``part_starts``): the mean of PART_WINDOWS
+        consecutive windows of those starting at every second, as speechmos scores the
+        clip of PART_S from the part's start. All windows are one run (one shared pass),
+        so every second but the clip's first and last 6 s is heard by all windows of some
+        part, not by the few at the edge of a fixed part. Up to PART_S: ``score``, one part.
+        No window ends exactly at the clip's end (that would be a run of its own, ~0.2 s of
+        CPU): the last one ends less than a second before it (fixed parts: 0.99 s)."""
+        audio = np.clip(resample(to_mono_float(samples), rate, RATE), -1.0, 1.0)
+        audio = audio.astype(np.float32)
+        if audio.size <= int(PART_S * RATE):
+            return {key: np.array([value]) for key, value in self.score_tiled(tile(audio)).items()}
+        count = len(part_starts(audio.size)) + PART_WINDOWS - 1
+        per_window = self._window_scores(audio, list(range(count)))
+        mean = np.full(PART_WINDOWS, 1 / PART_WINDOWS)
+        return {key: np.convolve(values, mean, "valid") for key, values in per_window.items()}
 
     def score_tiled(self, audio: np.ndarray) -> dict[str, float]:
         """Scores of 16 kHz float32 audio already at least one window long."""
-        starts = window_starts(audio.size)
+        per_window = self._window_scores(audio, window_starts(audio.size))
+        return {key: float(np.mean(values)) for key, values in per_window.items()}
+
+    def _window_scores(self, audio: np.ndarray, starts: list[int]) -> dict[str, np.ndarray]:
+        """Each measure (MOS) of each window at ``starts`` (seconds) of 16 kHz float32 audio."""
         # P.808's middles are queued first, so a core that frees up always finds work.
         p808_jobs = self._p808(audio, starts)
         raw = np.concatenate([self._p835(audio, run) for run in groups(starts)])
         sig, bak, ovrl = raw.T
         return {
-            "p808": float(np.mean(np.concatenate([job() for job in p808_jobs()]))),
-            "ovrl": float(np.mean(P835_FITS["ovrl"](ovrl))),
-            "sig": float(np.mean(P835_FITS["sig"](sig))),
-            "bak": float(np.mean(P835_FITS["bak"](bak))),
+            "p808": np.concatenate([job() for job in p808_jobs()]).ravel(),
+            "ovrl": P835_FITS["ovrl"](ovrl),
+            "sig": P835_FITS["sig"](sig),
+            "bak": P835_FITS["bak"](bak),
         }
 
     def _chunks(self, frames: int) -> int:
