@@ -17,10 +17,12 @@ clean speech of the wrong text earns nothing. The quality factors:
   to that person by 0.4 MOS, within its per-clip error), so it stops paying; below it,
   hiss, reverberation, codec and vocoder damage cost in proportion.
 - bandwidth, pitch range, pace and clipping: measured from the signal
-  (``chorus.scoring.measures``): the telephone band keeps about three quarters, a 2 kHz
-  low-pass half, a monotone (robotic) voice a fraction, speech far too fast or slow loses
-  credit towards the duration gates, and a waveform clipped flat below full scale keeps
-  1 / (1 + share / 2%) of its quality, for the share of its samples stuck at the peak.
+  (``chorus.scoring.measures``; bandwidth and pitch in the answer's worst stretch, so a
+  few clean seconds do not pay for damage to the rest): the telephone band keeps about
+  three quarters, a 2 kHz low-pass half, a monotone (robotic) voice a fraction, speech
+  far too fast or slow loses credit towards the duration gates, and a waveform clipped
+  flat below full scale keeps 1 / (1 + share / 2%) of its quality, for the share of its
+  samples stuck at the peak.
 
 The old rule, intelligibility x (0.7 + 0.3 x DNSMOS quality), paid any intelligible answer
 70%: hiss at 10 dB SNR kept 79% of the honest score and the telephone band 97%.
@@ -84,7 +86,7 @@ def quality_factors(mos: dict[str, float], m: measures.Measures, expected: float
     return {
         "dnsmos": mos_quality(mos),
         "bandwidth": measures.bandwidth_factor(m.bandwidth_hz),
-        "pitch": measures.pitch_factor(m.pitch_range),
+        "pitch": measures.pitch_factor(m),
         "pace": measures.pace_factor(
             m.speech_s / expected, (MIN_DURATION_RATIO, MAX_DURATION_RATIO)
         ),

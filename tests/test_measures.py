@@ -1,0 +1,145 @@
+"""The signal measures judge an answer by its worst stretch: a few seconds of clean speech
+must not pay for narrowband or monotone speech over the rest (real Piper, no models)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from chorus import degrade
+from chorus.audio import resample, to_mono_float
+from chorus.piper import PiperTTS
+from chorus.prompts import speech_text
+from chorus.scoring import measures
+
+SHORT_TEXTS = [
+    "The children laughed as the kite climbed higher above the hills.",
+    "Please call Stella and ask her to bring these things with her from the store.",
+    "A gentle breeze carried the smell of fresh bread through the narrow street.",
+]
+
+
+@pytest.fixture(scope="module")
+def voice() -> PiperTTS:
+    """Its own seeded voice: the shared one's draws depend on which tests ran before."""
+    return PiperTTS(seed=3)
+
+
+@pytest.fixture(scope="module")
+def long_reading(voice: PiperTTS) -> tuple[np.ndarray, int]:
+    """About 20 s of Piper reading a seeded prompt, as mono float."""
+    samples, rate = voice.synthesize(speech_text(20, seed=101))
+    return to_mono_float(samples), rate
+
+
+def _measure(samples: np.ndarray, rate: int) -> measures.Measures:
+    samples = to_mono_float(samples)
+    return measures.measure(samples, resample(samples, rate, measures.RATE))
+
+
+def _cut(samples: np.ndarray, rate: int, seconds: float) -> int:
+    """The quietest 20 ms within 0.5 s of ``seconds``: a pause, where a cheat would cut."""
+    hop = rate // 50
+    starts = np.arange(int((seconds - 0.5) * rate), int((seconds + 0.5) * rate), hop)
+    energy = [float(np.sum(samples[s : s + hop] ** 2)) for s in starts]
+    return int(starts[int(np.argmin(energy))])
+
+
+def _damaged_from(samples: np.ndarray, rate: int, seconds: float, damage) -> np.ndarray:
+    """The honest head up to a pause near ``seconds``, then ``damage`` over the rest."""
+    i = _cut(samples, rate, seconds)
+    tail, tail_rate = damage(samples[i:], rate)
+    return np.concatenate([samples[:i], resample(to_mono_float(tail), tail_rate, rate)])
+
+
+def _alternate(samples: np.ndarray, rate: int, every: float, damage) -> np.ndarray:
+    """``damage`` over every other ``every``-second stretch (cut at pauses)."""
+    length = samples.size / rate
+    cuts = [0, *(_cut(samples, rate, t) for t in np.arange(every, length - 1.0, every))]
+    cuts.append(samples.size)
+    parts = []
+    for k, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
+        part = samples[a:b]
+        if k % 2:
+            damaged, damaged_rate = damage(part, rate)
+            part = resample(to_mono_float(damaged), damaged_rate, rate)[: b - a]
+        parts.append(part)
+    return np.concatenate(parts)
+
+
+def test_honest_answers_keep_full_bandwidth_and_pitch_credit(voice, long_reading) -> None:
+    readings = [voice.synthesize(text) for text in SHORT_TEXTS] + [long_reading]
+    for samples, rate in readings:
+        m = _measure(samples, rate)
+        assert measures.bandwidth_factor(m.bandwidth_hz) == 1.0, m
+        assert measures.pitch_factor(m) == 1.0, m
+
+
+def test_a_second_of_honest_speech_keeps_its_pitch_credit() -> None:
+    """DIO finds 1-15 loud voiced frames in Piper's "Hello from chorus." (1 s of speech),
+    spread over 0.8-4.2 semitones, as a monotone's may be: the answer scored 0 to 0.9 from
+    one reading to the next (pitch credit 0 under 10 frames, else spread / 3). So a second
+    of speech is not judged by its pitch; a monotone sentence of 3 s still is."""
+    voice = PiperTTS(seed=1)
+    for _ in range(6):
+        m = _measure(*voice.synthesize("Hello from chorus."))
+        assert measures.pitch_factor(m) == 1.0, m
+    robotic = _measure(*degrade.monotone(*voice.synthesize(SHORT_TEXTS[0])))
+    assert robotic.speech_s >= measures.SHORT_SPEECH_S, robotic
+    assert measures.pitch_factor(robotic) <= 0.6, robotic
+
+
+@pytest.mark.parametrize(
+    "damage, seconds",
+    [
+        (degrade.mu_law, 2.0),  # an 8 kHz codec after the first 2 s
+        (degrade.telephone, 10.0),  # the telephone band over the second half
+        (lambda x, rate: degrade.low_pass(x, rate, 2000.0), 5.0),
+    ],
+    ids=["mu-law after 2 s", "telephone second half", "2 kHz low-pass after 5 s"],
+)
+def test_narrowband_after_a_wideband_start_loses_bandwidth_credit(
+    long_reading, damage, seconds
+) -> None:
+    """The long-term spectrum over the whole answer still reached 7.6 kHz, full credit."""
+    samples, rate = long_reading
+    cheat = _measure(_damaged_from(samples, rate, seconds, damage), rate)
+    whole = _measure(damage(samples, rate)[0], rate)
+    assert measures.bandwidth_factor(cheat.bandwidth_hz) <= 0.8, cheat
+    # Judged like the whole answer damaged the same way, within a few hundred Hz.
+    assert abs(cheat.bandwidth_hz - whole.bandwidth_hz) <= 300, (cheat, whole)
+
+
+def test_narrowband_every_other_stretch_loses_bandwidth_credit(long_reading) -> None:
+    samples, rate = long_reading
+    cheat = _measure(_alternate(samples, rate, 4.0, degrade.telephone), rate)
+    assert measures.bandwidth_factor(cheat.bandwidth_hz) <= 0.8, cheat
+
+
+@pytest.mark.parametrize("seconds", [10.0, 8.0], ids=["second half", "all but the first 8 s"])
+def test_monotone_over_the_rest_loses_pitch_credit(long_reading, seconds: float) -> None:
+    """The natural head gave the whole answer a reader's pitch spread."""
+    samples, rate = long_reading
+    cheat = _measure(_damaged_from(samples, rate, seconds, degrade.monotone), rate)
+    assert cheat.pitch_range >= measures.FULL_PITCH_RANGE, cheat  # the whole still spreads
+    assert measures.pitch_factor(cheat) <= 0.6, cheat
+
+
+def test_monotone_every_other_stretch_loses_pitch_credit(long_reading) -> None:
+    samples, rate = long_reading
+    cheat = _measure(_alternate(samples, rate, 4.0, degrade.monotone), rate)
+    assert measures.pitch_factor(cheat) <= 0.7, cheat
+
+
+def test_half_monotone_answer_is_paid_less_by_the_scorer(tts_evaluator, long_reading) -> None:
+    """The flattest stretch reaches the score (``quality_factors``), not only the measure."""
+    from chorus.services.tts import SpeechChallenge
+
+    samples, rate = long_reading
+    text = speech_text(20, seed=101)
+    cheat = _damaged_from(samples, rate, samples.size / rate / 2, degrade.monotone)
+    honest = tts_evaluator.evaluate(samples, rate, SpeechChallenge(text))
+    robotic = tts_evaluator.evaluate(cheat, rate, SpeechChallenge(text))
+    assert honest.factors["pitch"] == 1.0 and honest.factors["bandwidth"] == 1.0, honest
+    assert robotic.factors["pitch"] <= 0.6, robotic
+    assert robotic.score <= 0.6 * honest.score, (honest, robotic)
