@@ -150,7 +150,9 @@ def parse_key(line: str) -> ApiKey:
         secret = key_id
         key_id = "key-" + _digest(secret).hex()[:8]
     if len(secret) < 8:
-        raise CallerError(f"API key {key_id!r} is too short (at least 8 characters)")
+        raise CallerError(
+            f"the secret of API key {key_id!r} has {len(secret)} characters; at least 8"
+        )
     return ApiKey(key_id, _digest(secret))
 
 

@@ -69,3 +69,29 @@ def test_speed_tables_are_kept_per_maker_and_kind(monkeypatch):
         "services-amd-avx512",
         "services-amd-avx2",
     )
+
+
+def test_the_asr_corpus_reads_each_text_clean_degraded_and_with_a_tail():
+    """`chorus bench --asr` holds our Whisper decoding to faster-whisper's WER on this
+    corpus: every text clean, through four kinds of damage, and one of three tails."""
+    import numpy as np
+
+    from chorus.audio import SPEECH_RATE
+    from chorus.bench import asr_corpus
+
+    clips = asr_corpus(short=2, long=0)
+    assert len(clips) == 12 and len({c.text for c in clips}) == 2
+    first = [c for c in clips if c.text == clips[0].text]
+    conditions = [c.condition for c in first]
+    assert conditions[:5] == [
+        "clean",
+        "noise 20 dB SNR",
+        "reverb RT60 0.6 s",
+        "telephone band",
+        "8 kHz mu-law",
+    ]
+    clean, tail = first[0].audio, first[5].audio
+    assert conditions[5] == "2.5 s of silence after"
+    assert tail.size == clean.size + int(2.5 * SPEECH_RATE) and not tail[clean.size :].any()
+    assert all(c.audio.dtype == np.float32 and np.abs(c.audio).max() > 0.05 for c in clips)
+    assert all(not np.array_equal(c.audio[: clean.size], clean) for c in first[1:5])

@@ -203,7 +203,7 @@ def test_keys_file_and_hashing(tmp_path):
     keys = load_keys(path, ["carol:sk-carol-secret-3"])
     assert [k.id for k in keys][:2] == ["carol", "bob"] and keys[2].id.startswith("key-")
     assert all(b"sk-" not in k.digest for k in keys)
-    with pytest.raises(ValueError, match="too short"):
+    with pytest.raises(ValueError, match="secret of API key .dave. has 5 characters; at least 8"):
         parse_key("dave:short")
 
 
