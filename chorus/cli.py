@@ -473,7 +473,8 @@ def cmd_gateway(args) -> int:
     store = _validator_store(args.state)
     db = GatewayStore(args.db or chorus_home() / "gateway.sqlite")
     gateway = Gateway(wallet, chain, store, keys, settings, log, db)
-    print(f"gateway on http://{args.host}:{args.port}/v1 ({len(keys)} API keys)", flush=True)
+    url = f"http://{args.host}:{args.port}"
+    print(f"gateway on {url}/v1 ({len(keys)} API keys); a playground page at {url}/", flush=True)
     uvicorn.run(
         create_gateway_app(gateway),
         host=args.host,
