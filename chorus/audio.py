@@ -130,7 +130,7 @@ def decode(text: str, limits: AudioLimits | None = None) -> tuple[np.ndarray, in
 
 def read(path: str | Path) -> tuple[np.ndarray, int]:
     """Read any file libsndfile knows as (mono float32, rate)."""
-    if not Path(path).is_file():
+    if not Path(path).exists():
         raise AudioError(f"no such file: {path}")
     try:
         samples, rate = sf.read(str(path), dtype="float32", always_2d=True)

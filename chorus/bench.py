@@ -527,6 +527,7 @@ def asr_bench(short: int = 24, long: int = 12) -> str:
     groups["over 16 s"] = [r for r in rows if r["long"]]
     for r in rows:
         groups.setdefault(r["condition"], []).append(r)
+    groups = {name: group for name, group in groups.items() if group}
     lines = [
         "#### Speech recognition: ours against faster-whisper's greedy decoding",
         "Whisper tiny.en (int8) on Piper readings (`chorus.bench.asr_corpus`): WER against "

@@ -285,6 +285,7 @@ def load_backends(args) -> dict:
 def _check_port(host: str, port: int) -> None:
     """Refuse, before anything is announced or loaded, a port another server listens on
     (uvicorn would print a traceback-like error and exit 3 after our "serving" line)."""
+    import errno
     import socket
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -293,10 +294,9 @@ def _check_port(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as e:
-            raise UsageError(
-                f"cannot listen on {host}:{port}: {e.strerror}; is another server using "
-                "it? choose another --port"
-            ) from None
+            busy = e.errno == errno.EADDRINUSE
+            hint = "; is another server using it? choose another --port" if busy else ""
+            raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}{hint}") from None
 
 
 def cmd_miner(args) -> int:
@@ -448,7 +448,8 @@ def cmd_dashboard(args) -> int:
     path = args.chain_path or (str(default) if default.exists() else None)
     chain = open_chain("local", path=path) if path else None
     app = create_dashboard_app(store, chain, args.validator_uid, args.gateway_db)
-    print(f"dashboard for {args.state} on http://{args.host}:{args.port}/", flush=True)
+    shown = f", chain {path}" if path else ", no chain"
+    print(f"dashboard for {args.state}{shown} on http://{args.host}:{args.port}/", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
     return 0
 
@@ -787,6 +788,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_closed() -> bool:
+    """Whether the reader of our standard output has gone (a pipe reports an error)."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poll.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     # resemblyzer's webrtcvad and pyworld import pkg_resources, which warns on every start.
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
@@ -795,10 +808,15 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(
             level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
         )
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError as e:
+        if not _stdout_closed():  # a peer's socket, not our reader: an error like any other
+            print(f"chorus: error: {e}", file=sys.stderr)
+            return 1
         # The reader went away (`chorus ... | head`): stop quietly, as other tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141

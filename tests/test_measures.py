@@ -9,9 +9,11 @@ import pytest
 from chorus import degrade
 from chorus.audio import resample, to_mono_float
 from chorus.piper import PiperTTS
-from chorus.prompts import speech_text
+from chorus.prompts import expected_seconds, speech_text
 from chorus.scoring import measures
 
+LONG_TEXT = speech_text(20, seed=101)
+LONG_S = expected_seconds(LONG_TEXT)  # what the prompt needs: pitch is judged
 SHORT_TEXTS = [
     "The children laughed as the kite climbed higher above the hills.",
     "Please call Stella and ask her to bring these things with her from the store.",
@@ -28,7 +30,7 @@ def voice() -> PiperTTS:
 @pytest.fixture(scope="module")
 def long_reading(voice: PiperTTS) -> tuple[np.ndarray, int]:
     """About 20 s of Piper reading a seeded prompt, as mono float."""
-    samples, rate = voice.synthesize(speech_text(20, seed=101))
+    samples, rate = voice.synthesize(LONG_TEXT)
     return to_mono_float(samples), rate
 
 
@@ -68,25 +70,43 @@ def _alternate(samples: np.ndarray, rate: int, every: float, damage) -> np.ndarr
 
 
 def test_honest_answers_keep_full_bandwidth_and_pitch_credit(voice, long_reading) -> None:
-    readings = [voice.synthesize(text) for text in SHORT_TEXTS] + [long_reading]
-    for samples, rate in readings:
+    readings = [(text, voice.synthesize(text)) for text in SHORT_TEXTS]
+    for text, (samples, rate) in [*readings, (LONG_TEXT, long_reading)]:
         m = _measure(samples, rate)
         assert measures.bandwidth_factor(m.bandwidth_hz) == 1.0, m
-        assert measures.pitch_factor(m) == 1.0, m
+        assert measures.pitch_factor(m, expected_seconds(text)) == 1.0, m
 
 
 def test_a_second_of_honest_speech_keeps_its_pitch_credit() -> None:
     """DIO finds 1-15 loud voiced frames in Piper's "Hello from chorus." (1 s of speech),
     spread over 0.8-4.2 semitones, as a monotone's may be: the answer scored 0 to 0.9 from
-    one reading to the next (pitch credit 0 under 10 frames, else spread / 3). So a second
-    of speech is not judged by its pitch; a monotone sentence of 3 s still is."""
-    voice = PiperTTS(seed=1)
+    one reading to the next (pitch credit 0 under 10 frames, else spread / 3). So a text
+    that short is not judged by pitch; a monotone reading of a sentence still is, and so
+    is a monotone squeezed into a second, answering that sentence."""
+    voice, short = PiperTTS(seed=1), "Hello from chorus."
     for _ in range(6):
-        m = _measure(*voice.synthesize("Hello from chorus."))
-        assert measures.pitch_factor(m) == 1.0, m
-    robotic = _measure(*degrade.monotone(*voice.synthesize(SHORT_TEXTS[0])))
-    assert robotic.speech_s >= measures.SHORT_SPEECH_S, robotic
-    assert measures.pitch_factor(robotic) <= 0.6, robotic
+        m = _measure(*voice.synthesize(short))
+        assert measures.pitch_factor(m, expected_seconds(short)) == 1.0, m
+    sentence = SHORT_TEXTS[0]
+    robotic = degrade.monotone(*voice.synthesize(sentence))
+    for cheat in (robotic, degrade.time_stretch(*robotic, 3.0)):
+        m = _measure(*cheat)
+        assert measures.pitch_factor(m, expected_seconds(sentence)) <= 0.6, m
+
+
+def test_pitch_credit_moves_smoothly_with_the_voiced_frames() -> None:
+    """The whole answer's spread counts in proportion to the voiced frames it rests on:
+    no step where one more frame halves the credit."""
+    spread = measures.FULL_PITCH_RANGE / 2  # half credit over a whole answer, full in a stretch
+
+    def credit(frames: int) -> float:
+        m = measures.Measures(7000.0, spread, spread, frames, 5.0, 0.0)
+        return measures.pitch_factor(m, LONG_S)
+
+    credits = [credit(n) for n in range(0, 2 * measures.STRETCH_FRAMES)]
+    assert credits[0] == 1.0 and credits[-1] == 0.5
+    steps = np.diff(credits)
+    assert np.all(steps <= 0) and np.all(steps > -0.02), steps
 
 
 @pytest.mark.parametrize(
@@ -122,13 +142,13 @@ def test_monotone_over_the_rest_loses_pitch_credit(long_reading, seconds: float)
     samples, rate = long_reading
     cheat = _measure(_damaged_from(samples, rate, seconds, degrade.monotone), rate)
     assert cheat.pitch_range >= measures.FULL_PITCH_RANGE, cheat  # the whole still spreads
-    assert measures.pitch_factor(cheat) <= 0.6, cheat
+    assert measures.pitch_factor(cheat, LONG_S) <= 0.6, cheat
 
 
 def test_monotone_every_other_stretch_loses_pitch_credit(long_reading) -> None:
     samples, rate = long_reading
     cheat = _measure(_alternate(samples, rate, 4.0, degrade.monotone), rate)
-    assert measures.pitch_factor(cheat) <= 0.7, cheat
+    assert measures.pitch_factor(cheat, LONG_S) <= 0.7, cheat
 
 
 def test_half_monotone_answer_is_paid_less_by_the_scorer(tts_evaluator, long_reading) -> None:

@@ -9,11 +9,11 @@ import sys
 import threading
 import time
 
-from chorus.numba_cache import compile_lock
+from chorus.numba_cache import compile_lock, lock_path
 
 HOLDER = """
 import pathlib, sys, time
-from chorus.numba_cache import compile_lock
+from chorus.numba_cache import compile_lock, lock_path
 folder = pathlib.Path(sys.argv[1])
 with compile_lock():
     (folder / "held").touch()
@@ -29,7 +29,10 @@ def _wait_for(path, seconds: float = 60.0) -> None:
         time.sleep(0.02)
 
 
-def test_a_second_process_waits_for_the_first_to_finish_loading(tmp_path) -> None:
+def test_a_second_process_waits_for_the_first_to_finish_loading(tmp_path, monkeypatch) -> None:
+    # A cache (and so a lock) of their own: a real load elsewhere neither waits nor delays.
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    assert lock_path().parent == tmp_path
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)])
     try:
         _wait_for(tmp_path / "held")
@@ -49,3 +52,17 @@ def test_a_second_process_waits_for_the_first_to_finish_loading(tmp_path) -> Non
         (tmp_path / "release").touch()
         holder.wait(30)
     assert holder.returncode == 0
+
+
+def test_a_load_inside_a_load_does_not_wait_for_itself(tmp_path, monkeypatch) -> None:
+    """A service whose loading loads another (a plug-in's backend calling
+    ``load_evaluators``) takes the lock it already holds."""
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    done = threading.Event()
+
+    def nested() -> None:
+        with compile_lock(), compile_lock():
+            done.set()
+
+    threading.Thread(target=nested, daemon=True).start()
+    assert done.wait(10.0), "a nested load waited for its own lock"

@@ -16,6 +16,7 @@ import pytest
 from chorus import degrade
 from chorus.audio import read, resample
 from chorus.piper import PiperTTS
+from chorus.prompts import expected_seconds
 from chorus.redteam import DEFAULT_CASES, DEFAULT_SEED, ServiceReport, attack_service
 from chorus.scoring import measures
 from chorus.services import get
@@ -34,6 +35,7 @@ CLONE_SEED = 0
 
 # CMU ARCTIC awb reading arctic_a0007, shipped in pysptk's sdist and wheel (its example file).
 HUMAN_TEXT = "And you always want to see it in the superlative degree."
+READING_TEXT = "The children laughed as the kite climbed higher above the hills."
 
 
 def _share(report: ServiceReport, name: str) -> float:
@@ -117,9 +119,7 @@ def test_real_read_speech_scores_no_lower_than_piper(tts_evaluator, piper) -> No
 @pytest.fixture(scope="module")
 def reading() -> tuple[np.ndarray, int]:
     """Its own seeded voice: the shared one's draws depend on which tests ran before."""
-    return PiperTTS(seed=5).synthesize(
-        "The children laughed as the kite climbed higher above the hills."
-    )
+    return PiperTTS(seed=5).synthesize(READING_TEXT)
 
 
 def _measure(audio: tuple[np.ndarray, int]) -> measures.Measures:
@@ -144,7 +144,9 @@ def test_bandwidth_reads_the_band_that_carries_speech(reading) -> None:
 def test_pitch_range_tells_a_monotone_from_a_reading(reading) -> None:
     natural, robotic = _measure(reading), _measure(degrade.monotone(*reading))
     assert natural.pitch_range >= 5.0 and robotic.pitch_range <= 1.5, (natural, robotic)
-    assert measures.pitch_factor(natural) == 1.0 and measures.pitch_factor(robotic) <= 0.5
+    expected = expected_seconds(READING_TEXT)
+    assert measures.pitch_factor(natural, expected) == 1.0
+    assert measures.pitch_factor(robotic, expected) <= 0.5
 
 
 def test_pace_and_clipping_measures(reading) -> None:

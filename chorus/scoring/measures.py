@@ -73,7 +73,7 @@ FULL_PITCH_RANGE = 3.0  # semitones, 10th to 90th percentile
 PITCH_STRETCH_S = 0.75  # seconds of voiced frames (about 1.5 s of speech)
 FULL_STRETCH_PITCH_RANGE = 1.25  # semitones in the flattest stretch
 STRETCH_FRAMES = int(PITCH_STRETCH_S * 1000 / PITCH_FRAME_MS)
-SHORT_SPEECH_S = 2.0  # speech this short may show too few voiced frames to judge its pitch
+SHORT_SPEECH_S = 2.0  # a text needing less may show too few voiced frames to judge its pitch
 PACE_RANGE = (0.6, 1.5)  # speech span / expected duration with full credit
 PACE_LIMITS = (0.35, 3.0)  # where the credit reaches zero: the TTS scorer's duration gates
 CLIP_TOLERANCE = 0.01  # within 1% (-40 dB) of the peak
@@ -228,19 +228,20 @@ def bandwidth_factor(hz: float) -> float:
     return float(np.clip(1.0 - BANDWIDTH_PER_OCTAVE * octaves_short, 0.0, 1.0))
 
 
-def pitch_factor(m: Measures) -> float:
-    """The lower of the whole answer's credit and its flattest stretch's. With under one
-    stretch of voiced frames, the stretch's rule alone; and with under SHORT_SPEECH_S of
-    speech as well, none: DIO finds 1 to 15 loud voiced frames in an honest "Hello from
-    chorus." (1 s of speech), spread over 0.8 to 4.2 semitones, as a monotone's may be,
-    so that second says nothing about its pitch (and an honest answer scored 0 to 0.9 by
-    the reading)."""
-    if m.voiced_frames < STRETCH_FRAMES and m.speech_s < SHORT_SPEECH_S:
+def pitch_factor(m: Measures, expected_s: float) -> float:
+    """The lower of the whole answer's credit and its flattest stretch's; the whole
+    answer's counts in proportion to how much of a stretch of voiced frames it has (a
+    spread over a handful of frames is noisy). A text that needs under SHORT_SPEECH_S
+    (``expected_s``, from the prompt, so no answer can make itself short) is not judged by
+    pitch: DIO finds 1 to 15 loud voiced frames in an honest "Hello from chorus." (1 s of
+    speech), spread over 0.8 to 4.2 semitones as a monotone's may be, and that answer
+    scored 0 to 0.9 by the reading."""
+    if expected_s < SHORT_SPEECH_S:
         return 1.0
     stretch = float(np.clip(m.flattest_pitch_range / FULL_STRETCH_PITCH_RANGE, 0.0, 1.0))
-    if m.voiced_frames < STRETCH_FRAMES:
-        return stretch
-    return min(float(np.clip(m.pitch_range / FULL_PITCH_RANGE, 0.0, 1.0)), stretch)
+    whole = float(np.clip(m.pitch_range / FULL_PITCH_RANGE, 0.0, 1.0))
+    weight = min(1.0, m.voiced_frames / STRETCH_FRAMES)
+    return min(stretch, 1.0 - weight * (1.0 - whole))
 
 
 def pace_factor(ratio: float, limits: tuple[float, float] = PACE_LIMITS) -> float:

@@ -86,7 +86,7 @@ def quality_factors(mos: dict[str, float], m: measures.Measures, expected: float
     return {
         "dnsmos": mos_quality(mos),
         "bandwidth": measures.bandwidth_factor(m.bandwidth_hz),
-        "pitch": measures.pitch_factor(m),
+        "pitch": measures.pitch_factor(m, expected),
         "pace": measures.pace_factor(
             m.speech_s / expected, (MIN_DURATION_RATIO, MAX_DURATION_RATIO)
         ),

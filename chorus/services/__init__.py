@@ -250,8 +250,11 @@ class Service(Generic[RequestT, ChallengeT, ResultT]):
         if name not in self.backends:
             choices = ", ".join(sorted(self.backends)) or "none yet"
             raise CallerError(f"unknown {self.name} backend {name!r}; choose from {choices}")
+        from chorus.numba_cache import compile_lock
+
         module, _, cls = self.backends[name].partition(":")
-        return getattr(importlib.import_module(module), cls)(**options)
+        with compile_lock():  # loading may compile numba kernels into the shared cache
+            return getattr(importlib.import_module(module), cls)(**options)
 
     def backend_options(self, args: argparse.Namespace, loaded: Mapping[str, Any]) -> dict:
         """Constructor options for the miner's backend from its flags and the backends

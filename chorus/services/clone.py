@@ -295,10 +295,10 @@ class CloneService(Service[CloneRequest, CloneChallenge, CloneResult]):
                 f"reference {args.reference} is {seconds:.2f} s long; a reference must be "
                 f"{limits.min_seconds:g}-{limits.max_seconds:g} s of one person speaking"
             )
-        if rate < limits.min_rate:
+        if not limits.min_rate <= rate <= limits.max_rate:
             raise BadReference(
-                f"reference {args.reference} is sampled at {rate} Hz; at least "
-                f"{limits.min_rate} Hz is needed"
+                f"reference {args.reference} is sampled at {rate} Hz; a reference must be "
+                f"{limits.min_rate}-{limits.max_rate} Hz"
             )
         check_reference(ref, rate)
         return CloneChallenge(spoken_text(args.text), ref, rate)
