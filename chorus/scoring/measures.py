@@ -179,11 +179,6 @@ def pitch_spread(voiced: np.ndarray) -> float:
     return float(high - low)
 
 
-def pitch_range(audio16k: np.ndarray) -> float:
-    """The pitch spread over the whole answer's loud voiced frames."""
-    return pitch_spread(voiced_f0(audio16k))
-
-
 def pitch_ranges(audio16k: np.ndarray) -> tuple[float, float, int]:
     """The pitch spread over the whole answer, in its flattest stretch of
     ``PITCH_STRETCH_S`` of voiced frames (the whole answer's when it is shorter), and how

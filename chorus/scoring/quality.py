@@ -121,8 +121,12 @@ def part_starts(size: int) -> list[int]:
     (the last window ending at most a second before the clip's end)."""
     if size <= int(PART_S * RATE):
         return [0]
-    count = (size - WINDOW_SAMPLES) // HOP_SAMPLES + 1  # windows at every second
-    return [g * HOP_SAMPLES for g in range(count - PART_WINDOWS + 1)]
+    return [g * HOP_SAMPLES for g in range(whole_windows(size) - PART_WINDOWS + 1)]
+
+
+def whole_windows(size: int) -> int:
+    """How many windows start at a whole second of ``size`` samples and fit in them."""
+    return (size - WINDOW_SAMPLES) // HOP_SAMPLES + 1
 
 
 def windows(audio: np.ndarray) -> np.ndarray:
@@ -364,8 +368,7 @@ class DNSMOS:
         audio = audio.astype(np.float32)
         if audio.size <= int(PART_S * RATE):
             return {key: np.array([value]) for key, value in self.score_tiled(tile(audio)).items()}
-        count = len(part_starts(audio.size)) + PART_WINDOWS - 1
-        per_window = self._window_scores(audio, list(range(count)))
+        per_window = self._window_scores(audio, list(range(whole_windows(audio.size))))
         mean = np.full(PART_WINDOWS, 1 / PART_WINDOWS)
         return {key: np.convolve(values, mean, "valid") for key, values in per_window.items()}
 
