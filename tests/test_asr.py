@@ -11,7 +11,13 @@ import pytest
 
 from chorus.audio import resample, to_mono_float
 from chorus.prompts import speech_text
-from chorus.scoring.asr import ASR_RATE, CONTEXT_MARGIN, Transcriber, context_frames
+from chorus.scoring.asr import (
+    ASR_RATE,
+    CONTEXT_MARGIN,
+    CONTEXT_MIN,
+    Transcriber,
+    context_frames,
+)
 from chorus.scoring.runtime import ScoringRuntime
 from chorus.text import word_error_rate
 
@@ -122,6 +128,8 @@ def test_a_short_answer_is_encoded_with_its_audio_and_a_margin_only(piper, trans
     frames = len(samples) / rate * 100
     assert len(widths) == 1 and frames + CONTEXT_MARGIN <= widths[0] < 2000, (frames, widths)
     assert word_error_rate(text, transcript) < 0.2, transcript
+    # and never under CONTEXT_MIN (10 s), however short the answer
+    assert context_frames(170, 3000) == CONTEXT_MIN and context_frames(1200, 3000) == 1500
 
 
 def test_a_last_window_is_finished_in_place():

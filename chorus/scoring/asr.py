@@ -66,6 +66,10 @@ RESUME_BATCHES = 4
 # transcript is the same in any round.
 CONTEXT_MARGIN = 300
 CONTEXT_STEP = 500
+# ... and never under 10 s: a 1.7 s answer ("The train leaves at ten thirty.") cut to 5 s
+# read "10-30" (a range: "ten to thirty") on one reading of four, "1030" on another, where
+# 10 s and the whole window read "10.30".
+CONTEXT_MIN = 1000
 
 
 class WideEncoderWhisper(WhisperModel):
@@ -376,8 +380,10 @@ class Transcriber:
 
 def context_frames(size: int, window: int) -> int:
     """Encoder input frames for a window holding ``size`` frames of audio (see
-    CONTEXT_MARGIN): never fewer than the audio, never more than ``window``."""
-    return min(window, -(-(size + CONTEXT_MARGIN) // CONTEXT_STEP) * CONTEXT_STEP)
+    CONTEXT_MARGIN and CONTEXT_MIN): never fewer than the audio, never more than
+    ``window``."""
+    rounded = -(-(size + CONTEXT_MARGIN) // CONTEXT_STEP) * CONTEXT_STEP
+    return min(window, max(CONTEXT_MIN, rounded))
 
 
 def _by_context(states: list[_Clip], window: int) -> list[list[_Clip]]:
