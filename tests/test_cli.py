@@ -30,6 +30,15 @@ from tests.servers import Hole, ThreadServer, free_port, make_net
         (["evaluate", "tts", "missing.wav", "--text", "hello"], "no such file: missing.wav"),
         (["generate", "tts", "  ", "-o", "x.wav"], "the text is empty"),
         (["generate", "music", "", "-o", "x.wav"], "the prompt is empty"),
+        (
+            ["generate", "music", "a waltz", "--duration", "500", "-o", "x.wav"],
+            "--duration 500 is out of range",
+        ),
+        (
+            ["generate", "music", "a waltz", "--duration", "nan", "-o", "x.wav"],
+            "--duration nan is out of range",
+        ),
+        (["generate", "music", "x" * 600, "-o", "x.wav"], "the prompt is 600 characters long"),
         # argparse knows each service's backends: it names the choices
         (
             ["generate", "tts", "hello", "-o", "x.wav", "--backend", "nope"],

@@ -184,7 +184,18 @@ class MusicService(Service[MusicRequest, MusicChallenge, MusicResult]):
     def challenge_from_args(self, args: argparse.Namespace) -> MusicChallenge:
         if not args.prompt.strip():
             raise CallerError("the prompt is empty: describe the music to make")
-        return MusicChallenge(args.prompt, args.duration)
+        if len(args.prompt) > MAX_MUSIC_PROMPT_CHARS:
+            raise CallerError(
+                f"the prompt is {len(args.prompt)} characters long: at most "
+                f"{MAX_MUSIC_PROMPT_CHARS} (what a miner accepts)"
+            )
+        duration = args.duration
+        if duration is not None and not MIN_MUSIC_SECONDS <= duration <= MAX_MUSIC_SECONDS:
+            raise CallerError(
+                f"--duration {duration:g} is out of range: {MIN_MUSIC_SECONDS:g} to "
+                f"{MAX_MUSIC_SECONDS:g} seconds (what a miner accepts)"
+            )
+        return MusicChallenge(args.prompt, duration)
 
     # -- the red team
 
