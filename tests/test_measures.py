@@ -163,3 +163,5 @@ def test_half_monotone_answer_is_paid_less_by_the_scorer(tts_evaluator, long_rea
     assert honest.factors["pitch"] == 1.0 and honest.factors["bandwidth"] == 1.0, honest
     assert robotic.factors["pitch"] <= 0.6, robotic
     assert robotic.score <= 0.6 * honest.score, (honest, robotic)
+    # The result shows the miner why: its flattest stretch, not only the whole spread.
+    assert robotic.flattest_pitch_range < measures.FULL_STRETCH_PITCH_RANGE < robotic.pitch_range

@@ -246,4 +246,5 @@ class TTSEvaluator:
         result.wer, result.transcript, result.mos = wer, transcript, MOS(**mos)
         result.intelligibility, result.quality, result.factors = intelligibility, quality, factors
         result.bandwidth_hz, result.pitch_range = measured.bandwidth_hz, measured.pitch_range
+        result.flattest_pitch_range = measured.flattest_pitch_range
         result.pace, result.clipped = measured.speech_s / expected, measured.clipped

@@ -89,9 +89,11 @@ class MOS:
 @dataclass
 class SpeechResult(Result):
     """A scored reading: the gates, what Whisper heard, what DNSMOS thought of it, and the
-    signal measures (``chorus.scoring.measures``): the bandwidth that carries speech, the
-    pitch range in semitones (10th-90th percentile), the pace (speech span over the
-    duration the text needs) and the share of samples clipped flat at the peak.
+    signal measures (``chorus.scoring.measures``): the bandwidth that carries speech (in
+    the answer's narrowest stretch), the pitch range in semitones (10th-90th percentile)
+    over the whole answer and over its flattest stretch (either may set ``pitch``), the
+    pace (speech span over the duration the text needs) and the share of samples clipped
+    flat at the peak.
     ``factors`` holds each part of ``quality`` (their product), in [0, 1]."""
 
     duration_s: float | None = None
@@ -104,6 +106,7 @@ class SpeechResult(Result):
     quality: float | None = None
     bandwidth_hz: float | None = None
     pitch_range: float | None = None
+    flattest_pitch_range: float | None = None
     pace: float | None = None
     clipped: float | None = None
     factors: dict[str, float] | None = None
