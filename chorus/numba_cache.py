@@ -7,12 +7,18 @@ leave an index entry pointing at the other's machine code, and every later proce
 loads it crashes with a segmentation fault and no message (seen after ``make demo``
 started its validators and miners together). Models load, and their kernels compile,
 inside ``compile_lock``.
+
+librosa imports its submodules lazily, and several compile kernels into the cache when
+first imported (``guvectorize`` with signatures: peak picking, zero crossings, phase
+vocoding), which a miner did in its first generation, outside any lock. So the lock
+imports them all (``KERNEL_MODULES``) the first time a process takes it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib
 import logging
 import os
 import sysconfig
@@ -24,6 +30,23 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 _held = threading.local()  # how deep this thread is inside compile_lock
 _threads = threading.Lock()  # flock excludes open files, not a process's own threads
+_imported = threading.Event()  # KERNEL_MODULES are imported in this process
+# librosa 0.11's modules that define numba kernels; importing one compiles those it
+# declares with signatures (or loads them from the cache).
+KERNEL_MODULES = (
+    "librosa.core.audio",
+    "librosa.core.constantq",
+    "librosa.core.convert",
+    "librosa.core.notation",
+    "librosa.core.pitch",
+    "librosa.core.spectrum",
+    "librosa.beat",
+    "librosa.feature.utils",
+    "librosa.filters",
+    "librosa.sequence",
+    "librosa.util.matching",
+    "librosa.util.utils",
+)
 
 
 def lock_path() -> Path:
@@ -56,6 +79,10 @@ def compile_lock() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX)
         _held.depth = 1
         try:
+            if not _imported.is_set():
+                for name in KERNEL_MODULES:
+                    importlib.import_module(name)
+                _imported.set()
             yield
         finally:
             _held.depth = 0
