@@ -27,15 +27,25 @@ class SpeakerEncoder:
     def embed(self, samples: np.ndarray, rate: int) -> np.ndarray:
         """A unit-length 256-d speaker embedding; all zeros when there is no speech, so that
         silence is similar to nothing rather than crashing the encoder."""
+        return self.embed_partials(samples, rate)[0]
+
+    def embed_partials(self, samples: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+        """``embed``'s embedding and the partial embeddings it is the normalised mean of, in
+        order: one per 1.6 s window of speech (long silences trimmed), a window every 0.77 s
+        (Resemblyzer's defaults); (n, 256), each unit length. The same single encoder pass,
+        so a scorer can judge an answer's stretches at no extra cost. No speech: zeros and
+        no partials."""
         from resemblyzer import preprocess_wav
 
+        none = np.zeros(256, dtype=np.float32), np.zeros((0, 256), dtype=np.float32)
         audio = resample(to_mono_float(samples), rate, SPEAKER_RATE)
         if audio.size == 0 or not np.isfinite(audio).all() or np.max(np.abs(audio)) == 0:
-            return np.zeros(256, dtype=np.float32)
+            return none
         wav = preprocess_wav(audio, SPEAKER_RATE)
         if wav.size < MIN_SPEECH_SECONDS * SPEAKER_RATE:
-            return np.zeros(256, dtype=np.float32)
-        return self.encoder.embed_utterance(wav).astype(np.float32)
+            return none
+        embedding, partials, _ = self.encoder.embed_utterance(wav, return_partials=True)
+        return embedding.astype(np.float32), partials.astype(np.float32)
 
     def similarity(self, a: np.ndarray, rate_a: int, b: np.ndarray, rate_b: int) -> float:
         """Cosine similarity of the speakers of two recordings, in [-1, 1]."""

@@ -15,15 +15,32 @@ from chorus.generation.neural_clone import (
     save_envelope_net,
 )
 from chorus.piper import PiperTTS
-from chorus.scoring.clone import CloneEvaluator
+from chorus.scoring.clone import (
+    STOCK_MARGIN,
+    STOCK_RAMP,
+    STOCK_STRETCH_MARGIN,
+    STRETCH_ALLOWANCE,
+    CloneEvaluator,
+    speaker_score,
+    stretches,
+)
 from chorus.scoring.tts import TTSEvaluator
-from chorus.services import get
-from chorus.services.clone import CloneChallenge
+from chorus.services import RedTeamCase, get
+from chorus.services.clone import CloneChallenge, CloneResult, CloneTools, clone_attacks
 from chorus.speaker import SpeakerEncoder
 from chorus.voices import FESTIVAL_PACKAGES, VoiceBank
 
 TEXT = "Our train leaves the station at half past seven every morning."
 SECOND_TEXT = "Please bring three green apples and a loaf of bread home tonight."
+TWO_SENTENCES = f"{TEXT} {SECOND_TEXT}"  # about 7 s
+SIX_SENTENCES = (  # about 22 s
+    f"{TWO_SENTENCES} The children laughed as the kite climbed higher above the green hills."
+    " Every evening the old clock in the hall chimes softly before dinner. She opened the"
+    " window and watched the city wake up under a pale blue sky. Good science depends on"
+    " careful measurement and honest reporting of results."
+)
+STOCK_TAIL = "right clone, last third in stock voice"
+OTHER_TAIL = "right clone, last third another voice"
 # A male and a female speaker, both unlike the Piper voice. (kal, US male, is the bank's
 # nearest voice to Piper: its clone gains only ~0.1 similarity over stock, too close to
 # test a margin on.)
@@ -136,3 +153,86 @@ def test_neural_clone_loads_local_weights(tmp_path, piper, speaker, references, 
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match="cannot load"):
         clone.load_backend("neural", weights=str(tmp_path / "junk.pt"), tts=piper)
+
+
+# -- an answer is as good as its worst stretch ----------------------------------------------
+
+
+def _old_score(result: CloneResult) -> float:
+    """The score under the rule before stretches: the whole answer's similarity alone."""
+    excess = result.stock_similarity - result.speaker_similarity - STOCK_MARGIN
+    penalty = float(np.clip(1.0 - excess / STOCK_RAMP, 0.0, 1.0))
+    similarity = speaker_score(result.speaker_similarity)
+    return result.tts_score * similarity * penalty * (1 - result.copied)
+
+
+@pytest.fixture(scope="module")
+def tails(world, evaluator, references, piper) -> dict[tuple[str, str], CloneResult]:
+    """Scored (voice, answer) pairs: honest clones and the red team's tail cheats (the same
+    Piper reading converted up to a word gap two thirds in, something else after it). The
+    stock tail on two sentences for each voice; the other voice's tail (mv's, a man's, in
+    slt's, a woman's, answer) on six, where a third of the answer is several stretches."""
+    attacks = {a.name: a.make for a in clone_attacks()}
+    out = {}
+    for voice, text, attack in (
+        ("mv", TWO_SENTENCES, STOCK_TAIL),
+        ("slt", TWO_SENTENCES, STOCK_TAIL),
+        ("slt", SIX_SENTENCES, OTHER_TAIL),
+    ):
+        other = "slt" if voice == "mv" else "mv"
+        challenge = CloneChallenge(text, *references[voice])
+        tools = CloneTools(world, piper, voice, other, references[other])
+        case = RedTeamCase(challenge, world.clone(text, *references[voice]), tools=tools)
+        out[voice, text] = evaluator.evaluate(*case.honest, challenge)
+        out[voice, attack] = evaluator.evaluate(*attacks[attack](case), challenge)
+    return out
+
+
+def test_honest_clones_lose_nothing_to_their_stretches(tails):
+    """Their worst stretch sits within the allowance of the whole (measured: up to 0.084
+    below it on answers of up to 13 s, 0.115 on 30 s ones), and no stretch comes near the
+    stock voice."""
+    honest = [r for (_, key), r in tails.items() if key in (TWO_SENTENCES, SIX_SENTENCES)]
+    assert len(honest) == 3
+    for result in honest:
+        assert result.score >= 0.2, result
+        assert result.worst_stretch_similarity + STRETCH_ALLOWANCE >= result.speaker_similarity
+        assert result.speaker_score == speaker_score(result.speaker_similarity), result
+        assert result.stock_stretch_excess < STOCK_STRETCH_MARGIN and result.stock_penalty == 1
+        assert result.score == pytest.approx(_old_score(result)), result
+
+
+@pytest.mark.parametrize("voice", VOICES)
+def test_a_stock_voice_tail_earns_next_to_nothing(voice, tails):
+    """The whole answer's similarity hardly notices the last third in Piper's own voice (it
+    kept 61-137% of the honest score over three Piper seeds); its stretches are nearer the
+    stock voice than the reference by 0.32-0.44 (honest clones: at most 0.17)."""
+    honest, tail = tails[voice, TWO_SENTENCES], tails[voice, STOCK_TAIL]
+    assert _old_score(tail) >= 0.5 * honest.score, (tail, honest)
+    assert tail.score <= 0.2 * honest.score, (tail, honest)
+    assert tail.stock_stretch_excess > STOCK_STRETCH_MARGIN + 0.5 * STOCK_RAMP, tail
+
+
+def test_another_voice_tail_loses_most_of_its_score(tails):
+    """Over 22 s, a last third in another bank voice (a man's in a woman's clone) kept
+    76-91% of the honest speaker score by the whole answer's similarity, 35-47% by its
+    worst stretch (four Piper seeds). The speech score is left out: Piper's sampled noise
+    moves it by more than the voice does."""
+    honest, tail = tails["slt", SIX_SENTENCES], tails["slt", OTHER_TAIL]
+    assert speaker_score(tail.speaker_similarity) >= 0.65 * honest.speaker_score, tail
+    assert tail.speaker_score <= 0.6 * honest.speaker_score, (tail, honest)
+    assert tail.worst_stretch_similarity + STRETCH_ALLOWANCE < tail.speaker_similarity, tail
+
+
+def test_stretches_slide_one_partial_at_a_time():
+    partials = np.abs(np.random.default_rng(0).normal(size=(6, 256))).astype(np.float32)
+    partials /= np.linalg.norm(partials, axis=1, keepdims=True)
+    four = stretches(partials, 4)
+    assert four.shape == (3, 256)
+    assert np.allclose(np.linalg.norm(four, axis=1), 1.0)
+    mean = partials[2:6].mean(axis=0)
+    assert np.allclose(four[2], mean / np.linalg.norm(mean))
+    # An answer shorter than a stretch is one stretch: the whole answer's embedding.
+    whole = partials.mean(axis=0)
+    assert np.allclose(stretches(partials, 8), whole / np.linalg.norm(whole))
+    assert stretches(partials[:0], 4).shape == (0, 256)

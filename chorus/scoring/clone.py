@@ -3,15 +3,29 @@ voice (speaker similarity), without cheating?
 
 score = tts_score x speaker_score x stock_penalty x (1 - copied), where speaker_score maps
 cosine similarity linearly from ``SIMILARITY_RANGE`` onto [0, 1], so different-speaker levels
-(about 0.4-0.67) earn little. Two cheats are caught on top of that:
+(about 0.4-0.67) earn little.
+
+An answer is as good as its worst part: the similarity scored is the whole answer's, but no
+more than ``STRETCH_ALLOWANCE`` above its least similar stretch of ``STRETCH_PARTIALS``
+consecutive partial embeddings (about 3.9 s of speech). The whole answer's embedding is a
+mean, and a right clone for three quarters of an answer with another voice after it kept
+all of its similarity. Honest clones' stretches vary too (their worst fell up to 0.073
+below the whole under 8 s of speech, 0.115 on 30 s), so the allowance costs them nothing
+under 14 s of speech and 0.7% of their speaker score above; numbers in
+docs/voice-cloning.md.
+
+Two cheats are caught on top of that:
 
 - replaying or splicing the reference instead of speaking: the answer's log-mel frames are
   found in the reference in long runs of consecutive near-identical frames (``copied``);
   beyond ``MAX_COPIED`` the score is zero, below it the copied share is deducted. (Such an
   answer also has a high WER, but a splice of the right words would not.)
-- returning the stock Piper voice: the evaluator renders the prompt with Piper itself and
-  compares speakers; an answer that is nearer that stock voice than the reference by more
-  than ``STOCK_MARGIN`` loses its score proportionally.
+- returning the stock Piper voice: the evaluator embeds Piper itself reading a fixed
+  paragraph and compares speakers; an answer that is nearer that stock voice than the
+  reference by more than ``STOCK_MARGIN``, or one with a stretch of
+  ``STOCK_STRETCH_PARTIALS`` partials (about 2.4 s of speech) nearer it by more than
+  ``STOCK_STRETCH_MARGIN`` (a stock-voice tail), loses its score over the next
+  ``STOCK_RAMP``.
 """
 
 from __future__ import annotations
@@ -38,6 +52,11 @@ from chorus.voices import VoiceBank
 SIMILARITY_RANGE = (0.6, 0.85)  # cosine scoring 0 and 1
 MAX_COPIED = 0.25  # share of answer frames copied from the reference that zeroes the score
 STOCK_MARGIN = 0.05  # how much nearer the stock voice than the reference an answer may be
+STOCK_RAMP = 0.1  # beyond a stock margin, the score falls to zero over this much more
+STRETCH_PARTIALS = 4  # partial embeddings (1.6 s, one every 0.77 s) in a stretch: ~3.9 s
+STRETCH_ALLOWANCE = 0.10  # how far above its worst stretch an answer's similarity may count
+STOCK_STRETCH_PARTIALS = 2  # the stock voice is far from any clone: shorter stretches, ~2.4 s
+STOCK_STRETCH_MARGIN = 0.20  # how much nearer the stock voice than the reference a stretch may be
 MAX_CACHED_REFERENCES = 32
 COPY_DISTANCE = 2.0  # RMS dB difference per mel band under which two frames are the same audio
 FLOOR_DB = 40.0
@@ -82,6 +101,66 @@ def copied_fraction(answer: np.ndarray, reference: np.ndarray) -> float:
     rms = librosa.feature.rms(y=answer, hop_length=HOP, frame_length=512)[0][: len(a)]
     audible = rms > 0.05 * (rms.max() or 1.0)
     return float(copied[audible].mean()) if audible.any() else 0.0
+
+
+def stretches(partials: np.ndarray, size: int) -> np.ndarray:
+    """Unit embeddings of every run of ``size`` consecutive partial embeddings, sliding one
+    partial at a time; fewer partials than ``size`` are one stretch (the whole answer)."""
+    size = min(size, len(partials))
+    if size == 0:
+        return np.zeros((0, partials.shape[1]), dtype=np.float32)
+    sums = np.cumsum(np.vstack([np.zeros((1, partials.shape[1])), partials]), axis=0)
+    runs = sums[size:] - sums[:-size]
+    return runs / np.linalg.norm(runs, axis=1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class SpeakerChecks:
+    """What the speaker checks found in one answer: its cosine to the reference (whole, and
+    its least similar stretch), to the stock voice, how much nearer the stock voice than
+    the reference its most stock-like short stretch is, and the share copied from the
+    reference."""
+
+    similarity: float
+    worst_stretch_similarity: float
+    stock_similarity: float
+    stock_stretch_excess: float
+    copied: float
+
+    @classmethod
+    def measure(
+        cls,
+        embedding: np.ndarray,
+        partials: np.ndarray,
+        reference: np.ndarray,
+        stock: np.ndarray,
+        copied: float,
+    ) -> SpeakerChecks:
+        """From the answer's embedding and partial embeddings (``embed_partials``) and the
+        reference's and stock voice's embeddings. An answer without partials (no speech)
+        is its whole."""
+        similarity = float(embedding @ reference)
+        stock_similarity = float(embedding @ stock)
+        worst, excess = similarity, stock_similarity - similarity
+        if len(partials):
+            worst = float((stretches(partials, STRETCH_PARTIALS) @ reference).min())
+            short = stretches(partials, STOCK_STRETCH_PARTIALS)
+            excess = float((short @ stock - short @ reference).max())
+        return cls(similarity, worst, stock_similarity, excess, copied)
+
+    def judged_similarity(self) -> float:
+        """The similarity scored: the whole answer's, at most ``STRETCH_ALLOWANCE`` above its
+        worst stretch."""
+        return min(self.similarity, self.worst_stretch_similarity + STRETCH_ALLOWANCE)
+
+    def stock_penalty(self) -> float:
+        """1, falling to 0 over ``STOCK_RAMP`` once the answer is nearer the stock voice than
+        the reference by ``STOCK_MARGIN``, or a short stretch is by ``STOCK_STRETCH_MARGIN``."""
+        excess = max(
+            self.stock_similarity - self.similarity - STOCK_MARGIN,
+            self.stock_stretch_excess - STOCK_STRETCH_MARGIN,
+        )
+        return float(np.clip(1.0 - excess / STOCK_RAMP, 0.0, 1.0))
 
 
 def speaker_score(similarity: float) -> float:
@@ -153,42 +232,48 @@ class CloneEvaluator:
 
     def _speaker_checks(
         self, samples: np.ndarray, rate: int, challenge: CloneChallenge
-    ) -> Callable[[], tuple[float, float, float]]:
-        """The answer's speaker checks, to run once it has passed the gates: similarity to
-        the reference, similarity to the stock voice, and the share copied from the
-        reference."""
+    ) -> Callable[[], SpeakerChecks]:
+        """The answer's speaker checks, to run once it has passed the gates: one encoder pass
+        gives the whole answer's embedding and its stretches'."""
 
-        def checks() -> tuple[float, float, float]:
+        def checks() -> SpeakerChecks:
             answer = resample(to_mono_float(samples), rate, SPEAKER_RATE)
             ref = resample(
                 to_mono_float(challenge.reference), challenge.reference_rate, SPEAKER_RATE
             )
-            emb = self.speaker.embed(answer, SPEAKER_RATE)
-            similarity = float(emb @ self.reference_embedding(ref))
-            return similarity, float(emb @ self.stock_embedding()), copied_fraction(answer, ref)
+            embedding, partials = self.speaker.embed_partials(answer, SPEAKER_RATE)
+            return SpeakerChecks.measure(
+                embedding,
+                partials,
+                self.reference_embedding(ref),
+                self.stock_embedding(),
+                copied_fraction(answer, ref),
+            )
 
         return checks
 
     @staticmethod
     def _result(
-        base: SpeechResult, checks: tuple[float, float, float] | None, start: float | None
+        base: SpeechResult, checks: SpeakerChecks | None, start: float | None
     ) -> CloneResult:
         """The clone result from the speech result and the speaker checks (None: gated);
         ``seconds`` since ``start``, or the speech result's when None."""
         result = CloneResult(**vars(base))
         result.score = 0.0
         if not base.reason and checks is not None:
-            similarity, stock_similarity, copied = checks
-            result.speaker_similarity, result.stock_similarity = similarity, stock_similarity
+            copied = checks.copied
+            result.speaker_similarity = checks.similarity
+            result.worst_stretch_similarity = checks.worst_stretch_similarity
+            result.stock_similarity = checks.stock_similarity
+            result.stock_stretch_excess = checks.stock_stretch_excess
             result.copied, result.tts_score = copied, base.score
             if copied > MAX_COPIED:
                 result.reason = (
                     f"answer replays the reference recording ({copied:.0%} of it copied)"
                 )
             else:
-                excess = stock_similarity - similarity - STOCK_MARGIN
-                result.stock_penalty = float(np.clip(1.0 - excess / 0.1, 0.0, 1.0))
-                result.speaker_score = speaker_score(similarity)
+                result.stock_penalty = checks.stock_penalty()
+                result.speaker_score = speaker_score(checks.judged_similarity())
                 result.score = (
                     base.score * result.speaker_score * result.stock_penalty * (1 - copied)
                 )

@@ -36,6 +36,12 @@ from chorus.services.tts import SpeechRequest, SpeechResult, spoken_text
 
 log = logging.getLogger("chorus.services.clone")
 
+# The part-wrong-voice cheats of the red team: the right clone, then another voice from a
+# word gap near TAIL_FROM of the answer on (the quietest 20 ms within GAP_SEARCH_S).
+TAIL_FROM = 2 / 3
+GAP_SEARCH_S = 0.5
+JOIN_FADE_S = 0.01
+
 
 class CloneRequest(SpeechRequest):
     """Speak ``text`` in the voice of ``reference`` (base64 WAV or FLAC, 2-30 s)."""
@@ -55,10 +61,15 @@ class CloneChallenge:
 @dataclass
 class CloneResult(SpeechResult):
     """A scored clone: the speech metrics, plus how close the voice is to the reference
-    and to the stock voice, and how much of the answer replays the reference."""
+    (the whole answer, and its least similar stretch, which caps what the whole may count
+    for) and to the stock voice (the whole answer, and how much nearer the stock voice than
+    the reference its most stock-like short stretch is), and how much of the answer replays
+    the reference (``chorus.scoring.clone``)."""
 
     speaker_similarity: float | None = None
+    worst_stretch_similarity: float | None = None
     stock_similarity: float | None = None
+    stock_stretch_excess: float | None = None
     copied: float | None = None
     tts_score: float | None = None
     speaker_score: float | None = None
@@ -67,7 +78,10 @@ class CloneResult(SpeechResult):
     def summary(self) -> str:
         if self.reason or self.speaker_similarity is None:
             return super().summary()
-        return f"wer {self.wer:.2f} similarity {self.speaker_similarity:.2f}"
+        out = f"wer {self.wer:.2f} similarity {self.speaker_similarity:.2f}"
+        if self.worst_stretch_similarity is not None:  # None in results stored before it
+            out += f" (worst stretch {self.worst_stretch_similarity:.2f})"
+        return out
 
 
 class CloneBackend(Protocol):
@@ -384,6 +398,40 @@ def _impostor(case: RedTeamCase) -> Audio:
     return case.tools.backend.clone(case.challenge.text, *case.tools.impostor_reference)
 
 
+def _tail(case: RedTeamCase, impostor: bool) -> Audio:
+    """One Piper reading of the text, converted to the reference's voice up to a word gap
+    near ``TAIL_FROM`` of it, and after it left in the stock voice or converted to the
+    impostor's: word for word the honest answer, only the last third's voice is wrong."""
+    c, backend = case.challenge, case.tools.backend
+    speech = audio.resample(*case.tools.piper.synthesize(c.text), audio.SPEECH_RATE)
+    right = backend.convert(speech, backend.profile(c.reference, c.reference_rate))
+    wrong = speech
+    if impostor:
+        wrong = backend.convert(speech, backend.profile(*case.tools.impostor_reference))
+    cut = _word_gap(speech, audio.SPEECH_RATE, int(TAIL_FROM * speech.size))
+    return _join(right, wrong, cut, audio.SPEECH_RATE), audio.SPEECH_RATE
+
+
+def _word_gap(speech: np.ndarray, rate: int, at: int) -> int:
+    """The middle of the quietest 20 ms of ``speech`` within ``GAP_SEARCH_S`` of sample
+    ``at``: a pause between words, where a change of voice is not cut into a word."""
+    frame, hop = int(0.02 * rate), int(0.005 * rate)
+    lo = max(at - int(GAP_SEARCH_S * rate), 0)
+    hi = max(min(at + int(GAP_SEARCH_S * rate), speech.size - frame), lo + 1)
+    starts = np.arange(lo, hi, hop)
+    energy = [float(np.mean(speech[s : s + frame] ** 2)) for s in starts]
+    return int(starts[int(np.argmin(energy))]) + frame // 2
+
+
+def _join(first: np.ndarray, second: np.ndarray, cut: int, rate: int) -> np.ndarray:
+    """``first`` up to sample ``cut`` and ``second`` after it, crossfaded over
+    ``JOIN_FADE_S`` (both the same reading, so their samples line up)."""
+    n = min(first.size, second.size)
+    fade = int(JOIN_FADE_S * rate)
+    ramp = np.clip((np.arange(n) - (cut - fade // 2)) / fade, 0.0, 1.0)
+    return (first[:n] * (1 - ramp) + second[:n] * ramp).astype(np.float32)
+
+
 def _replayed(case: RedTeamCase) -> Audio:
     return case.challenge.reference, case.challenge.reference_rate
 
@@ -407,11 +455,20 @@ def _noisy(snr_db: float) -> Callable[[RedTeamCase], Audio]:
 
 
 def clone_attacks() -> list[Attack]:
-    """Cheats on the voice and on the words, and a right clone under hiss."""
+    """Cheats on the voice (all of it, or its last third) and on the words, and a right
+    clone under hiss."""
     return [
         Attack("stock Piper voice", _stock, None, 0.1),
         Attack("stock voice pitched to the reference", _stock_pitched, None, 0.5),
         Attack("another bank voice's clone", _impostor, None, 0.5),
+        # Five seeded runs of 6 cases: the stock tail kept 0-20% of the honest score (its
+        # stretches are near the stock voice), 37-45% over CI's 2 (on a 4 s answer a 1.4 s
+        # tail is shorter than the encoder's 1.6 s window and kept it all). The other
+        # voice's tail kept 56-114%: on 1-2 sentences a third of the answer is a stretch or
+        # two, within honest clones' own spread (on answers of 15-32 s it keeps 42%), so it
+        # is reported, not bounded.
+        Attack("right clone, last third in stock voice", lambda c: _tail(c, False), None, 0.5),
+        Attack("right clone, last third another voice", lambda c: _tail(c, True)),
         Attack("reference replayed", _replayed, None, 0.05),
         Attack("reference spliced", _spliced, None, 0.05),
         Attack("right clone, noise 10 dB SNR", _noisy(10), "noise", 0.6),
