@@ -5,10 +5,13 @@ built from library DSP (scipy.signal filters and convolution, soxr resampling, l
 mu-law, the WORLD vocoder from pyworld): additive white noise at a given
 SNR, band limits (telephone band, low-pass), an 8 kHz mu-law codec, clipping, synthetic
 reverberation, time-stretching (WORLD), a monotone (robotic) WORLD resynthesis, and a WORLD pitch
-shift. Random ones take a ``seed``, so the same call gives the same audio.
+shift. Random ones take a ``seed``, so the same call gives the same audio. ``in_part`` applies
+any of them to a part of an answer only: a few clean seconds must not pay for the rest.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import librosa
 import numpy as np
@@ -22,6 +25,7 @@ TELEPHONE_BAND = (300.0, 3400.0)  # ITU-T narrowband speech (G.711)
 CODEC_RATE = 8000
 WORLD_RATE = SPEECH_RATE  # WORLD analysis runs at 16 kHz: speech needs no more, and it is faster
 WORLD_FRAME_MS = 5.0
+FADE_S = 0.02  # crossfade where a damaged part meets the clean rest, so the join does not click
 
 
 def _out(samples: np.ndarray, rate: int) -> Audio:
@@ -170,6 +174,32 @@ def median_f0(samples: np.ndarray, rate: int) -> float:
     f0, _ = pw.dio(x, WORLD_RATE, frame_period=10.0)
     voiced = f0[f0 > 0]
     return float(np.median(voiced)) if voiced.size else 0.0
+
+
+def in_part(
+    samples: np.ndarray,
+    rate: int,
+    damage: Callable[[np.ndarray, int], Audio],
+    start_s: float,
+    end_s: float | None = None,
+) -> Audio:
+    """``damage`` done to seconds [``start_s``, ``end_s``) of the answer only (to its end when
+    ``end_s`` is None), joined to the untouched rest with ``FADE_S`` crossfades. The damaged
+    part may come back at another rate (WORLD's 16 kHz: resampled back to ``rate``) or
+    length (a time-stretch); each crossfade is aligned at the part's own edge."""
+    x = to_mono_float(samples)
+    a = min(max(int(start_s * rate), 0), x.size)
+    b = x.size if end_s is None else min(max(int(end_s * rate), a), x.size)
+    part, part_rate = damage(x[a:b], rate)
+    part = resample(to_mono_float(part), part_rate, rate).copy()
+    fade = min(int(FADE_S * rate), part.size // 2, (b - a) // 2)
+    ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
+    if a > 0:
+        part[:fade] = x[a : a + fade] * (1 - ramp) + part[:fade] * ramp
+    if b < x.size:
+        tail = slice(part.size - fade, part.size)
+        part[tail] = part[tail] * ramp[::-1] + x[b - fade : b] * ramp
+    return _out(np.concatenate((x[:a], part, x[b:])), rate)
 
 
 def splice(

@@ -14,12 +14,21 @@ from __future__ import annotations
 import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from chorus.services import Attack, RedTeamCase, Service, get, load_evaluators, registry
+from chorus.services import (
+    Attack,
+    RedTeamCase,
+    Service,
+    evaluate_round,
+    get,
+    load_evaluators,
+    registry,
+)
 
 DEFAULT_CASES = 6
 DEFAULT_SEED = 11
@@ -41,12 +50,20 @@ class Rung:
 
 @dataclass
 class ServiceReport:
+    """A service's rungs and the claims that fail. ``judged``: the claims are set for the
+    mean of DEFAULT_CASES or more (scores vary from case to case: an honest clone earns 0
+    to 0.65 by voice), so over fewer a failure is only a hint, and the table says so."""
+
     service: str
     cases: int
     honest: Rung
     rungs: list[Rung]
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    judged: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.judged = self.cases >= DEFAULT_CASES
 
 
 def _say(message: str) -> None:
@@ -64,9 +81,10 @@ def attack_service(service: Service, cases: int, seed: int, runtime) -> ServiceR
         raise ValueError(f"service {service.name!r} declares no red-team cases or attacks")
 
     def score_all(name: str, answers: list[tuple[np.ndarray, int]]) -> list[float]:
-        out = []
-        for case, (samples, rate) in zip(made, answers, strict=True):
-            out.append(float(evaluator.evaluate(samples, rate, case.challenge).score))
+        # A rung's answers as one round, as a validator scores them: the same scores as
+        # one by one, for less CPU (Whisper decodes them in one batch).
+        items = [(x, rate, c.challenge) for c, (x, rate) in zip(made, answers, strict=True)]
+        out = [float(r.score) for r in evaluate_round(evaluator, items)]
         _say(f"[{service.name}] {name:<34} mean {np.mean(out):.3f}")
         return out
 
@@ -78,12 +96,19 @@ def attack_service(service: Service, cases: int, seed: int, runtime) -> ServiceR
         share = mean / honest_mean if honest_mean > 0 else float("nan")
         return Rung(service.name, name, ladder, scores, mean, share, max_share)
 
+    def make_all(attack: Attack) -> list[tuple[np.ndarray, int]]:
+        return [_make(attack, case) for case in made]
+
     rungs = []
-    for attack in attacks:
-        answers = [_make(attack, case) for case in made]
-        rungs.append(
-            rung(attack.name, attack.ladder, score_all(attack.name, answers), attack.max_share)
-        )
+    # Each rung's answers are made (WORLD, Piper: one core) while the one before is scored.
+    with ThreadPoolExecutor(1) as maker:
+        making = maker.submit(make_all, attacks[0])
+        for i, attack in enumerate(attacks):
+            answers = making.result()
+            if i + 1 < len(attacks):
+                making = maker.submit(make_all, attacks[i + 1])
+            scores = score_all(attack.name, answers)
+            rungs.append(rung(attack.name, attack.ladder, scores, attack.max_share))
     report = ServiceReport(service.name, cases, rung(HONEST, None, honest_scores, None), rungs)
     report.failures = check(service, report)
     report.seconds = time.perf_counter() - start
@@ -138,15 +163,30 @@ def markdown(reports: list[ServiceReport], where: str) -> str:
             f"{_bound(get(rep.service).min_honest_score, absolute=True)} | |",
         ]
         for r in rep.rungs:
-            held = "" if r.max_share is None else ("yes" if r.share <= r.max_share else "**no**")
             out.append(
                 f"| {r.name} | {r.ladder or ''} | {r.mean:.3f} | {r.share:.0%} | "
-                f"{_bound(r.max_share)} | {held} |"
+                f"{_bound(r.max_share)} | {_held(rep, r)} |"
             )
         out.append("")
-        out += [f"- fails: {f}" for f in rep.failures] or ["All claims hold."]
+        if rep.judged:
+            out += [f"- fails: {f}" for f in rep.failures] or ["All claims hold."]
+        else:
+            out.append(f"Claims not judged: {_unjudged(rep)}.")
+            out += [f"- would fail: {f}" for f in rep.failures]
         out.append("")
     return "\n".join(out)
+
+
+def _held(report: ServiceReport, r: Rung) -> str:
+    if r.max_share is None:
+        return ""
+    if not report.judged:
+        return "not judged"
+    return "yes" if r.share <= r.max_share else "**no**"
+
+
+def _unjudged(report: ServiceReport) -> str:
+    return f"{report.cases} cases, fewer than the {DEFAULT_CASES} they are set for"
 
 
 def _bound(value: float | None, absolute: bool = False) -> str:
@@ -168,13 +208,8 @@ def main(service: str, cases: int, seed: int, as_json: bool, output: str | None)
         for report in reports:
             write_report(Path(output), f"redteam-{report.service}", markdown([report], machine()))
         _say(f"wrote {output}")
-    failed = [f"{r.service}: {f}" for r in reports for f in r.failures]
-    if cases < DEFAULT_CASES:
-        # Scores vary from case to case (an honest clone earns 0 to 0.65 by voice): the
-        # claims are set for the mean of DEFAULT_CASES or more, and fewer only hint.
-        for line in failed:
-            _say(f"claim not judged ({cases} cases, fewer than {DEFAULT_CASES}): {line}")
-        return 0
-    for line in failed:
-        _say(f"claim fails: {line}")
-    return 1 if failed else 0
+    for report in reports:
+        told = "claim fails" if report.judged else f"claim not judged ({_unjudged(report)})"
+        for line in report.failures:
+            _say(f"{told}: {report.service}: {line}")
+    return 1 if any(r.failures for r in reports if r.judged) else 0

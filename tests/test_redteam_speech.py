@@ -1,8 +1,9 @@
 """The speech red team (issue 14) as `chorus redteam` runs it (cloning: a seeded subset),
 with the real models: clean, natural speech clearly beats noisy, band-limited, codec-damaged,
-clipped, reverberant, mis-paced and robotic speech of the same words, every degradation
-ladder falls strictly, the cloning cheats earn (next to) nothing, and a real person reading
-a text earns no less than Piper reading it.
+clipped, reverberant, mis-paced and robotic speech of the same words, also when only part of
+an answer is damaged (on long answers too), every degradation ladder falls strictly, the
+cloning cheats earn (next to) nothing, and a real person reading a text earns no less than
+Piper reading it.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from chorus import degrade
 from chorus.audio import read, resample
 from chorus.piper import PiperTTS
 from chorus.prompts import expected_seconds
-from chorus.redteam import DEFAULT_CASES, DEFAULT_SEED, ServiceReport, attack_service
+from chorus.redteam import DEFAULT_CASES, DEFAULT_SEED, Rung, ServiceReport, attack_service
 from chorus.scoring import measures
 from chorus.services import get
-from chorus.services.tts import SpeechChallenge
+from chorus.services.tts import LONG_CASE_EVERY, SpeechChallenge
 from chorus.voices import FESTIVAL_PACKAGES, VoiceBank
 
 CASES = 2
@@ -32,14 +33,30 @@ TTS_CASES, TTS_SEED = DEFAULT_CASES, DEFAULT_SEED
 # tests/test_clone.py uses); on the bank's hardest voices (ona, lp) the WORLD cloner's
 # similarity is near the scorer's zero and shares of a near-zero score say nothing.
 CLONE_SEED = 0
+# Damage to part of an answer, and the most of the honest score each may keep (the
+# service's bounds, stated here too so that loosening one shows).
+PARTIAL_BOUNDS = {
+    "second half noise 10 dB SNR": 0.88,
+    "second half reverb RT60 1.2 s": 0.7,
+    "telephone band after 1 s": 0.85,
+    "second half robotic": 0.7,
+}
+# On each long case (an answer over 16 s, judged by DNSMOS's worst 16 s part) noise or
+# reverberation over its second half keeps at most this of its honest score: 19-68% over
+# seeds 11-17; with DNSMOS as speechmos runs it (the first 15 s heard), 89-100%.
+LONG_PART_SHARE = 0.8
 
 # CMU ARCTIC awb reading arctic_a0007, shipped in pysptk's sdist and wheel (its example file).
 HUMAN_TEXT = "And you always want to see it in the superlative degree."
 READING_TEXT = "The children laughed as the kite climbed higher above the hills."
 
 
+def _rung(report: ServiceReport, name: str) -> Rung:
+    return next(r for r in report.rungs if r.name == name)
+
+
 def _share(report: ServiceReport, name: str) -> float:
-    return next(r.share for r in report.rungs if r.name == name)
+    return _rung(report, name).share
 
 
 def _ladders(report: ServiceReport) -> dict[str, list[float]]:
@@ -78,6 +95,20 @@ def test_tts_red_team_claims_hold(tts_report: ServiceReport) -> None:
         assert all(a > b for a, b in zip(means, means[1:], strict=False)), (name, means)
     assert _share(tts_report, "words shuffled") <= 0.3
     assert _share(tts_report, "another text") <= 0.1
+    for name, bound in PARTIAL_BOUNDS.items():
+        assert _share(tts_report, name) <= bound, (name, _share(tts_report, name))
+
+
+def test_tts_red_team_hears_every_part_of_a_long_answer(tts_report: ServiceReport) -> None:
+    """The long cases' own shares: the rungs' means mix in short answers, whose DNSMOS
+    hears noise over half of them weakly, so they guard DNSMOS's parts loosely."""
+    honest = tts_report.honest.scores
+    long_cases = range(LONG_CASE_EVERY - 1, TTS_CASES, LONG_CASE_EVERY)
+    assert len(long_cases) >= 2
+    for name in ("second half noise 10 dB SNR", "second half reverb RT60 1.2 s"):
+        scores = _rung(tts_report, name).scores
+        for i in long_cases:
+            assert scores[i] <= LONG_PART_SHARE * honest[i], (name, i, scores[i], honest[i])
 
 
 def test_clone_red_team_claims_hold(clone_report: ServiceReport) -> None:
@@ -169,3 +200,30 @@ def test_white_noise_has_the_snr_asked_for(reading) -> None:
     snr = 10 * np.log10(np.mean(samples.astype(np.float64) ** 2) / np.mean(noise**2))
     assert abs(snr - 10.0) < 0.3, snr
     assert np.array_equal(noisy, degrade.white_noise(samples, rate, 10.0, seed=3)[0])
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+
+
+def test_in_part_damages_only_its_part(reading) -> None:
+    samples, rate = reading
+    a, b, fade = rate, 2 * rate, int(degrade.FADE_S * rate)
+    noisy, noisy_rate = degrade.in_part(
+        samples, rate, lambda x, r: degrade.white_noise(x, r, 0.0, seed=1), 1.0, 2.0
+    )
+    assert noisy_rate == rate and noisy.size == samples.size
+    assert np.array_equal(noisy[:a], samples[:a]) and np.array_equal(noisy[b:], samples[b:])
+    added = noisy[a:b] - samples[a:b]
+    core = added[fade:-fade]
+    snr = 20 * np.log10(_rms(samples[a:b]) / _rms(core))
+    assert abs(snr) < 1.0, snr
+    # The crossfades rise from the clean signal and fall back to it.
+    edge = fade // 8
+    assert _rms(added[:edge]) < 0.2 * _rms(core) and _rms(added[-edge:]) < 0.2 * _rms(core)
+    # A part that comes back shorter and at WORLD's rate: the head is kept, the rest halved.
+    fast, fast_rate = degrade.in_part(
+        samples, rate, lambda x, r: degrade.time_stretch(x, r, 2.0), 1.0
+    )
+    assert fast_rate == rate and np.array_equal(fast[:a], samples[:a])
+    assert abs(fast.size - (a + (samples.size - a) / 2)) < 0.01 * rate, fast.size

@@ -282,15 +282,20 @@ class TTSService(Service[TTSRequest, SpeechChallenge, SpeechResult]):
     min_honest_score = 0.85
 
     def redteam_cases(self, count: int, seed: int) -> list[RedTeamCase[SpeechChallenge]]:
-        """Seeded prompts of one or two sentences, read by a seeded Piper (the case's
-        ``tools``, which also reads the word-dropping attacks' texts)."""
+        """Seeded prompts of one or two sentences and, every ``LONG_CASE_EVERY``-th, a
+        reading of several (an answer of about half a minute: DNSMOS judges answers over
+        16 s part by part, and damage to part of one must cost), read by a seeded Piper
+        (the case's ``tools``, which also reads the word-dropping attacks' texts)."""
         from chorus.generation.tts import PiperTTS
-        from chorus.prompts import SpeechPrompts
+        from chorus.prompts import SpeechPrompts, speech_text
 
         rng, prompts, piper = random.Random(seed), SpeechPrompts(seed=seed), PiperTTS(seed=seed)
         cases = []
-        for _ in range(count):
-            text = prompts.next(sentences=rng.choice([1, 2])).text
+        for i in range(count):
+            if i % LONG_CASE_EVERY == LONG_CASE_EVERY - 1:
+                text = speech_text(LONG_CASE_S, seed=seed + i)
+            else:
+                text = prompts.next(sentences=rng.choice([1, 2])).text
             cases.append(RedTeamCase(SpeechChallenge(text), piper.synthesize(text), tools=piper))
         for i, case in enumerate(cases):
             case.other = cases[(i + 1) % len(cases)] if len(cases) > 1 else None
@@ -298,6 +303,13 @@ class TTSService(Service[TTSRequest, SpeechChallenge, SpeechResult]):
 
     def attacks(self) -> list[Attack]:
         return speech_attacks()
+
+
+# Every third red-team case is a long reading: its text needs LONG_CASE_S, which Piper reads
+# in 29-36 s, so the second half of the answer fills about one 16 s DNSMOS part and lies past
+# the first 15 s, all that speechmos's own windows hear.
+LONG_CASE_EVERY = 3
+LONG_CASE_S = 34.0
 
 
 def spoken_text(text: str) -> str:
@@ -327,6 +339,22 @@ def _reverb(rt60: float) -> Callable[[RedTeamCase], Audio]:
     from chorus import degrade
 
     return lambda case: degrade.reverb(*case.honest, rt60, seed=case_seed(case))
+
+
+def _in_part(
+    damage: Callable[..., Audio], *args: Any, after_s: float | None = None, seeded: bool = False
+) -> Callable[[RedTeamCase], Audio]:
+    """The honest answer with ``damage(samples, rate, *args)`` done from ``after_s`` seconds
+    on, or (None) to its second half only; ``seeded``: with the case's own seed."""
+    from chorus import degrade
+
+    def make(case: RedTeamCase) -> Audio:
+        samples, rate = case.honest
+        seed = {"seed": case_seed(case)} if seeded else {}
+        start = samples.size / rate / 2 if after_s is None else after_s
+        return degrade.in_part(samples, rate, lambda x, r: damage(x, r, *args, **seed), start)
+
+    return make
 
 
 def dropped_words(text: str, share: float, seed: int) -> str:
@@ -387,6 +415,23 @@ def speech_attacks() -> list[Attack]:
         Attack("35% of words missing", _missing(0.35), "words missing", 0.8),
         Attack("words shuffled", _shuffled, None, 0.3),
         Attack("another text", _another_text, None, 0.1),
+        # Damage to part of the answer: a few clean seconds must not pay for the rest. Bounds:
+        # 7 points or more above the shares of seeds 11-13 (most rungs 11-17), below what each
+        # earns with the fix it guards undone (docs/scoring.md); DNSMOS hears noise over half
+        # of an answer of up to 16 s weakly, so the noise rung's is loose.
+        Attack(
+            "second half noise 10 dB SNR",
+            _in_part(degrade.white_noise, 10.0, seeded=True),
+            None,
+            0.88,
+        ),
+        Attack(
+            "second half reverb RT60 1.2 s", _in_part(degrade.reverb, 1.2, seeded=True), None, 0.7
+        ),
+        Attack("telephone band after 1 s", _in_part(degrade.telephone, after_s=1.0), None, 0.85),
+        Attack("second half robotic", _in_part(degrade.monotone), None, 0.7),
+        # Not a rung: a second half 1.5x too fast keeps 86-96% over seeds 11-17 (pace is
+        # measured over the whole answer), too near honest for a bound that checks anything.
     ]
 
 
