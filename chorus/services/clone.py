@@ -403,7 +403,8 @@ def _tail(case: RedTeamCase, impostor: bool) -> Audio:
     near ``TAIL_FROM`` of it, and after it left in the stock voice or converted to the
     impostor's: word for word the honest answer, only the last third's voice is wrong."""
     c, backend = case.challenge, case.tools.backend
-    speech = audio.resample(*case.tools.piper.synthesize(c.text), audio.SPEECH_RATE)
+    reading, rate = case.tools.piper.synthesize(c.text)
+    speech = audio.resample(reading, rate, audio.SPEECH_RATE)
     right = backend.convert(speech, backend.profile(c.reference, c.reference_rate))
     wrong = speech
     if impostor:
