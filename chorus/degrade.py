@@ -7,6 +7,7 @@ SNR, band limits (telephone band, low-pass), an 8 kHz mu-law codec, clipping, sy
 reverberation, time-stretching (WORLD), a monotone (robotic) WORLD resynthesis, and a WORLD pitch
 shift. Random ones take a ``seed``, so the same call gives the same audio. ``in_part`` applies
 any of them to a part of an answer only: a few clean seconds must not pay for the rest.
+``quiet_point`` and ``crossfade`` are where and how a cheat splices audio together.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ CODEC_RATE = 8000
 WORLD_RATE = SPEECH_RATE  # WORLD analysis runs at 16 kHz: speech needs no more, and it is faster
 WORLD_FRAME_MS = 5.0
 FADE_S = 0.02  # crossfade where a damaged part meets the clean rest, so the join does not click
+PAUSE_FRAME_S, PAUSE_HOP_S = 0.02, 0.005  # quiet_point's frames, and their step
 
 
 def _out(samples: np.ndarray, rate: int) -> Audio:
@@ -176,6 +178,27 @@ def median_f0(samples: np.ndarray, rate: int) -> float:
     return float(np.median(voiced)) if voiced.size else 0.0
 
 
+def quiet_point(samples: np.ndarray, rate: int, at: int, within_s: float = 0.5) -> int:
+    """The middle sample of the quietest 20 ms of ``samples`` within ``within_s`` seconds of
+    sample ``at``: a pause between words, where a cheat cuts without cutting into a word."""
+    frame, hop = int(PAUSE_FRAME_S * rate), int(PAUSE_HOP_S * rate)
+    lo = max(at - int(within_s * rate), 0)
+    hi = max(min(at + int(within_s * rate), samples.size - frame), lo + 1)
+    starts = np.arange(lo, hi, hop)
+    energy = [float(np.mean(np.square(samples[s : s + frame], dtype=np.float64))) for s in starts]
+    return int(starts[int(np.argmin(energy))]) + frame // 2
+
+
+def crossfade(first: np.ndarray, second: np.ndarray, fade: int) -> np.ndarray:
+    """``first`` then ``second``, overlapping by ``fade`` samples (at most either's length)
+    that fade linearly from one to the other, so the join does not click."""
+    fade = max(min(fade, first.size, second.size), 0)
+    ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
+    head, tail = first[: first.size - fade], second[fade:]
+    overlap = first[first.size - fade :] * (1 - ramp) + second[:fade] * ramp
+    return np.concatenate((head, overlap, tail)).astype(np.float32)
+
+
 def in_part(
     samples: np.ndarray,
     rate: int,
@@ -186,20 +209,15 @@ def in_part(
     """``damage`` done to seconds [``start_s``, ``end_s``) of the answer only (to its end when
     ``end_s`` is None), joined to the untouched rest with ``FADE_S`` crossfades. The damaged
     part may come back at another rate (WORLD's 16 kHz: resampled back to ``rate``) or
-    length (a time-stretch); each crossfade is aligned at the part's own edge."""
+    length (a time-stretch); each crossfade lies inside the part, at its own edge."""
     x = to_mono_float(samples)
     a = min(max(int(start_s * rate), 0), x.size)
     b = x.size if end_s is None else min(max(int(end_s * rate), a), x.size)
     part, part_rate = damage(x[a:b], rate)
-    part = resample(to_mono_float(part), part_rate, rate).copy()
+    part = resample(to_mono_float(part), part_rate, rate)
     fade = min(int(FADE_S * rate), part.size // 2, (b - a) // 2)
-    ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
-    if a > 0:
-        part[:fade] = x[a : a + fade] * (1 - ramp) + part[:fade] * ramp
-    if b < x.size:
-        tail = slice(part.size - fade, part.size)
-        part[tail] = part[tail] * ramp[::-1] + x[b - fade : b] * ramp
-    return _out(np.concatenate((x[:a], part, x[b:])), rate)
+    out = crossfade(x[: a + fade], part, fade) if a > 0 else part
+    return _out(crossfade(out, x[b - fade :], fade) if b < x.size else out, rate)
 
 
 def splice(

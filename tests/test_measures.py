@@ -39,17 +39,9 @@ def _measure(samples: np.ndarray, rate: int) -> measures.Measures:
     return measures.measure(samples, resample(samples, rate, measures.RATE))
 
 
-def _cut(samples: np.ndarray, rate: int, seconds: float) -> int:
-    """The quietest 20 ms within 0.5 s of ``seconds``: a pause, where a cheat would cut."""
-    hop = rate // 50
-    starts = np.arange(int((seconds - 0.5) * rate), int((seconds + 0.5) * rate), hop)
-    energy = [float(np.sum(samples[s : s + hop] ** 2)) for s in starts]
-    return int(starts[int(np.argmin(energy))])
-
-
 def _damaged_from(samples: np.ndarray, rate: int, seconds: float, damage) -> np.ndarray:
     """The honest head up to a pause near ``seconds``, then ``damage`` over the rest."""
-    i = _cut(samples, rate, seconds)
+    i = degrade.quiet_point(samples, rate, int(seconds * rate))
     tail, tail_rate = damage(samples[i:], rate)
     return np.concatenate([samples[:i], resample(to_mono_float(tail), tail_rate, rate)])
 
@@ -57,7 +49,8 @@ def _damaged_from(samples: np.ndarray, rate: int, seconds: float, damage) -> np.
 def _alternate(samples: np.ndarray, rate: int, every: float, damage) -> np.ndarray:
     """``damage`` over every other ``every``-second stretch (cut at pauses)."""
     length = samples.size / rate
-    cuts = [0, *(_cut(samples, rate, t) for t in np.arange(every, length - 1.0, every))]
+    at = np.arange(every, length - 1.0, every)
+    cuts = [0, *(degrade.quiet_point(samples, rate, int(t * rate)) for t in at)]
     cuts.append(samples.size)
     parts = []
     for k, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):

@@ -37,7 +37,8 @@ from chorus.services.tts import SpeechRequest, SpeechResult, spoken_text
 log = logging.getLogger("chorus.services.clone")
 
 # The part-wrong-voice cheats of the red team: the right clone, then another voice from a
-# word gap near TAIL_FROM of the answer on (the quietest 20 ms within GAP_SEARCH_S).
+# word gap near TAIL_FROM of the answer on (degrade.quiet_point within GAP_SEARCH_S),
+# crossfaded over JOIN_FADE_S.
 TAIL_FROM = 2 / 3
 GAP_SEARCH_S = 0.5
 JOIN_FADE_S = 0.01
@@ -402,35 +403,20 @@ def _tail(case: RedTeamCase, impostor: bool) -> Audio:
     """One Piper reading of the text, converted to the reference's voice up to a word gap
     near ``TAIL_FROM`` of it, and after it left in the stock voice or converted to the
     impostor's: word for word the honest answer, only the last third's voice is wrong."""
-    c, backend = case.challenge, case.tools.backend
-    reading, rate = case.tools.piper.synthesize(c.text)
-    speech = audio.resample(reading, rate, audio.SPEECH_RATE)
+    from chorus import degrade
+
+    c, backend, rate = case.challenge, case.tools.backend, audio.SPEECH_RATE
+    reading, reading_rate = case.tools.piper.synthesize(c.text)
+    speech = audio.resample(reading, reading_rate, rate)
     right = backend.convert(speech, backend.profile(c.reference, c.reference_rate))
     wrong = speech
     if impostor:
         wrong = backend.convert(speech, backend.profile(*case.tools.impostor_reference))
-    cut = _word_gap(speech, audio.SPEECH_RATE, int(TAIL_FROM * speech.size))
-    return _join(right, wrong, cut, audio.SPEECH_RATE), audio.SPEECH_RATE
-
-
-def _word_gap(speech: np.ndarray, rate: int, at: int) -> int:
-    """The middle of the quietest 20 ms of ``speech`` within ``GAP_SEARCH_S`` of sample
-    ``at``: a pause between words, where a change of voice is not cut into a word."""
-    frame, hop = int(0.02 * rate), int(0.005 * rate)
-    lo = max(at - int(GAP_SEARCH_S * rate), 0)
-    hi = max(min(at + int(GAP_SEARCH_S * rate), speech.size - frame), lo + 1)
-    starts = np.arange(lo, hi, hop)
-    energy = [float(np.mean(speech[s : s + frame] ** 2)) for s in starts]
-    return int(starts[int(np.argmin(energy))]) + frame // 2
-
-
-def _join(first: np.ndarray, second: np.ndarray, cut: int, rate: int) -> np.ndarray:
-    """``first`` up to sample ``cut`` and ``second`` after it, crossfaded over
-    ``JOIN_FADE_S`` (both the same reading, so their samples line up)."""
-    n = min(first.size, second.size)
-    fade = int(JOIN_FADE_S * rate)
-    ramp = np.clip((np.arange(n) - (cut - fade // 2)) / fade, 0.0, 1.0)
-    return (first[:n] * (1 - ramp) + second[:n] * ramp).astype(np.float32)
+    cut = degrade.quiet_point(speech, rate, int(TAIL_FROM * speech.size), GAP_SEARCH_S)
+    # Both are the same reading, so their samples line up: the fade is centred on the cut.
+    n, fade = min(right.size, wrong.size), int(JOIN_FADE_S * rate)
+    start = cut - fade // 2
+    return degrade.crossfade(right[: start + fade], wrong[start:n], fade), rate
 
 
 def _replayed(case: RedTeamCase) -> Audio:
