@@ -9,6 +9,9 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
+
+import pytest
 
 from chorus.numba_cache import compile_lock, lock_path
 
@@ -22,6 +25,41 @@ with compile_lock():
         time.sleep(0.02)
 """
 
+KERNELS = """
+import pathlib, sys
+from chorus.numba_cache import compile_lock
+cache = pathlib.Path(sys.argv[1])
+def written():
+    return sorted(p.name for p in cache.rglob("*.nbi"))
+with compile_lock():
+    pass
+after_lock = written()
+import librosa, numpy as np
+# What a miner's first generation imported: onsets and peak picking, zero crossings,
+# magnitudes and phases.
+y = np.sin(np.arange(22050) / 7.0).astype(np.float32)
+librosa.onset.onset_detect(y=y, sr=22050)
+librosa.zero_crossings(y)
+librosa.magphase(librosa.stft(y))
+print(len(after_lock), after_lock == written())
+"""
+
+
+@pytest.fixture(scope="module")
+def kernel_cache(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """A fresh numba cache, filled by a process that took the lock and then ran what a
+    miner's first generation runs; later tests load their kernels from it instead of
+    compiling them again (half a minute each)."""
+    cache = tmp_path_factory.mktemp("numba-cache")
+    done = subprocess.run(
+        [sys.executable, "-c", KERNELS, str(cache)],
+        env={**os.environ, "NUMBA_CACHE_DIR": str(cache)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return cache, done
+
 
 def _wait_for(path, seconds: float = 60.0) -> None:
     deadline = time.monotonic() + seconds
@@ -30,8 +68,9 @@ def _wait_for(path, seconds: float = 60.0) -> None:
         time.sleep(0.02)
 
 
-def test_a_second_process_waits_for_the_first_to_finish_loading(tmp_path, monkeypatch) -> None:
+def test_a_second_process_waits_for_the_first_to_finish_loading(kernel_cache, monkeypatch) -> None:
     # A cache (and so a lock) of their own: a real load elsewhere neither waits nor delays.
+    tmp_path = kernel_cache[0]
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
     assert lock_path().parent == tmp_path
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)])
@@ -69,38 +108,11 @@ def test_a_load_inside_a_load_does_not_wait_for_itself(tmp_path, monkeypatch) ->
     assert done.wait(10.0), "a nested load waited for its own lock"
 
 
-KERNELS = """
-import pathlib, sys
-from chorus.numba_cache import compile_lock
-cache = pathlib.Path(sys.argv[1])
-def written():
-    return sorted(p.name for p in cache.rglob("*.nbi"))
-with compile_lock():
-    pass
-after_lock = written()
-import librosa, numpy as np
-# What a miner's first generation imported: onsets and peak picking, zero crossings,
-# magnitudes and phases.
-y = np.sin(np.arange(22050) / 7.0).astype(np.float32)
-librosa.onset.onset_detect(y=y, sr=22050)
-librosa.zero_crossings(y)
-librosa.magphase(librosa.stft(y))
-print(len(after_lock), after_lock == written())
-"""
-
-
-def test_librosa_kernels_compile_inside_the_lock(tmp_path) -> None:
+def test_librosa_kernels_compile_inside_the_lock(kernel_cache) -> None:
     """librosa compiles kernels when its submodules are first imported, lazily: a miner
     did so in its first generation, outside the lock, while the demo's other processes
     might be writing the same cache."""
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
-    done = subprocess.run(
-        [sys.executable, "-c", KERNELS, str(tmp_path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = kernel_cache[1]
     assert done.returncode == 0, done.stderr
     count, unchanged = done.stdout.split()
     assert int(count) >= 7, done.stdout  # peak picking, zero crossings, phases ...
