@@ -13,6 +13,7 @@ import binascii
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import soundfile as sf
@@ -20,10 +21,14 @@ import soxr
 
 from chorus.errors import CallerError
 
-FORMATS = ("wav", "flac")
+# The wire formats: what miners answer in and callers send references in.
+AudioFormat = Literal["wav", "flac"]
+FORMATS: tuple[AudioFormat, ...] = get_args(AudioFormat)
+MIN_RATE, MAX_RATE = 8000, 48000  # the sample rates audio may have, asked for or received
 # The rate every speech model here works at (Whisper, DNSMOS, Resemblyzer) and WORLD
 # analyses speech at: scorers resample an answer to it once.
 SPEECH_RATE = 16000
+WORLD_FRAME_MS = 5.0  # the frame step of WORLD analysis and resynthesis (degrade, clone)
 
 
 class AudioError(CallerError):
@@ -36,8 +41,8 @@ class AudioLimits:
 
     min_seconds: float = 0.0
     max_seconds: float = 120.0
-    min_rate: int = 8000
-    max_rate: int = 48000
+    min_rate: int = MIN_RATE
+    max_rate: int = MAX_RATE
     max_channels: int = 2
 
 

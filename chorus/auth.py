@@ -181,7 +181,7 @@ class Gatekeeper:
     metagraph view (a dict; the chain is read in the background, chorus.chain.view) and
     applies the policy, so callers that could never pass cost no signature check and no
     nonce-store entry. ``verify`` then checks the signature, freshness, receiver and
-    replay for those that could. ``check`` does both.
+    replay for those that could.
     """
 
     def __init__(
@@ -249,11 +249,3 @@ class Gatekeeper:
             )
         except http_auth.AuthError as e:
             raise AuthFailure(401, f"{type(e).__name__}: {e}") from None
-
-    async def check(
-        self, headers: Mapping[str, str], body: bytes, method: str, path: str
-    ) -> Neuron:
-        """The calling neuron: ``admit`` then ``verify``."""
-        neuron = await self.admit(headers)
-        self.verify(headers, body, method, path)
-        return neuron

@@ -620,7 +620,7 @@ def voices_bench() -> str:
     )
 
 
-def load_bench(requests: int, max_queue: int = 8, flood_requests: int = 0) -> str:
+def load_bench(requests: int, flood_requests: int = 0) -> str:
     """A real miner process under ``requests`` concurrent signed TTS requests; then, when
     ``flood_requests`` is set, that many requests from a key not on the subnet, 32 at a
     time, twice: alone, then while an honest validator keeps asking (chorus.load.flood)."""
@@ -629,9 +629,9 @@ def load_bench(requests: int, max_queue: int = 8, flood_requests: int = 0) -> st
 
     from chorus.load import HONEST_EVERY_S, MinerProcess, cpu_s, flood, hammer, rss_mb
 
-    with tempfile.TemporaryDirectory() as tmp, MinerProcess(Path(tmp), max_queue) as miner:
+    with tempfile.TemporaryDirectory() as tmp, MinerProcess(Path(tmp)) as miner:
         idle = rss_mb(miner.proc.pid)
-        print(f"[load] {requests} concurrent requests, queue {max_queue}", file=sys.stderr)
+        print(f"[load] {requests} concurrent requests, queue {miner.max_queue}", file=sys.stderr)
         r = asyncio.run(hammer(miner.url, miner.hotkey, miner.validator, requests, requests))
         peak = rss_mb(miner.proc.pid, "VmHWM")
         f = None
@@ -651,7 +651,8 @@ def load_bench(requests: int, max_queue: int = 8, flood_requests: int = 0) -> st
             )
     statuses = ", ".join(f"{k}: {v}" for k, v in sorted(r.statuses.items()))
     rows = [
-        f"#### Miner under load: {requests} concurrent signed TTS requests (queue {max_queue})",
+        f"#### Miner under load: {requests} concurrent signed TTS requests"
+        f" (queue {miner.max_queue})",
         "| Answers | p50 (s) | p90 (s) | p99 (s) | max (s) | 429 p50 (s) "
         "| Throughput (answers/s) | Wall (s) | RSS idle / peak (MB) |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -740,6 +741,13 @@ def main(
     flood: int = 0,
     asr: bool = False,
 ) -> int:
+    # Every setting is checked before anything loads or starts.
+    if load < 0 or flood < 0:
+        raise CallerError("--load and --flood must be 0 or more")
+    if runs < 1:
+        raise CallerError("--runs must be at least 1")
+    if duration is not None and not 1 <= duration <= 120:
+        raise CallerError("--duration must be between 1 and 120 seconds")
     for wanted, name, make in (
         (validator, section("validator"), validator_bench),
         (asr, section("asr"), asr_bench),
@@ -760,10 +768,6 @@ def main(
             write_report(Path(output), "load", f"Measured on: {machine()}.\n\n{table}")
             print(f"wrote {output}")
         return 0
-    if runs < 1:
-        raise CallerError("--runs must be at least 1")
-    if duration is not None and not 1 <= duration <= 120:
-        raise CallerError("--duration must be between 1 and 120 seconds")
     from chorus.services import registry
 
     services = list(registry()) if service == "all" else [get(service).name]

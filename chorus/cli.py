@@ -19,10 +19,22 @@ from pathlib import Path
 
 from chorus import __version__
 from chorus.chain import Chain, Epoch, Neuron, Standing
+from chorus.config import check_port
 from chorus.errors import CallerError as UsageError
 from chorus.errors import ChorusError, exit_code
 
 # -- shared options ---------------------------------------------------------------------
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 1-65535 (argparse exits 2 with the reason)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return port
 
 
 def _wallet_args(p: argparse.ArgumentParser, default_name: str) -> None:
@@ -159,9 +171,9 @@ def cmd_chain(args) -> int:
         return 0
     if args.action == "epochs" and args.limit < 1:
         raise UsageError("--limit must be at least 1")
+    w = _wallet(args) if args.action == "register" else None  # the wallet's hint comes first
     chain = _open_chain(args)
-    if args.action == "register":
-        w = _wallet(args)
+    if w is not None:
         n = chain.register(
             w.hotkey.ss58_address, w.coldkeypub.ss58_address, args.stake, args.validator
         )
@@ -282,30 +294,23 @@ def load_backends(args) -> dict:
     return backends
 
 
-def _check_port(host: str, port: int) -> None:
-    """Refuse, before anything is announced or loaded, a port another server listens on
-    (uvicorn would print a traceback-like error and exit 3 after our "serving" line)."""
-    import errno
-    import socket
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        try:
-            probe.bind((host, port))
-        except OSError as e:
-            busy = e.errno == errno.EADDRINUSE
-            hint = "; is another server using it? choose another --port" if busy else ""
-            raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}{hint}") from None
-
-
 def cmd_miner(args) -> int:
     import uvicorn
 
     from chorus.auth import AccessPolicy
     from chorus.miner import Miner, MinerSettings, create_app
 
-    _check_port(args.host, args.port)
+    settings = MinerSettings(  # refuses bad settings before anything else
+        max_body_bytes=args.max_body_bytes,
+        max_queue=args.max_queue,
+        workers=args.workers,
+        policy=AccessPolicy(
+            min_stake=args.min_stake,
+            blacklist=frozenset(args.blacklist or []),
+            require_validator_permit=not args.allow_non_validators,
+        ),
+    )
+    check_port(args.host, args.port)
     wallet = _wallet(args)
     chain = _open_chain(args)
     hotkey = wallet.hotkey.ss58_address
@@ -316,16 +321,6 @@ def cmd_miner(args) -> int:
         )
     if args.chain == "bittensor":
         chain.check_clock(background=True)  # warns when off by more than a second
-    settings = MinerSettings(
-        max_body_bytes=args.max_body_bytes,
-        max_queue=args.max_queue,
-        workers=args.workers,
-        policy=AccessPolicy(
-            min_stake=args.min_stake,
-            blacklist=frozenset(args.blacklist or []),
-            require_validator_permit=not args.allow_non_validators,
-        ),
-    )
     backends = load_backends(args)
     miner = Miner(hotkey, chain, backends, settings)
     chain.serve_axon(hotkey, args.axon_host or args.host, args.port)
@@ -347,13 +342,8 @@ def cmd_validator(args) -> int:
     from chorus.store import ValidatorStore
     from chorus.validator import Validator, ValidatorSettings, format_round
 
-    if args.dashboard_port:
-        _check_port(args.dashboard_host, args.dashboard_port)
-    wallet, chain, me = _with_permit(args, "", owner_may=True)
-    if args.chain == "bittensor":
-        chain.check_clock(background=True)  # warns when off by more than a second
     services = tuple(s.strip() for s in args.services.split(",") if s.strip())
-    settings = ValidatorSettings(
+    settings = ValidatorSettings(  # refuses bad settings before anything else
         services=services,
         batch_size=args.batch_size,
         timeout_s=args.timeout,
@@ -364,6 +354,11 @@ def cmd_validator(args) -> int:
         corpus=args.corpus,
         voices=args.voices,
     )
+    if args.dashboard_port:
+        check_port(args.dashboard_host, args.dashboard_port)
+    wallet, chain, me = _with_permit(args, "", owner_may=True)
+    if args.chain == "bittensor":
+        chain.check_clock(background=True)  # warns when off by more than a second
     state = Path(args.state or chorus_home() / f"validator-{me.uid}")
     store = ValidatorStore(state / "state.sqlite", state / "samples", args.max_samples)
     from chorus.services import load_scoring
@@ -441,7 +436,7 @@ def cmd_dashboard(args) -> int:
     from chorus.chain import default_chain_path, open_chain
     from chorus.dashboard import create_dashboard_app
 
-    _check_port(args.host, args.port)
+    check_port(args.host, args.port)
     store = _validator_store(args.state)
     # The local chain the other commands use, when there is one: its weights and epochs.
     default = Path(default_chain_path())
@@ -461,17 +456,17 @@ def cmd_gateway(args) -> int:
     from chorus.gateway import Gateway, GatewaySettings, RequestLog, create_gateway_app, load_keys
     from chorus.gateway_store import GatewayStore
 
-    keys = load_keys(args.api_keys, args.api_key)
-    if not keys:
-        raise UsageError("the gateway needs API keys: --api-key KEY or --api-keys FILE")
-    _check_port(args.host, args.port)
-    wallet, chain, _ = _with_permit(args, " (miners answer no one else)")
     settings = GatewaySettings(
         timeout_s=args.timeout, max_attempts=args.max_attempts, rate=args.rate, burst=args.burst
     )
+    keys = load_keys(args.api_keys, args.api_key)
+    if not keys:
+        raise UsageError("the gateway needs API keys: --api-key KEY or --api-keys FILE")
+    check_port(args.host, args.port)
+    wallet, chain, _ = _with_permit(args, " (miners answer no one else)")
+    store = _validator_store(args.state)
     # The log file stays open for the life of the server.
     log = RequestLog(open(args.log_file, "a") if args.log_file else sys.stdout)  # noqa: SIM115
-    store = _validator_store(args.state)
     db = GatewayStore(args.db or chorus_home() / "gateway.sqlite")
     gateway = Gateway(wallet, chain, store, keys, settings, log, db)
     url = f"http://{args.host}:{args.port}"
@@ -552,6 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
     from chorus.bench import DEFAULT_RUNS
     from chorus.chain.local import DEFAULT_TEMPO
     from chorus.gateway import GatewaySettings
+    from chorus.load import FLOOD_REQUESTS
     from chorus.localnet import LAZY_MODES, LocalnetSettings
     from chorus.miner import MinerSettings
     from chorus.services import NO_BACKEND, registry
@@ -592,7 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     _wallet_args(p, "miner")
     _chain_args(p)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8091)
+    p.add_argument("--port", type=port_number, default=8091)
     p.add_argument("--axon-host", default=None, help="address published on the chain")
     for name, service in services.items():
         p.add_argument(
@@ -640,7 +636,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", default=None, help="extra prompt sentences, one per line")
     p.add_argument("--voices", default=None, help="folder of reference recordings for clone")
     p.add_argument(
-        "--dashboard-port", type=int, default=None, help="also serve the dashboard on this port"
+        "--dashboard-port",
+        type=port_number,
+        default=None,
+        help="also serve the dashboard on this port",
     )
     p.add_argument("--dashboard-host", default="127.0.0.1", help="dashboard address")
     p.add_argument("--seed", type=int, default=None)
@@ -661,7 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default=None, help="also write the outcome as JSON here")
     p.add_argument("--rounds", type=int, default=ls.rounds)
     p.add_argument("--out", default=ls.out, help="folder for chain, wallets, samples")
-    p.add_argument("--port", type=int, default=ls.base_port, help="first miner port")
+    p.add_argument("--port", type=port_number, default=ls.base_port, help="first miner port")
     p.add_argument("--alpha", type=float, default=ls.alpha, help="validator moving-average alpha")
     p.add_argument("--timeout", type=float, default=ls.timeout_s, help="seconds per answer")
     p.set_defaults(func=cmd_localnet)
@@ -678,7 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--validator-uid", type=int, default=None, help="whose weights (default: mean of all)"
     )
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8300)
+    p.add_argument("--port", type=port_number, default=8300)
     p.add_argument("--gateway-db", default=None, help="a gateway's database, to show its usage")
     p.set_defaults(func=cmd_dashboard)
 
@@ -689,7 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", action="append", help="ID:KEY (or KEY) accepted as Bearer")
     p.add_argument("--api-keys", default=None, help="file of API keys, one ID:KEY a line")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=port_number, default=8080)
     p.add_argument("--rate", type=float, default=gs.rate, help="requests per second per key")
     p.add_argument("--burst", type=float, default=gs.burst, help="requests a key may burst")
     p.add_argument("--timeout", type=float, default=gs.timeout_s, help="seconds per attempt")
@@ -741,7 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--flood",
         type=int,
-        default=400,
+        default=FLOOD_REQUESTS,
         metavar="N",
         help="with --load: then N signed requests from an unregistered key, 32 at a time, "
         "and a validator's latency during them (0: skip)",
@@ -800,9 +799,31 @@ def _stdout_closed() -> bool:
         return False
 
 
+def _path_mistake(error: OSError, args: argparse.Namespace | None) -> Exception | None:
+    """A file-system error as the user's mistake, or None if it is not one. An error on a
+    path the user gave (an argument, ``CHORUS_HOME``, ``CHORUS_WALLET_PATH``, a file under
+    one or a folder on its way) reads "Is a directory: /tmp"; a FileNotFoundError with its
+    own message (a missing wallet) stays as it is. Anything else is ours to fix."""
+    if error.filename is not None and args is not None:
+        given = [os.environ.get("CHORUS_HOME"), os.environ.get("CHORUS_WALLET_PATH")]
+        for value in vars(args).values():
+            given += value if isinstance(value, list) else [value]
+        failed = Path(os.path.abspath(os.fsdecode(error.filename)))
+        paths = [
+            Path(os.path.abspath(os.path.expanduser(g))) for g in given if g and isinstance(g, str)
+        ]
+        for path in paths:
+            if path == failed or path in failed.parents or failed in path.parents:
+                return UsageError(f"{error.strerror or error}: {os.fsdecode(error.filename)}")
+    if isinstance(error, FileNotFoundError) and error.filename is None:
+        return error
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     # resemblyzer's webrtcvad and pyworld import pkg_resources, which warns on every start.
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+    args: argparse.Namespace | None = None
     try:
         args = build_parser().parse_args(argv)  # plug-in services load here
         logging.basicConfig(
@@ -820,9 +841,12 @@ def main(argv: list[str] | None = None) -> int:
         # The reader went away (`chorus ... | head`): stop quietly, as other tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except (ChorusError, FileNotFoundError) as e:
-        print(f"chorus: error: {e}", file=sys.stderr)
-        return exit_code(e)
+    except (ChorusError, OSError) as e:
+        error = _path_mistake(e, args) if isinstance(e, OSError) else e
+        if error is None:
+            raise  # a file of our own (or no file at all): a bug, with its traceback
+        print(f"chorus: error: {error}", file=sys.stderr)
+        return exit_code(error)
 
 
 if __name__ == "__main__":

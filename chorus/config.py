@@ -1,4 +1,5 @@
-"""Where chorus keeps its files, and defaults shared by the CLI and the services."""
+"""Where chorus keeps its files, whether it can listen on a port, and defaults shared by
+the CLI and the services."""
 
 from __future__ import annotations
 
@@ -16,3 +17,24 @@ def chorus_home() -> Path:
 def default_wallet_path() -> str:
     """Where bittensor keeps wallets unless told otherwise (``$CHORUS_WALLET_PATH``)."""
     return os.environ.get("CHORUS_WALLET_PATH", "~/.bittensor/wallets")
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse, before anything is announced or loaded, a port another server listens on
+    (uvicorn would print a traceback-like error and exit 3 after our "serving" line):
+    CallerError with the reason."""
+    import errno
+    import socket
+
+    from chorus.errors import CallerError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except (OSError, OverflowError) as e:
+            busy = isinstance(e, OSError) and e.errno == errno.EADDRINUSE
+            why = (e.strerror if isinstance(e, OSError) else None) or str(e)
+            hint = "; is another server using it? choose another --port" if busy else ""
+            raise CallerError(f"cannot listen on {host}:{port}: {why}{hint}") from None

@@ -19,7 +19,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
@@ -29,6 +29,9 @@ from chorus.chain import Chain, Epoch, Standing, WeightCommit
 from chorus.protocol import MEDIA_TYPES
 from chorus.services import Result, registry
 from chorus.store import MinerSummary, StoredAnswer, ValidatorStore
+
+if TYPE_CHECKING:
+    from chorus.gateway_store import MinerUsage, UsageSummary
 
 HISTORY = 60  # answers per miner in the history plots
 EMISSION_DIGITS = 4
@@ -89,7 +92,7 @@ class Board:
     validator_uid: int | None = None
     # A gateway's usage (``GatewayStore.usage``), when the page is given its database;
     # a string says why it could not be read.
-    usage: dict[str, Any] | str | None = None
+    usage: UsageSummary | str | None = None
     faults: dict[str, int] = field(default_factory=dict)  # the validator's, by stage
     last_fault: str | None = None
     commits: list[WeightCommit] = field(default_factory=list)  # commit-reveal subnets
@@ -184,7 +187,7 @@ def _timings(answers: list[StoredAnswer]) -> list[dict[str, Any]]:
     return out
 
 
-def gateway_usage(path: str | Path) -> dict[str, Any] | str:
+def gateway_usage(path: str | Path) -> UsageSummary | str:
     """A gateway database's usage over every key, or why it cannot be read."""
     from chorus.gateway_store import GatewayStore
 
@@ -476,10 +479,10 @@ def _usage(board: Board) -> str:
     if isinstance(used, str) or used is None:
         return f'<p class="muted" id="usage">{html.escape(used or "")}</p>'
 
-    def table(kind: str, rows: list[dict[str, Any]], first: str, cell: Any) -> str:
+    def table(kind: str, rows: list, first: str, cell: Any) -> str:
         body = "".join(
-            f'<tr class="by-{kind}"><td>{cell(r)}</td><td>{r["requests"]}</td>'
-            f"<td>{r['failed']}</td><td>{r['seconds']:.1f}</td></tr>"
+            f'<tr class="by-{kind}"><td>{cell(r)}</td><td>{r.requests}</td>'
+            f"<td>{r.failed}</td><td>{r.seconds:.1f}</td></tr>"
             for r in rows
         )
         return (
@@ -487,18 +490,18 @@ def _usage(board: Board) -> str:
             f"<th>audio served (s)</th></tr>{body}</table>"
         )
 
-    def miner(r: dict[str, Any]) -> str:
-        hotkey = html.escape(r["hotkey"] or "")
-        return f'{r["uid"]} <span class="key" title="{hotkey}">{hotkey[:10]}…</span>'
+    def miner(r: MinerUsage) -> str:
+        hotkey = html.escape(r.hotkey or "")
+        return f'{r.uid} <span class="key" title="{hotkey}">{hotkey[:10]}…</span>'
 
     return (
-        f'<p id="usage">{used["requests"]} requests ({used["failed"]} failed), '
-        f"{used['seconds']:.1f} s of audio served</p>"
+        f'<p id="usage">{used.requests} requests ({used.failed} failed), '
+        f"{used.seconds:.1f} s of audio served</p>"
         '<div class="usage"><div><h3>by API key</h3>'
-        f"{table('key', used['by_key'], 'key', lambda r: html.escape(r['key']))}</div>"
-        f"<div><h3>by miner</h3>{table('miner', used['by_miner'], 'miner', miner)}</div>"
+        f"{table('key', used.by_key or [], 'key', lambda r: html.escape(r.key))}</div>"
+        f"<div><h3>by miner</h3>{table('miner', used.by_miner, 'miner', miner)}</div>"
         f"<div><h3>by route</h3>"
-        f"{table('route', used['by_route'], 'route', lambda r: html.escape(r['route']))}</div>"
+        f"{table('route', used.by_route, 'route', lambda r: html.escape(r.route))}</div>"
         "</div>"
     )
 
@@ -592,7 +595,7 @@ def create_dashboard_app(
         used = gateway_usage(gateway_db)
         if isinstance(used, str):
             raise HTTPException(503, used)
-        return used
+        return used.to_json()
 
     @app.get("/samples/{name}")
     def sample(name: str) -> FileResponse:

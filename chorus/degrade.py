@@ -19,13 +19,12 @@ import numpy as np
 import pyworld as pw
 from scipy import signal
 
-from chorus.audio import SPEECH_RATE, resample, to_mono_float
+from chorus.audio import SPEECH_RATE, WORLD_FRAME_MS, resample, to_mono_float
 
 Audio = tuple[np.ndarray, int]
 TELEPHONE_BAND = (300.0, 3400.0)  # ITU-T narrowband speech (G.711)
 CODEC_RATE = 8000
 WORLD_RATE = SPEECH_RATE  # WORLD analysis runs at 16 kHz: speech needs no more, and it is faster
-WORLD_FRAME_MS = 5.0
 FADE_S = 0.02  # crossfade where a damaged part meets the clean rest, so the join does not click
 PAUSE_FRAME_S, PAUSE_HOP_S = 0.02, 0.005  # quiet_point's frames, and their step
 

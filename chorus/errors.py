@@ -1,6 +1,6 @@
 """Who is at fault, once for the whole package.
 
-Code deep inside chorus raises one of four kinds of error and says nothing about HTTP or
+Code deep inside chorus raises one of three kinds of error and says nothing about HTTP or
 exit codes; the two edges (``http_status`` for the miner and gateway, ``exit_code`` for
 the CLI) map the kinds, here and nowhere else::
 
@@ -32,13 +32,6 @@ class CallerError(ChorusError, ValueError):
     HTTP 4xx (422 unless a more precise status is given), CLI exit 2."""
 
     status = 422
-
-
-class MinerFault(ChorusError):
-    """A miner failed us: no answer, an answer that does not decode, a backend that
-    crashed. HTTP 502 at the gateway; a validator scores it zero."""
-
-    status = 502
 
 
 class ChainFault(ChorusError, RuntimeError):

@@ -164,8 +164,6 @@ class Match:
     key: int
     score: float  # landmarks matched at one offset / the smaller landmark count
     coverage: float  # share of the probe's half-second segments that hold a match
-    votes: int
-    offset_s: float  # where the probe starts in the stored clip
 
 
 @dataclass
@@ -235,16 +233,8 @@ class FingerprintIndex:
         found = []
         for key, (score, votes, offset, k) in best.items():
             if score >= THRESHOLD and votes >= MIN_VOTES:
-                fp = probe.shifted(k)
-                found.append(
-                    Match(
-                        key,
-                        round(score, 3),
-                        round(self._coverage(fp, key, offset), 3),
-                        votes,
-                        round((offset * HOP - k * HOP / SHIFTS) / RATE, 3),
-                    )
-                )
+                coverage = self._coverage(probe.shifted(k), key, offset)
+                found.append(Match(key, round(score, 3), round(coverage, 3)))
         return sorted(found, key=lambda m: -m.score)
 
     def _postings(self, fp: Fingerprint) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -347,7 +337,8 @@ def prompt_key(service: str, prompt: str) -> str:
 
 @dataclass
 class Remembered:
-    """One answer's fingerprint as the replay memory keeps it."""
+    """One answer's fingerprint as the replay memory keeps it. ``id`` is given when it is
+    kept (by the store, if there is one)."""
 
     id: int
     round: int
@@ -360,9 +351,9 @@ class Remembered:
 class FingerprintStore(Protocol):
     """Where a replay memory persists (``ValidatorStore`` is one)."""
 
-    def add_fingerprints(self, rows: list[dict], keep: int) -> list[int]: ...
+    def add_fingerprints(self, rows: list[Remembered], version: int, keep: int) -> list[int]: ...
 
-    def fingerprints(self, limit: int, version: int) -> list[dict]: ...
+    def fingerprints(self, limit: int, version: int) -> list[Remembered]: ...
 
 
 @dataclass
@@ -387,20 +378,7 @@ class ReplayMemory:
         self.entries: dict[int, Remembered] = {}
         self._next_id = 1
         if store is not None:
-            rows = store.fingerprints(capacity, VERSION)
-            self._add(
-                *(
-                    Remembered(
-                        r["id"],
-                        r["round"],
-                        r["uid"],
-                        r["hotkey"],
-                        r["prompt_key"],
-                        Fingerprint.from_bytes(r["hashes"], r["times"]),
-                    )
-                    for r in rows
-                )
-            )
+            self._add(*store.fingerprints(capacity, VERSION))
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -431,25 +409,11 @@ class ReplayMemory:
         """Keep ``(uid, hotkey, prompt_key, fingerprint)`` of a round's answers."""
         if not answers:
             return
-        rows = [
-            {
-                "round": round_no,
-                "uid": uid,
-                "hotkey": hotkey,
-                "prompt_key": key,
-                "version": VERSION,
-                "hashes": fp.to_bytes()[0],
-                "times": fp.to_bytes()[1],
-            }
-            for uid, hotkey, key, fp in answers
-        ]
+        rows = [Remembered(0, round_no, uid, hotkey, key, fp) for uid, hotkey, key, fp in answers]
         if self.store is not None:
-            ids = self.store.add_fingerprints(rows, self.capacity)
+            ids = self.store.add_fingerprints(rows, VERSION, self.capacity)
         else:
             ids = list(range(self._next_id, self._next_id + len(rows)))
-        self._add(
-            *(
-                Remembered(i, round_no, uid, hotkey, key, fp)
-                for i, (uid, hotkey, key, fp) in zip(ids, answers, strict=True)
-            )
-        )
+        for row, i in zip(rows, ids, strict=True):
+            row.id = i
+        self._add(*rows)

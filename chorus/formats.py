@@ -23,7 +23,7 @@ from __future__ import annotations
 import io
 import struct
 from fractions import Fraction
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import soxr
@@ -32,7 +32,7 @@ from chorus import audio
 from chorus.errors import CallerError, InternalError
 from chorus.protocol import MEDIA_TYPES, ResponseFormat
 
-FORMATS: tuple[ResponseFormat, ...] = ("mp3", "opus", "aac", "flac", "wav", "pcm")
+FORMATS: tuple[ResponseFormat, ...] = get_args(ResponseFormat)
 PCM_RATE = 24000  # OpenAI's pcm: 24 kHz, 16-bit signed little-endian, mono
 SPEECH_RATE_OUT = 24000  # speech answers are resampled to OpenAI's rate in every format
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
@@ -319,18 +319,3 @@ def _decode_with_ffmpeg(data: bytes, limits: audio.AudioLimits) -> tuple[np.ndar
     if not np.isfinite(samples).all():
         raise audio.AudioError("audio contains NaN or infinite samples")
     return samples, rate
-
-
-def sniff(data: bytes) -> str | None:
-    """The format of an encoded answer by its first bytes (for tests and tools)."""
-    if data[:4] == b"RIFF":
-        return "wav"
-    if data[:4] == b"fLaC":
-        return "flac"
-    if data[:4] == b"OggS":
-        return "opus"
-    if data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE6 == 0xE2):
-        return "mp3"
-    if len(data) > 1 and data[0] == 0xFF and data[1] & 0xF6 == 0xF0:
-        return "aac"
-    return None

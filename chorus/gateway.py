@@ -216,6 +216,22 @@ class GatewaySettings:
     max_upload_bytes: int = MAX_UPLOAD_BYTES  # a voice recording, multipart
     voices_refresh_s: float = 60.0  # how long the miners' voice names are reused
 
+    def __post_init__(self) -> None:
+        """Refuse settings a gateway cannot serve with (CallerError), before it starts."""
+        if not (self.rate > 0 and self.burst >= 1):  # also refuses NaN
+            raise CallerError("the rate limit needs a rate above 0 and a burst of at least 1")
+        if not 0 < self.timeout_s < float("inf"):
+            raise CallerError(
+                f"--timeout must be a number of seconds above 0, not {self.timeout_s}"
+            )
+        for flag, value in (
+            ("--max-attempts", self.max_attempts),
+            ("max_body_bytes", self.max_body_bytes),
+            ("max_upload_bytes", self.max_upload_bytes),
+        ):
+            if value < 1:
+                raise CallerError(f"{flag} must be at least 1, not {value}")
+
 
 @dataclass
 class Served:
@@ -252,9 +268,7 @@ class Gateway:
     ):
         if not keys:
             raise CallerError("the gateway needs at least one API key")
-        self.settings = settings or GatewaySettings()
-        if not (self.settings.rate > 0 and self.settings.burst >= 1):
-            raise CallerError("the rate limit needs a rate above 0 and a burst of at least 1")
+        self.settings = settings or GatewaySettings()  # checked when it was made
         self.wallet = wallet
         self.hotkey = wallet.hotkey.ss58_address
         self.chain = chain
@@ -744,7 +758,7 @@ def create_gateway_app(gateway: Gateway) -> FastAPI:
         except ChorusError as e:
             return error_response(e)
         used = await asyncio.to_thread(gateway.db.usage, key.id, since)
-        return JSONResponse({"object": "usage", "key": key.id, "since": since, **used})
+        return JSONResponse({"object": "usage", "key": key.id, "since": since, **used.to_json()})
 
     return app
 

@@ -82,6 +82,52 @@ class Usage:
     seconds: float = 0.0
 
 
+@dataclass
+class MinerUsage:
+    """One miner's share of the usage: requests (``failed``: answered 4xx/5xx), seconds."""
+
+    uid: int
+    hotkey: str | None
+    requests: int
+    failed: int
+    seconds: float
+
+
+@dataclass
+class RouteUsage:
+    route: str
+    requests: int
+    failed: int
+    seconds: float
+
+
+@dataclass
+class KeyUsage:
+    key: str
+    requests: int
+    failed: int
+    seconds: float
+
+
+@dataclass
+class UsageSummary:
+    """Requests (``failed``: answered 4xx/5xx) and seconds of audio served, in all and by
+    miner and by route; ``by_key`` only when summed over every key."""
+
+    requests: int
+    failed: int
+    seconds: float
+    by_miner: list[MinerUsage]
+    by_route: list[RouteUsage]
+    by_key: list[KeyUsage] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        if self.by_key is None:
+            del out["by_key"]
+        return out
+
+
 class GatewayStore:
     """Voices and usage in SQLite; safe to share between the gateway's threads."""
 
@@ -181,9 +227,8 @@ class GatewayStore:
                 [{**asdict(r), "ts": now} for r in rows],
             )
 
-    def usage(self, key_id: str | None = None, since: float | None = None) -> dict[str, Any]:
-        """Requests (``failed``: answered 4xx/5xx) and seconds of audio served, in all and
-        by miner and by route; for one key, or for every key (then also ``by_key``)."""
+    def usage(self, key_id: str | None = None, since: float | None = None) -> UsageSummary:
+        """The usage of one key, or of every key (then also ``by_key``)."""
         where, args = ["1 = 1"], list[Any]()
         if key_id is not None:
             where.append("key_id = ?")
@@ -213,22 +258,11 @@ class GatewayStore:
             by_miner = grouped("miner_uid, miner_hotkey")
             by_route = grouped("route")
             by_key = grouped("key_id") if key_id is None else []
-        out: dict[str, Any] = {
-            "requests": requests,
-            "failed": failed,
-            "seconds": round(seconds, 3),
-            "by_miner": [
-                {"uid": uid, "hotkey": hk, "requests": n, "failed": f, "seconds": round(s, 3)}
-                for uid, hk, n, f, s in by_miner
-            ],
-            "by_route": [
-                {"route": r, "requests": n, "failed": f, "seconds": round(s, 3)}
-                for r, n, f, s in by_route
-            ],
-        }
-        if key_id is None:
-            out["by_key"] = [
-                {"key": k, "requests": n, "failed": f, "seconds": round(s, 3)}
-                for k, n, f, s in by_key
-            ]
-        return out
+        return UsageSummary(
+            requests,
+            failed,
+            round(seconds, 3),
+            [MinerUsage(uid, hk, n, f, round(s, 3)) for uid, hk, n, f, s in by_miner],
+            [RouteUsage(r, n, f, round(s, 3)) for r, n, f, s in by_route],
+            [KeyUsage(k, n, f, round(s, 3)) for k, n, f, s in by_key] if key_id is None else None,
+        )

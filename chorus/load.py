@@ -34,6 +34,7 @@ SENTENCES = [
 # During a flood the honest validator asks at this pace, as a validator's rounds would,
 # rather than back to back (which would take the miner's CPU from the flood it measures).
 HONEST_EVERY_S = 0.25
+FLOOD_REQUESTS = 400  # requests in each of a flood's two runs, unless told otherwise
 
 
 @dataclass
@@ -208,7 +209,7 @@ async def flood(
     miner_hotkey: str,
     attacker: tuple[str, str],
     validator,
-    requests: int = 400,
+    requests: int = FLOOD_REQUESTS,
     concurrency: int = 32,
     honest_alone: int = 8,
     cpu: Callable[[], float] | None = None,
@@ -301,13 +302,15 @@ def cpu_s(pid: int) -> float:
 class MinerProcess:
     """A real ``chorus miner`` process on a throwaway local chain, for load runs."""
 
-    def __init__(self, workdir, max_queue: int = 8, port: int | None = None):
+    def __init__(self, workdir, max_queue: int | None = None, port: int | None = None):
         import socket
 
         from chorus.auth import create_wallet
         from chorus.chain.local import LocalChain
+        from chorus.miner import MAX_QUEUE
 
         self.dir = workdir
+        self.max_queue = MAX_QUEUE if max_queue is None else max_queue
         wallets = str(workdir / "wallets")
         self.chain = LocalChain(workdir / "chain.sqlite")
         self.validator = create_wallet("validator", path=wallets)
@@ -334,7 +337,7 @@ class MinerProcess:
             "--port",
             str(port),
             "--max-queue",
-            str(max_queue),
+            str(self.max_queue),
         ]
 
     def __enter__(self) -> MinerProcess:

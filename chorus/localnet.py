@@ -28,8 +28,10 @@ import httpx
 from scipy.stats import spearmanr
 
 from chorus.chain import Chain, ChainError, Epoch
+from chorus.config import check_port
 from chorus.errors import CallerError, InternalError
 from chorus.services import registry
+from chorus.validator import ValidatorSettings
 
 LINEUP = ["piper", "degraded", "hang"]
 # Validators' stakes, the first the largest, so consensus is stake-weighted for real.
@@ -265,14 +267,20 @@ class LocalNet:
         while pending:
             for i in sorted(pending):
                 if self.procs[i].poll() is not None:
-                    raise RuntimeError(f"miner-{i} exited early; see {self.out}/logs/miner-{i}.log")
+                    log = self.out / "logs" / f"miner-{i}.log"
+                    lines = log.read_text(errors="replace").strip().splitlines()
+                    said = f": {lines[-1].strip()}" if lines else ""
+                    raise CallerError(f"miner-{i} could not start{said} (log {log})")
                 try:
                     httpx.get(f"http://127.0.0.1:{self.base_port + i}/health", timeout=1.0)
                     pending.discard(i)
                 except httpx.HTTPError:
                     pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"miners {sorted(pending)} did not start in {timeout:.0f} s")
+                raise CallerError(
+                    f"miners {sorted(pending)} did not start in {timeout:.0f} s; see their logs"
+                    f" in {self.out / 'logs'}"
+                )
             if pending:
                 time.sleep(0.5)
         print("  all miners are up", flush=True)
@@ -488,9 +496,18 @@ def run_localnet(settings: LocalnetSettings) -> LocalnetReport:
         raise CallerError("--miners, --validators and --rounds must be at least 1")
     if s.lazy is not None and s.lazy not in LAZY_MODES:
         raise CallerError(f"--lazy-validator must be one of {', '.join(LAZY_MODES)}")
+    last_port = s.base_port + s.miners - 1
+    if not 1 <= s.base_port <= last_port <= 65535:
+        raise CallerError(
+            f"--port {s.base_port}: {s.miners} miners need ports {s.base_port}-{last_port},"
+            " and ports end at 65535"
+        )
+    ValidatorSettings(alpha=s.alpha, timeout_s=s.timeout_s)  # a bad --alpha, --timeout
     chosen = services(s.services)
     if not chosen:
         raise CallerError("no service to test on this machine")
+    for port in range(s.base_port, last_port + 1):  # before the last run's files go
+        check_port("127.0.0.1", port)
     start = time.monotonic()
     with LocalNet(Path(s.out), s) as net:
         net.setup()

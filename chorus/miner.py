@@ -30,6 +30,7 @@ from chorus.auth import AccessPolicy, Gatekeeper
 from chorus.chain import Chain
 from chorus.errors import CallerError, ChorusError, InternalError, http_status
 from chorus.protocol import (
+    BODY_TIMEOUT_S,
     DEFAULT_MAX_BODY_BYTES,
     AudioResponse,
     InfoResponse,
@@ -40,14 +41,28 @@ from chorus.services import Service, registry
 
 log = logging.getLogger("chorus.miner")
 
+MAX_QUEUE = 8  # requests waiting for a worker before the next is refused with 429
+
 
 @dataclass
 class MinerSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    body_timeout_s: float = 10.0
-    max_queue: int = 8
+    body_timeout_s: float = BODY_TIMEOUT_S
+    max_queue: int = MAX_QUEUE
     workers: int = 1
     policy: AccessPolicy = field(default_factory=AccessPolicy)
+
+    def __post_init__(self) -> None:
+        """Refuse settings a miner cannot serve with (CallerError), before any model loads."""
+        for flag, value in (
+            ("--max-body-bytes", self.max_body_bytes),
+            ("--max-queue", self.max_queue),
+            ("--workers", self.workers),
+        ):
+            if value < 1:
+                raise CallerError(f"{flag} must be at least 1, not {value}")
+        if not 0 < self.body_timeout_s < float("inf"):
+            raise CallerError(f"body_timeout_s must be above 0, not {self.body_timeout_s}")
 
 
 class InvalidRequest(CallerError):
@@ -85,11 +100,16 @@ class Miner:
         self.hotkey = hotkey
         self.backends = backends
         self.settings = settings or MinerSettings()
-        # Starts reading the metagraph now, in the background, so the first caller finds it.
-        self.gatekeeper = (gatekeeper or Gatekeeper(chain, hotkey, self.settings.policy)).start()
-        self.pool = ThreadPoolExecutor(self.settings.workers, thread_name_prefix="generate")
+        # Nothing runs yet: the app's lifespan starts reading the metagraph in the
+        # background (so the first caller finds it) and gives the generation threads back.
+        self.gatekeeper = gatekeeper or Gatekeeper(chain, hotkey, self.settings.policy)
+        self.pool = self.new_pool()
         self.pending = 0
         self.served = 0
+
+    def new_pool(self) -> ThreadPoolExecutor:
+        """The generation threads (started by the first request)."""
+        return ThreadPoolExecutor(self.settings.workers, thread_name_prefix="generate")
 
     def info(self) -> InfoResponse:
         services = {
@@ -173,8 +193,12 @@ def create_app(miner: Miner) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         miner.gatekeeper.start()  # the metagraph is read in the background while serving
-        yield
-        miner.gatekeeper.close()
+        miner.pool = miner.new_pool()  # a fresh one each time the app is served
+        try:
+            yield
+        finally:
+            miner.gatekeeper.close()
+            miner.pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="chorus miner",

@@ -111,9 +111,8 @@ def _ordinal(n: int) -> str:
 
 @dataclass(frozen=True)
 class SpeechPrompt:
-    """``written`` is what a person would type; ``text`` (spelled out) is what is sent."""
+    """``text`` is the prompt spelled out (numbers, dates, sums as words), as it is sent."""
 
-    written: str
     text: str
 
 
@@ -124,7 +123,11 @@ class SpeechPrompts:
         self.rng = random.Random(seed)
         self.corpus: list[str] = []
         if corpus:
-            lines = Path(corpus).read_text(encoding="utf-8").splitlines()
+            try:
+                lines = Path(corpus).expanduser().read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as e:
+                why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+                raise CallerError(f"cannot read corpus {corpus}: {why or e}") from None
             self.corpus = [s.strip() for s in lines if s.strip()]
             if not self.corpus:
                 raise CallerError(f"corpus {corpus} has no sentences")
@@ -156,7 +159,7 @@ class SpeechPrompts:
     def next(self, sentences: int = 1) -> SpeechPrompt:
         """A prompt of one or more sentences (longer prompts test longer audio)."""
         written = " ".join(self.sentence() for _ in range(sentences))
-        return SpeechPrompt(written=written, text=spell_out(written))
+        return SpeechPrompt(spell_out(written))
 
 
 def expected_seconds(text: str) -> float:

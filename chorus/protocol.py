@@ -9,13 +9,15 @@ fields and wrong types are refused) so that a miner never guesses what a caller 
 from __future__ import annotations
 
 import asyncio
-from typing import ClassVar, Literal, Self
+from typing import ClassVar, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 
-from chorus.audio import AudioLimits
+from chorus.audio import AudioFormat, AudioLimits
 from chorus.errors import CallerError
+
+RequestT = TypeVar("RequestT", bound=BaseModel)
 
 PROTOCOL_VERSION = "1"
 
@@ -25,7 +27,6 @@ MIN_MUSIC_SECONDS, MAX_MUSIC_SECONDS = 1.0, 60.0
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 BODY_TIMEOUT_S = 10.0  # a client trickling its body gets 408 instead of holding a worker
 
-AudioFormat = Literal["wav", "flac"]
 # What the gateway answers in (OpenAI's response formats; ``chorus.formats`` encodes them).
 ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 MEDIA_TYPES = {
@@ -45,6 +46,18 @@ class Strict(BaseModel):
     """Base of every request model: unknown fields and wrong types are refused."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def request_from(model: type[RequestT], **values: object) -> RequestT:
+    """A request built from values given outside HTTP (the command line), held to the
+    limits a miner holds it to: CallerError naming each field and its problem."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(map(str, err['loc'])) or 'request'}: {err['msg']}" for err in e.errors()
+        )
+        raise CallerError(f"{problems} (what a miner accepts)") from None
 
 
 def not_blank(value: str) -> str:
@@ -78,13 +91,6 @@ class InfoResponse(BaseModel):
     protocol: str = PROTOCOL_VERSION
     hotkey: str
     services: dict[str, ServiceInfo]
-
-
-class ErrorResponse(BaseModel):
-    """Every refusal carries a reason a human can act on."""
-
-    error: str
-    detail: str | list | None = None
 
 
 class BodyError(CallerError):

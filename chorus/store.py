@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chorus.fingerprint import Fingerprint, Remembered
 from chorus.services import Result, registry
 
 log = logging.getLogger("chorus.store")
@@ -246,9 +247,9 @@ class ValidatorStore:
 
     # -- the replay memory (chorus.fingerprint.ReplayMemory) ---------------------------
 
-    def add_fingerprints(self, rows: list[dict[str, Any]], keep: int) -> list[int]:
-        """Store answers' fingerprints (dicts with round, uid, hotkey, prompt_key, version,
-        hashes, times) and drop all but the newest ``keep``; returns the new rows' ids."""
+    def add_fingerprints(self, rows: list[Remembered], version: int, keep: int) -> list[int]:
+        """Store answers' fingerprints (in format ``version``) and drop all but the newest
+        ``keep``; returns the new rows' ids (the rows' own ``id`` is not read)."""
         now = time.time()
         ids = []
         with self._tx() as db:
@@ -257,14 +258,13 @@ class ValidatorStore:
                     "INSERT INTO fingerprints (round, created, uid, hotkey, prompt_key, version,"
                     " hashes, times) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        r["round"],
+                        r.round,
                         now,
-                        r["uid"],
-                        r["hotkey"],
-                        r["prompt_key"],
-                        r["version"],
-                        r["hashes"],
-                        r["times"],
+                        r.uid,
+                        r.hotkey,
+                        r.prompt_key,
+                        version,
+                        *r.fingerprint.to_bytes(),
                     ),
                 )
                 ids.append(int(cur.lastrowid))
@@ -275,7 +275,7 @@ class ValidatorStore:
             )
         return ids
 
-    def fingerprints(self, limit: int, version: int) -> list[dict[str, Any]]:
+    def fingerprints(self, limit: int, version: int) -> list[Remembered]:
         """The newest ``limit`` stored fingerprints of one format version, oldest first."""
         with self._tx() as db:
             db.row_factory = sqlite3.Row
@@ -284,7 +284,17 @@ class ValidatorStore:
                 " WHERE version = ? ORDER BY id DESC LIMIT ?",
                 (version, limit),
             ).fetchall()
-        return [dict(r) for r in reversed(rows)]
+        return [
+            Remembered(
+                r["id"],
+                r["round"],
+                r["uid"],
+                r["hotkey"],
+                r["prompt_key"],
+                Fingerprint.from_bytes(r["hashes"], r["times"]),
+            )
+            for r in reversed(rows)
+        ]
 
     def answers(self, limit: int = 100, uid: int | None = None) -> list[StoredAnswer]:
         """The most recent answers first, each with its typed result."""

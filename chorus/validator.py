@@ -24,12 +24,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import random
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,6 +44,7 @@ from chorus.fingerprint import Probe, ReplayMemory, near_copies, prompt_key
 from chorus.incentive import weights_from_scores
 from chorus.protocol import ANSWER_LIMITS
 from chorus.services import (
+    MUSIC_TASK_SECONDS,
     Evaluator,
     Result,
     RoundEvaluator,
@@ -72,9 +75,34 @@ class ValidatorSettings:
     seed: int | None = None
     corpus: str | None = None
     voices: str | None = None  # folder of reference recordings (default: built-in bank)
-    music_seconds: tuple[float, float] = (5.0, 15.0)
+    music_seconds: tuple[float, float] = MUSIC_TASK_SECONDS
     retry_first_s: float = RETRY_FIRST_S  # pause after a faulty round, doubled up to...
     retry_max_s: float = RETRY_MAX_S
+
+    def __post_init__(self) -> None:
+        """Refuse settings a validator cannot run with (CallerError), before any model
+        loads: a moving average outside [0, 1) would write scores outside [0, 1]."""
+        if self.batch_size < 1:
+            raise CallerError(f"--batch-size must be at least 1, not {self.batch_size}")
+        if not 0 <= self.alpha < 1:
+            raise CallerError(f"--alpha must be at least 0 and below 1, not {self.alpha}")
+        if self.weights_interval_blocks < 0:
+            raise CallerError(
+                f"--weights-interval must be 0 or more, not {self.weights_interval_blocks}"
+            )
+        for flag, seconds in (
+            ("--timeout", self.timeout_s),
+            ("retry_first_s", self.retry_first_s),
+            ("retry_max_s", self.retry_max_s),
+        ):
+            if not 0 < seconds < math.inf:
+                raise CallerError(f"{flag} must be a number of seconds above 0, not {seconds}")
+        if not 0 <= self.round_interval_s < math.inf:
+            raise CallerError(
+                f"--round-interval must be 0 or more seconds, not {self.round_interval_s}"
+            )
+        if self.corpus is not None and not Path(self.corpus).expanduser().is_file():
+            raise CallerError(f"--corpus {self.corpus}: no such file (one sentence a line)")
 
 
 @dataclass
@@ -136,6 +164,8 @@ class Validator:
             voices=self.settings.voices,
             music_seconds=self.settings.music_seconds,
         )
+        if self.settings.corpus:
+            _ = ctx.speech  # the corpus is read now: a bad one stops the start, not each round
         self.tasks: dict[str, Iterator[Task]] = {
             name: get(name).tasks(ctx) for name in self.settings.services
         }

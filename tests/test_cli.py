@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import socket
 import subprocess
+import sys
 import time
 from argparse import Namespace
 
@@ -14,10 +16,14 @@ import numpy as np
 import pytest
 
 from chorus import audio
+from chorus.cli import _path_mistake
 from chorus.errors import CallerError
+from chorus.localnet import LocalNet, LocalnetSettings
 from chorus.miner import Miner, create_app
 from chorus.piper import PiperTTS
+from chorus.prompts import SpeechPrompts
 from chorus.store import ValidatorStore
+from chorus.validator import ValidatorSettings
 from tests.cli import chorus_process, run_chorus
 from tests.servers import Hole, ThreadServer, free_port, make_net
 
@@ -44,6 +50,31 @@ from tests.servers import Hole, ThreadServer, free_port, make_net
             ["generate", "tts", "hello", "-o", "x.wav", "--backend", "nope"],
             "invalid choice: 'nope'",
         ),
+        # the limits a miner holds a request to hold on the command line too
+        (["generate", "tts", "x" * 1001, "-o", "x.wav"], "at most 1000 characters"),
+        (["generate", "clone", "x" * 1001, "--reference", "r.wav", "-o", "x.wav"], "at most 1000"),
+        # every port option takes a port number
+        (["miner", "--port", "70000"], "'70000' is not a port number (1-65535)"),
+        (["validator", "--dashboard-port", "-1"], "'-1' is not a port number"),
+        (["localnet", "--port", "65536"], "'65536' is not a port number"),
+        (["localnet", "--port", "65535", "--miners", "3"], "ports end at 65535"),
+        # a path that cannot be used says why (the tests run in the repository: chorus/
+        # is a folder)
+        (["generate", "tts", "hello", "-o", "chorus"], "Is a directory: chorus"),
+        (["gateway", "--state", "chorus", "--api-keys", "chorus"], "Is a directory: chorus"),
+        (["chain", "show", "--chain-path", "typo.db"], "chorus chain init --chain-path typo.db"),
+        # settings are checked before any wallet, chain, model or server
+        (["miner", "--workers", "0"], "--workers must be at least 1"),
+        (["miner", "--max-queue", "-1"], "--max-queue must be at least 1"),
+        (["validator", "--alpha", "5"], "--alpha must be at least 0 and below 1"),
+        (["validator", "--batch-size", "0"], "--batch-size must be at least 1"),
+        (["validator", "--timeout", "nan"], "--timeout must be a number of seconds above 0"),
+        (["validator", "--corpus", "missing.txt"], "--corpus missing.txt: no such file"),
+        (["localnet", "--alpha", "1"], "--alpha must be at least 0 and below 1"),
+        (["gateway", "--state", ".", "--max-attempts", "0"], "--max-attempts must be at least 1"),
+        (["gateway", "--state", ".", "--rate", "nan"], "rate above 0"),
+        (["bench", "--load", "-3"], "--load and --flood must be 0 or more"),
+        (["bench", "--runs", "0", "--load", "2"], "--runs must be at least 1"),
     ],
 )
 def test_user_mistakes_exit_2_with_a_message(tmp_path, args, message):
@@ -82,8 +113,82 @@ def test_a_port_in_use_is_refused_with_a_message(tmp_path):
     assert f"cannot listen on 127.0.0.1:{port}" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_localnet_on_a_port_in_use_is_refused_before_the_last_run_is_cleared(tmp_path):
+    out = tmp_path / "out"
+    kept = out / "validator-0" / "state.sqlite"  # the last run's state: removed by a new run
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"last run")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["localnet", "--miners", "1", "--port", str(port), "--out", str(out)]
+        r = run_chorus(*args, root=tmp_path, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in r.stderr and "Traceback" not in r.stderr
+    assert kept.read_bytes() == b"last run" and not (out / "chain.sqlite").exists()
+
+
+def test_a_localnet_miner_that_cannot_start_is_reported_with_its_last_words(tmp_path):
+    """A miner process that exits at start (a port taken after the check, a bad flag) ends
+    the run with the last line of its log, as a user error, not a traceback."""
+    net = LocalNet(tmp_path, LocalnetSettings(miners=1))
+    (tmp_path / "logs").mkdir()
+    say = "print('chorus: error: cannot listen on 127.0.0.1:1'); raise SystemExit(2)"
+    with open(tmp_path / "logs" / "miner-0.log", "w") as log:
+        net.procs.append(subprocess.Popen([sys.executable, "-c", say], stdout=log))
+    net.procs[0].wait(30)
+    with pytest.raises(CallerError, match=r"miner-0 could not start: chorus: error: cannot"):
+        net.wait_ready(timeout=10)
+
+
+def test_a_path_the_user_gave_that_cannot_be_used_exits_2_with_the_reason(tmp_path):
+    net = make_net(tmp_path)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    common = ["--wallet-path", str(tmp_path / "wallets"), "--chain-path", str(net.chain.path)]
+    # a state folder that is a file
+    r = run_chorus("validator", *common, "--state", str(a_file), "--rounds", "1", root=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert f"File exists: {a_file}" in r.stderr and "Traceback" not in r.stderr
+    # a log file the gateway cannot create
+    ValidatorStore(tmp_path / "state" / "state.sqlite")
+    args = ["gateway", *common, "--state", str(tmp_path / "state"), "--api-key", "k1:secret-123"]
+    args += ["--port", str(free_port()), "--log-file", str(a_file / "log.jsonl")]
+    r = run_chorus(*args, "--wallet", "validator", root=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert f"Not a directory: {a_file / 'log.jsonl'}" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_only_errors_on_paths_the_user_gave_are_their_mistakes():
+    args = Namespace(output="out/speech.wav", state=None)
+    theirs = IsADirectoryError(errno.EISDIR, "Is a directory", "out/speech.wav")
+    assert str(_path_mistake(theirs, args)) == "Is a directory: out/speech.wav"
+    on_the_way = NotADirectoryError(errno.ENOTDIR, "Not a directory", "out")
+    assert str(_path_mistake(on_the_way, args)) == "Not a directory: out"
+    ours = PermissionError(errno.EACCES, "Permission denied", "/usr/share/chorus/model.onnx")
+    assert _path_mistake(ours, args) is None  # a bug or a broken installation: a traceback
+    worded = FileNotFoundError("wallet 'm' not found: create it with `chorus wallet create`")
+    assert _path_mistake(worded, args) is worded
+
+
+def test_a_corpus_that_cannot_be_read_is_refused_at_once(tmp_path):
+    with pytest.raises(CallerError, match="no such file"):
+        ValidatorSettings(corpus=str(tmp_path / "missing.txt"))
+    binary = tmp_path / "corpus.txt"
+    binary.write_bytes(b"\xff\xfe\x00 not text")
+    with pytest.raises(CallerError, match="not UTF-8 text"):
+        SpeechPrompts(corpus=binary)
+    with pytest.raises(CallerError, match="Is a directory"):
+        SpeechPrompts(corpus=tmp_path)
+
+
 def test_wallet_chain_and_unregistered_miner(tmp_path):
     assert run_chorus("wallet", "create", "--wallet", "m", root=tmp_path).returncode == 0
+    r = run_chorus("chain", "register", "--wallet", "m", root=tmp_path)
+    assert r.returncode == 2 and "create one with `chorus chain init`" in r.stderr
+    assert not (tmp_path / "home" / "chain.sqlite").exists()  # no chain made up on the way
+    assert run_chorus("chain", "init", root=tmp_path).returncode == 0
     r = run_chorus("miner", "--wallet", "m", "--port", "1", root=tmp_path)
     assert r.returncode == 2 and "not registered" in r.stderr
     r = run_chorus("chain", "register", "--wallet", "m", root=tmp_path)

@@ -20,8 +20,9 @@ from chorus.chain.local import LocalChain
 from chorus.dashboard import create_dashboard_app
 from chorus.generation.tts import DegradedTTS
 from chorus.miner import Miner, create_app
+from chorus.scoring.quality import MOS
 from chorus.services.clone import CloneResult
-from chorus.services.tts import MOS, SpeechResult
+from chorus.services.tts import SpeechResult
 from chorus.store import Answer, ValidatorStore
 from chorus.validator import Validator, ValidatorSettings
 from tests.browser import CHROMIUM, CHROMIUM_ARGS

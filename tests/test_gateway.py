@@ -3,6 +3,7 @@ failover, API keys, rate limits, bad input, and the official OpenAI client."""
 
 from __future__ import annotations
 
+import io
 import json
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -12,12 +13,12 @@ import httpx
 import numpy as np
 import openai
 import pytest
+import soundfile as sf
 
 from chorus import audio
 from chorus.auth import create_wallet
 from chorus.chain.local import LocalChain
 from chorus.cli import main
-from chorus.formats import sniff
 from chorus.gateway import (
     Gateway,
     GatewaySettings,
@@ -98,6 +99,10 @@ def speak(url: str, text: str = "Hello from the gateway.", **extra) -> httpx.Res
     return httpx.post(url + "/v1/audio/speech", json=body, headers=AUTH, timeout=60)
 
 
+def is_mp3(data: bytes) -> bool:
+    return sf.info(io.BytesIO(data)).format == "MP3"
+
+
 def test_routes_to_the_best_scored_miner_and_logs_it(network, tmp_path):
     # The validator rates the degraded miner above the honest one: the gateway follows it.
     server, log_path = start_gateway(network, tmp_path, {"honest": 0.4, "degraded": 0.7})
@@ -121,7 +126,7 @@ def test_fails_over_when_the_best_miner_is_dead(network, tmp_path):
         r = speak(server.url)
     assert r.status_code == 200, r.text
     # MP3 unless asked otherwise, as OpenAI
-    assert r.headers["content-type"] == "audio/mpeg" and sniff(r.content) == "mp3"
+    assert r.headers["content-type"] == "audio/mpeg" and is_mp3(r.content)
     assert int(r.headers["x-chorus-miner-uid"]) == network.uids["honest"]
     assert log_lines(log_path)[0]["attempts"] == 2
 
@@ -247,7 +252,7 @@ def test_cli_serves_the_gateway_and_refuses_bad_setups(network, tmp_path, capsys
         url = f"http://127.0.0.1:{port}"
         wait_until_serving(url, 60)
         r = speak(url, "Served by the command line.")
-    assert r.status_code == 200 and sniff(r.content) == "mp3"
+    assert r.status_code == 200 and is_mp3(r.content)
     assert log_lines(log_path)[0]["miner_uid"] == network.uids["honest"]
 
 

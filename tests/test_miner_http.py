@@ -13,6 +13,7 @@ import pytest
 
 from chorus import audio
 from chorus.auth import AccessPolicy, create_wallet, sign
+from chorus.errors import CallerError
 from chorus.miner import Miner, MinerSettings, create_app
 from chorus.piper import PiperTTS
 from tests.servers import Net, ThreadServer, make_net
@@ -317,3 +318,37 @@ def test_every_route_refuses_bad_callers_before_any_work(media_miner, net, path,
     big = post(media_miner, net.validator, None, path=path, body=b"x" * (9 * 1024 * 1024))
     assert big.status_code == 413
     assert httpx.get(media_miner.url + "/health").json()["served"] == served
+
+
+def test_a_miner_runs_nothing_until_served_and_gives_its_threads_back(tmp_path):
+    """Constructing a Miner reads no chain and starts no thread; serving it starts the
+    metagraph reads and a fresh generation pool, and the end of serving shuts both down
+    (the next serve gets a new pool)."""
+    net = make_net(tmp_path)
+    miner = Miner(net.miners[0].hotkey.ss58_address, net.chain, {})
+    view = miner.gatekeeper.view
+    time.sleep(0.3)
+    assert view.reads == 0 and not view.ready
+    for _ in range(2):
+        with ThreadServer(create_app(miner)) as server:
+            deadline = time.monotonic() + 10
+            while not view.ready:
+                assert time.monotonic() < deadline, "the metagraph was never read"
+                time.sleep(0.02)
+            assert httpx.get(server.url + "/health").json()["ok"]
+            assert miner.pool.submit(sum, [1, 2]).result(5) == 3
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            miner.pool.submit(sum, [1, 2])
+
+
+@pytest.mark.parametrize(
+    ("settings", "flag"),
+    [
+        ({"workers": 0}, "--workers"),
+        ({"max_queue": 0}, "--max-queue"),
+        ({"max_body_bytes": -1}, "--max-body-bytes"),
+    ],
+)
+def test_settings_a_miner_cannot_serve_with_are_refused(settings, flag):
+    with pytest.raises(CallerError, match=f"{flag} must be at least 1"):
+        MinerSettings(**settings)

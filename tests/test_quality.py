@@ -82,7 +82,8 @@ def test_matches_speechmos(dnsmos, backends, clips, name: str) -> None:
     for backend in backends.values():
         ours = backend.score(clip, RATE)
         for key in KEYS:
-            assert ours[key] == pytest.approx(float(theirs[f"{key}_mos"]), abs=1e-4), key
+            expected = float(theirs[f"{key}_mos"])
+            assert getattr(ours, key) == pytest.approx(expected, abs=1e-4), key
 
 
 def test_louder_clip_has_runs_of_equal_and_of_different_peaks(clips) -> None:
@@ -155,9 +156,9 @@ def test_any_rate_and_degraded_speech_scores_lower(dnsmos, piper, clips) -> None
     native = dnsmos.score(speech, rate)
     at_16k = dnsmos.score(resample(speech, rate, RATE), RATE)
     for key in KEYS:  # the same audio at another rate scores the same
-        assert native[key] == pytest.approx(at_16k[key]), key
+        assert getattr(native, key) == pytest.approx(getattr(at_16k, key)), key
     hissy = dnsmos.score(clips["degraded"], RATE)
-    assert native["ovrl"] > hissy["ovrl"] + 0.5 and native["p808"] > hissy["p808"] + 0.5
+    assert native.ovrl > hissy.ovrl + 0.5 and native.p808 > hissy.p808 + 0.5
 
 
 def test_every_part_of_a_long_answer_is_heard(dnsmos, piper) -> None:
@@ -178,7 +179,7 @@ def test_every_part_of_a_long_answer_is_heard(dnsmos, piper) -> None:
     noisy[16 * RATE :] += noise[16 * RATE :] * float(np.sqrt(np.mean(speech**2)))
     assert dnsmos.score(noisy, RATE) == dnsmos.score(speech, RATE)  # speechmos's blind spot
     clean, heard = dnsmos.score_whole(speech, RATE), dnsmos.score_whole(noisy, RATE)
-    assert heard["ovrl"] < clean["ovrl"] - 0.7 and heard["bak"] < clean["bak"] - 1.0
+    assert heard.ovrl < clean.ovrl - 0.7 and heard.bak < clean.bak - 1.0
     short = speech[: 12 * RATE]
     assert dnsmos.score_whole(short, RATE) == dnsmos.score(short, RATE)
 
@@ -201,7 +202,7 @@ def test_seconds_at_a_part_boundary_are_heard(dnsmos, piper) -> None:
     noisy[span] += noise[span] * float(np.sqrt(np.mean(speech**2)))
     clean, heard = dnsmos.score_whole(speech, RATE), dnsmos.score_whole(noisy, RATE)
     for key, cost in {"p808": 0.5, "ovrl": 0.3, "bak": 0.5}.items():
-        assert heard[key] < clean[key] - cost, (key, clean, heard)
+        assert getattr(heard, key) < getattr(clean, key) - cost, (key, clean, heard)
     parts, middle = dnsmos.parts(noisy, RATE), 8 * RATE  # the part of 8-24 s
     assert part_starts(noisy.size)[8] == middle
     theirs = reference.run(noisy[middle : middle + int(PART_S * RATE)], RATE)

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from chorus.scoring import gates
+from chorus.scoring.quality import MOS
 from chorus.scoring.tts import TTSEvaluator
-from chorus.services.tts import MOS, SpeechChallenge
+from chorus.services.tts import SpeechChallenge
 from chorus.text import spell_out
 
 # Written the way the prompt generator writes them; spelled out before synthesis.

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from chorus.scoring.quality import MOS
 from chorus.services import Result
 from chorus.services.clone import CloneResult
 from chorus.services.music import MusicResult
-from chorus.services.tts import MOS, SpeechResult
+from chorus.services.tts import SpeechResult
 from chorus.store import Answer, ValidatorStore
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
-from chorus.errors import ChainFault
+from chorus.errors import CallerError, ChainFault
 
 
 class ChainError(ChainFault):
@@ -135,11 +135,21 @@ def may_set_weights(chain: object, neuron: Neuron) -> bool:
 
 def open_chain(kind: str = "local", **options) -> Chain:
     """Open a chain backend by name: "local" (option ``path``) or "bittensor" (options
-    ``network``, ``netuid`` and ``wallet``, the signer of weights and axon updates)."""
+    ``network``, ``netuid`` and ``wallet``, the signer of weights and axon updates). A
+    local chain must exist (``chorus chain init`` creates one): a mistyped path is refused
+    rather than opened as a new, empty chain."""
     if kind == "local":
+        from pathlib import Path
+
         from chorus.chain.local import LocalChain
 
-        return LocalChain(options.get("path") or default_chain_path())
+        path = Path(options.get("path") or default_chain_path()).expanduser()
+        if not path.is_file():
+            raise CallerError(
+                f"no local chain at {path}; create one with `chorus chain init"
+                f"{'' if options.get('path') is None else f' --chain-path {path}'}`"
+            )
+        return LocalChain(path)
     if kind == "bittensor":
         from chorus.chain.bittensor import open_subnet
 

@@ -133,13 +133,10 @@ class MetagraphView:
                 await asyncio.wait_for(asyncio.wrap_future(waiter), self.wait_s)
         return self.get(hotkey)
 
-    def refresh_soon(self) -> Future | None:
+    def _ask(self) -> Future | None:
         """Ask the thread for a read now, unless one was asked for less than
-        ``force_interval_s`` ago (then None). The future resolves (True on success) when
-        a read that began after this call ends."""
-        return self._ask(join=False)
-
-    def _ask(self, join: bool = True) -> Future | None:
+        ``force_interval_s`` ago and a copy exists (then None). The future resolves (True
+        on success) when a read that began after this call ends."""
         self.start()
         with self._cond:
             now = self.clock()
@@ -147,7 +144,7 @@ class MetagraphView:
                 self._forced_at = now
                 self._asked = True
                 self.forced += 1
-            elif not (join and self._callers is None) or len(self._waiters) >= MAX_WAITERS:
+            elif self._callers is not None or len(self._waiters) >= MAX_WAITERS:
                 return None  # rate-limited; with no copy yet, wait for the next read
             waiter: Future = Future()
             waiter.set_running_or_notify_cancel()  # a waiter's timeout cannot cancel it

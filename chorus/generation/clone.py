@@ -25,13 +25,12 @@ from dataclasses import dataclass
 import numpy as np
 import pyworld as pw
 
-from chorus.audio import SPEECH_RATE, resample, to_mono_float
+from chorus.audio import SPEECH_RATE, WORLD_FRAME_MS, resample, to_mono_float
 from chorus.errors import CallerError
 from chorus.piper import PiperTTS
 from chorus.speaker import SpeakerEncoder
 
 RATE = SPEECH_RATE  # the references and every scorer live at 16 kHz; WORLD is faster there too
-FRAME_MS = 5.0
 COARSE_WARPS = (0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5)
 FINE_STEP = 0.05
 # Prefer the milder warp when similarity is this close: the curve is flat near its top (a
@@ -59,7 +58,7 @@ class World:
     @classmethod
     def analyse(cls, samples: np.ndarray) -> World:
         x = samples.astype(np.float64)
-        f0, t = pw.dio(x, RATE, frame_period=FRAME_MS)
+        f0, t = pw.dio(x, RATE, frame_period=WORLD_FRAME_MS)
         f0 = pw.stonemask(x, f0, t, RATE)
         return cls(f0, pw.cheaptrick(x, f0, t, RATE), pw.d4c(x, f0, t, RATE))
 
@@ -193,6 +192,6 @@ class WorldClone:
             return np.zeros(0, dtype=np.float32)
         f0 = map_f0(src.f0, src.log_f0_stats(), profile)
         sp = np.ascontiguousarray(self.map_envelope(src, profile))
-        y = pw.synthesize(f0, sp, src.ap, RATE, FRAME_MS)
+        y = pw.synthesize(f0, sp, src.ap, RATE, WORLD_FRAME_MS)
         peak = float(np.max(np.abs(y))) or 1.0
         return (0.9 * y / peak).astype(np.float32)

@@ -469,7 +469,7 @@ class Composer:
                 "T": root + (chord[1] - chord[0]) % 12,
                 "A": next_root - 1 if next_root > root else next_root + 1,
             }
-            figure = "R" + "-" * 15 if bar == len(degrees) - 1 else grid
+            figure = "R" + "-" * (STEPS - 1) if bar == len(degrees) - 1 else grid
             for step, ch in enumerate(figure):
                 if ch in pitch_of:
                     length = 1 + len(figure[step + 1 :]) - len(figure[step + 1 :].lstrip("-"))
@@ -511,7 +511,7 @@ class Composer:
             if power:
                 voiced = voiced[:2] + [voiced[0] + 12]
             previous = voiced
-            grid = "C" + "-" * 15 if bar == len(degrees) - 1 else figure
+            grid = "C" + "-" * (STEPS - 1) if bar == len(degrees) - 1 else figure
             if self.plan.energy == "low":  # calmer: no sixteenth-note hits
                 grid = "".join("-" if i % 2 else c for i, c in enumerate(grid))
             arp = 0
@@ -537,7 +537,7 @@ class Composer:
         second bar inverted in alternate phrases for contrast, chord tones on strong beats,
         and a long tonic at the end."""
         density = {"low": 0.35, "medium": 0.55, "high": 0.75}[self.plan.energy]
-        rhythm = [s for s in range(0, 32, 2) if s % 8 == 0 or self.rng.random() < density]
+        rhythm = [s for s in range(0, 2 * STEPS, 2) if s % 8 == 0 or self.rng.random() < density]
         moves = {s: self.rng.choice((-1, 1, 1, -2, 2, -1)) for s in rhythm}
         scale_pitches = [p for p in range(center - 10, center + 11) if p % 12 in self.scale]
         notes: list[Note] = []
@@ -545,8 +545,8 @@ class Composer:
         last = len(degrees) - 1
         for bar in range(first_bar, last):
             chord = self.chord(degrees[bar])
-            half = 16 * (bar % 2)
-            steps = [s - half for s in rhythm if half <= s < half + 16]
+            half = STEPS * (bar % 2)
+            steps = [s - half for s in rhythm if half <= s < half + STEPS]
             if bar % 4 == 3:
                 steps = [0, 8] if self.plan.energy != "low" else [0]  # phrase ends breathe
             for i, step in enumerate(steps):
@@ -565,10 +565,10 @@ class Composer:
                         move = 1 if pitch < center else -1
                     idx = int(np.clip(idx + move, 0, len(scale_pitches) - 1))
                     pitch = scale_pitches[idx]
-                end = steps[i + 1] if i + 1 < len(steps) else 16
+                end = steps[i + 1] if i + 1 < len(steps) else STEPS
                 notes.append(self.note(bar, step, end - step, pitch, 96 if step % 8 == 0 else 84))
         tonics = [p for p in scale_pitches if p % 12 == self.plan.tonic]
-        notes.append(self.note(last, 0, 16, min(tonics, key=lambda p: abs(p - pitch)), 90))
+        notes.append(self.note(last, 0, STEPS, min(tonics, key=lambda p: abs(p - pitch)), 90))
         return notes
 
     def compose(self, seconds: float) -> list[Part]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from chorus.audio import resample
 from chorus.piper import PIPER_VOICES, PiperTTS, UnknownVoiceError
 
 __all__ = ["PIPER_VOICES", "DegradedTTS", "PiperTTS", "UnknownVoiceError"]
@@ -27,10 +26,10 @@ class DegradedTTS(PiperTTS):
     def synthesize(
         self, text: str, voice: str | None = None, noiseless: bool = False
     ) -> tuple[np.ndarray, int]:
+        from chorus import degrade
+
         clean, rate = super().synthesize(text, voice, noiseless)
         if clean.size == 0:
             return clean, rate
-        narrow = resample(resample(clean, rate, 8000), 8000, rate)
-        power = float(np.mean(narrow**2)) or 1e-6
-        noise = self.rng.normal(0.0, np.sqrt(power / 10 ** (self.snr_db / 10)), narrow.size)
-        return np.clip(narrow + noise, -1.0, 1.0).astype(np.float32), rate
+        narrow = degrade.telephone(clean, rate)
+        return degrade.white_noise(*narrow, self.snr_db, seed=int(self.rng.integers(2**32)))

@@ -27,6 +27,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields
 from functools import cache, partial
 from importlib import resources
 
@@ -61,7 +62,6 @@ P808_PATCH = 24
 # the workers' shares of the clip: each recomputes MID_HALO frames either side.
 CHUNK = {"onnxruntime": 150, "winograd": 1000}
 MAX_BATCH = 8  # windows per tail / P.808 call
-KEYS = ("p808", "ovrl", "sig", "bak")
 # speechmos hears only the windows ``window_starts`` keeps: those starting at 0-6 s of any
 # clip of 16 to 33 s, so the second half of a 29 s answer was never heard (0 dB noise from
 # 16 s on cost it nothing). Validators score an answer of more than PART_S by the windows
@@ -263,6 +263,19 @@ def _winograd_stack(p835, load: Callable) -> Callable[[np.ndarray], np.ndarray]:
     return stack
 
 
+@dataclass
+class MOS:
+    """DNSMOS: P.808 MOS and P.835's overall, signal and background scores (1-5)."""
+
+    p808: float
+    ovrl: float
+    sig: float
+    bak: float
+
+
+KEYS = tuple(f.name for f in fields(MOS))
+
+
 class DNSMOS:
     """Both DNSMOS models, loaded once. ``score`` returns MOS values on the 1-5 scale.
 
@@ -346,15 +359,16 @@ class DNSMOS:
         jobs = [self._start(fn, item) for item in items]
         return [job() for job in jobs]
 
-    def score(self, samples: np.ndarray, rate: int) -> dict[str, float]:
-        """Mean MOS over speechmos's windows: keys ``p808``, ``ovrl``, ``sig``, ``bak``."""
+    def score(self, samples: np.ndarray, rate: int) -> MOS:
+        """Mean MOS over speechmos's windows."""
         audio = np.clip(resample(to_mono_float(samples), rate, RATE), -1.0, 1.0)
         return self.score_tiled(tile(audio.astype(np.float32)))
 
-    def score_whole(self, samples: np.ndarray, rate: int) -> dict[str, float]:
+    def score_whole(self, samples: np.ndarray, rate: int) -> MOS:
         """Each measure's lowest part (``parts``): an answer is as good as its worst
         stretch. Clips of up to PART_S make one part, scored exactly as speechmos does."""
-        return {key: float(np.min(values)) for key, values in self.parts(samples, rate).items()}
+        parts = self.parts(samples, rate)
+        return MOS(**{key: float(np.min(values)) for key, values in parts.items()})
 
     def parts(self, samples: np.ndarray, rate: int) -> dict[str, np.ndarray]:
         """Each measure of every part of the clip (``part_starts``): the mean of PART_WINDOWS
@@ -367,15 +381,17 @@ class DNSMOS:
         audio = np.clip(resample(to_mono_float(samples), rate, RATE), -1.0, 1.0)
         audio = audio.astype(np.float32)
         if audio.size <= int(PART_S * RATE):
-            return {key: np.array([value]) for key, value in self.score_tiled(tile(audio)).items()}
-        per_window = self._window_scores(audio, list(range(whole_windows(audio.size))))
-        mean = np.full(PART_WINDOWS, 1 / PART_WINDOWS)
+            whole = asdict(self.score_tiled(tile(audio)))
+            return {key: np.array([value]) for key, value in whole.items()}
+        last = part_starts(audio.size)[-1] // HOP_SAMPLES  # parts start at whole seconds
+        per_window = self._window_scores(audio, list(range(last + PART_WINDOWS)))
+        mean = np.full(PART_WINDOWS, 1 / PART_WINDOWS)  # part g: the PART_WINDOWS from g on
         return {key: np.convolve(values, mean, "valid") for key, values in per_window.items()}
 
-    def score_tiled(self, audio: np.ndarray) -> dict[str, float]:
+    def score_tiled(self, audio: np.ndarray) -> MOS:
         """Scores of 16 kHz float32 audio already at least one window long."""
         per_window = self._window_scores(audio, window_starts(audio.size))
-        return {key: float(np.mean(values)) for key, values in per_window.items()}
+        return MOS(**{key: float(np.mean(values)) for key, values in per_window.items()})
 
     def _window_scores(self, audio: np.ndarray, starts: list[int]) -> dict[str, np.ndarray]:
         """Each measure (MOS) of each window at ``starts`` (seconds) of 16 kHz float32 audio."""
@@ -564,7 +580,7 @@ def compare_with_speechmos(
         totals[:2] += _cpu_and_wall(partial(dnsmos.score, clip, RATE), repeats)
         totals[2:] += _cpu_and_wall(partial(reference.run, clip, RATE), repeats)
         for key in KEYS:
-            diff = abs(ours[key] - float(theirs[f"{key}_mos"]))
+            diff = abs(getattr(ours, key) - float(theirs[f"{key}_mos"]))
             result[key] = max(result[key], diff)
     result["speedup_cpu"] = float(totals[2] / totals[0])
     result["speedup_wall"] = float(totals[3] / totals[1])

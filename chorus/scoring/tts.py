@@ -48,9 +48,9 @@ from chorus.prompts import expected_seconds
 from chorus.scoring import measures
 from chorus.scoring.asr import ASR_RATE, Transcriber
 from chorus.scoring.gates import first_failure
-from chorus.scoring.quality import DNSMOS
+from chorus.scoring.quality import DNSMOS, MOS
 from chorus.scoring.runtime import ScoringRuntime, shared_runtime
-from chorus.services.tts import MOS, SpeechChallenge, SpeechResult
+from chorus.services.tts import SpeechChallenge, SpeechResult
 from chorus.text import word_error_rate
 
 T = TypeVar("T")
@@ -75,13 +75,13 @@ def duration_gate(seconds: float, text: str) -> str | None:
     return None
 
 
-def mos_quality(mos: dict[str, float]) -> float:
+def mos_quality(mos: MOS) -> float:
     """Mean of P.808, SIG and BAK, each mapped from ``MOS_FLOOR`` (0) to its knee (1)."""
-    parts = [(mos[k] - MOS_FLOOR) / (knee - MOS_FLOOR) for k, knee in MOS_KNEES.items()]
+    parts = [(getattr(mos, k) - MOS_FLOOR) / (knee - MOS_FLOOR) for k, knee in MOS_KNEES.items()]
     return float(np.mean(np.clip(parts, 0.0, 1.0)))
 
 
-def quality_factors(mos: dict[str, float], m: measures.Measures, expected: float) -> dict:
+def quality_factors(mos: MOS, m: measures.Measures, expected: float) -> dict:
     """Every factor of ``quality`` by name, each in [0, 1]."""
     return {
         "dnsmos": mos_quality(mos),
@@ -233,7 +233,7 @@ class TTSEvaluator:
         result: SpeechResult,
         text: str,
         transcript: str,
-        mos: dict[str, float],
+        mos: MOS,
         measured: measures.Measures,
     ) -> None:
         """Fill in ``result`` from what the models heard and the signal measures."""
@@ -243,7 +243,7 @@ class TTSEvaluator:
         factors = quality_factors(mos, measured, expected)
         quality = float(np.prod(list(factors.values())))
         result.score = intelligibility * quality
-        result.wer, result.transcript, result.mos = wer, transcript, MOS(**mos)
+        result.wer, result.transcript, result.mos = wer, transcript, mos
         result.intelligibility, result.quality, result.factors = intelligibility, quality, factors
         result.bandwidth_hz, result.pitch_range = measured.bandwidth_hz, measured.pitch_range
         result.flattest_pitch_range = measured.flattest_pitch_range

@@ -43,6 +43,7 @@ BUILTIN = ("chorus.services.tts", "chorus.services.clone", "chorus.services.musi
 PLUGINS_ENV = "CHORUS_SERVICES"  # comma-separated modules that register more services
 ENTRY_POINTS = "chorus.services"
 NO_BACKEND = "none"
+MUSIC_TASK_SECONDS = (5.0, 15.0)  # the range of lengths validators ask music for
 
 
 # -- what crosses module boundaries ------------------------------------------------------
@@ -161,7 +162,7 @@ class TaskContext:
     seed: int | None = None
     corpus: str | None = None
     voices: str | None = None
-    music_seconds: tuple[float, float] = (5.0, 15.0)
+    music_seconds: tuple[float, float] = MUSIC_TASK_SECONDS
 
     @cached_property
     def speech(self) -> SpeechPrompts:

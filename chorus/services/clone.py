@@ -20,6 +20,7 @@ from chorus.errors import CallerError
 from chorus.protocol import (
     REFERENCE_LIMITS,
     GatewayBody,
+    request_from,
 )
 from chorus.services import (
     Attack,
@@ -303,6 +304,7 @@ class CloneService(Service[CloneRequest, CloneChallenge, CloneResult]):
 
     def challenge_from_args(self, args: argparse.Namespace) -> CloneChallenge:
         """The text, and the reference file checked as a miner checks one it is sent."""
+        text = request_from(SpeechRequest, text=spoken_text(args.text)).text
         ref, rate = audio.read(args.reference)
         seconds, limits = len(ref) / rate, REFERENCE_LIMITS
         if not limits.min_seconds <= seconds <= limits.max_seconds:
@@ -316,7 +318,7 @@ class CloneService(Service[CloneRequest, CloneChallenge, CloneResult]):
                 f"{limits.min_rate}-{limits.max_rate} Hz"
             )
         check_reference(ref, rate)
-        return CloneChallenge(spoken_text(args.text), ref, rate)
+        return CloneChallenge(text, ref, rate)
 
     def bench_challenge(self, seconds: float) -> CloneChallenge:
         from chorus.prompts import speech_text

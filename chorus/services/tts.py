@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from chorus.audio import MAX_RATE, MIN_RATE
 from chorus.errors import CallerError
+from chorus.formats import MAX_SPEED, MIN_SPEED
 from chorus.protocol import (
     MAX_TEXT_CHARS,
     AudioFormat,
@@ -22,7 +24,9 @@ from chorus.protocol import (
     ResponseFormat,
     Strict,
     not_blank,
+    request_from,
 )
+from chorus.scoring.quality import MOS
 from chorus.services import (
     Attack,
     Audio,
@@ -56,7 +60,7 @@ class SpeechRequest(Strict):
     """What every speech request has: the text, and the answer's rate and format."""
 
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
-    sample_rate: int | None = Field(default=None, ge=8000, le=48000)
+    sample_rate: int | None = Field(default=None, ge=MIN_RATE, le=MAX_RATE)
     format: AudioFormat = "wav"
 
     _text = field_validator("text")(not_blank)
@@ -74,16 +78,6 @@ class SpeechChallenge:
 
     text: str
     voice: str | None = None
-
-
-@dataclass
-class MOS:
-    """DNSMOS: P.808 MOS and P.835's overall, signal and background scores (1-5)."""
-
-    p808: float
-    ovrl: float
-    sig: float
-    bak: float
 
 
 @dataclass
@@ -188,7 +182,7 @@ class SpeechBody(GatewayBody):
     response_format: ResponseFormat = "mp3"  # as OpenAI
     input: str = Field(min_length=1, max_length=MAX_INPUT_CHARS)
     voice: Annotated[str, Field(min_length=1, max_length=64)] | VoiceId = "alloy"
-    speed: float = Field(default=1.0, ge=0.25, le=4.0)
+    speed: float = Field(default=1.0, ge=MIN_SPEED, le=MAX_SPEED)
     instructions: str | None = Field(default=None, max_length=MAX_INPUT_CHARS)
     stream_format: Literal["audio"] = "audio"
 
@@ -270,7 +264,9 @@ class TTSService(Service[TTSRequest, SpeechChallenge, SpeechResult]):
             parser.add_argument("--text", required=True, help="what the audio should say")
 
     def challenge_from_args(self, args: argparse.Namespace) -> SpeechChallenge:
-        return SpeechChallenge(spoken_text(args.text), getattr(args, "voice", None))
+        """The text and voice, held to what a miner accepts (at most 1000 characters)."""
+        voice = getattr(args, "voice", None)
+        return self.challenge(request_from(TTSRequest, text=spoken_text(args.text), voice=voice))
 
     def bench_challenge(self, seconds: float) -> SpeechChallenge:
         from chorus.prompts import speech_text
