@@ -1,5 +1,5 @@
-"""Where chorus keeps its files, whether it can listen on a port, and defaults shared by
-the CLI and the services."""
+"""Where chorus keeps its files, whether it can listen on a port, how settings are checked,
+and defaults shared by the CLI and the services."""
 
 from __future__ import annotations
 
@@ -38,3 +38,22 @@ def check_port(host: str, port: int) -> None:
             why = (e.strerror if isinstance(e, OSError) else None) or str(e)
             hint = "; is another server using it? choose another --port" if busy else ""
             raise CallerError(f"cannot listen on {host}:{port}: {why}{hint}") from None
+
+
+def check_counts(*counts: tuple[str, float]) -> None:
+    """Refuse, with CallerError naming the setting, a count below 1 (``(flag, value)``)."""
+    from chorus.errors import CallerError
+
+    for flag, value in counts:
+        if not value >= 1:
+            raise CallerError(f"{flag} must be at least 1, not {value}")
+
+
+def check_seconds(*seconds: tuple[str, float]) -> None:
+    """Refuse, with CallerError naming the setting, a time that is not a finite number of
+    seconds above 0 (NaN included)."""
+    from chorus.errors import CallerError
+
+    for flag, value in seconds:
+        if not 0 < value < float("inf"):
+            raise CallerError(f"{flag} must be a number of seconds above 0, not {value}")

@@ -51,6 +51,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from chorus import __version__, audio, formats
 from chorus.chain import Chain, Neuron
 from chorus.client import MinerClient
+from chorus.config import check_counts, check_seconds
 from chorus.errors import CallerError, ChorusError, http_status
 from chorus.formats import SPEECH_RATE_OUT, Encoder, media_type
 from chorus.gateway_store import GatewayStore, Usage
@@ -220,17 +221,12 @@ class GatewaySettings:
         """Refuse settings a gateway cannot serve with (CallerError), before it starts."""
         if not (self.rate > 0 and self.burst >= 1):  # also refuses NaN
             raise CallerError("the rate limit needs a rate above 0 and a burst of at least 1")
-        if not 0 < self.timeout_s < float("inf"):
-            raise CallerError(
-                f"--timeout must be a number of seconds above 0, not {self.timeout_s}"
-            )
-        for flag, value in (
+        check_seconds(("--timeout", self.timeout_s))
+        check_counts(
             ("--max-attempts", self.max_attempts),
             ("max_body_bytes", self.max_body_bytes),
             ("max_upload_bytes", self.max_upload_bytes),
-        ):
-            if value < 1:
-                raise CallerError(f"{flag} must be at least 1, not {value}")
+        )
 
 
 @dataclass

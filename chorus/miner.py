@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from chorus import __version__, audio
 from chorus.auth import AccessPolicy, Gatekeeper
 from chorus.chain import Chain
+from chorus.config import check_counts, check_seconds
 from chorus.errors import CallerError, ChorusError, InternalError, http_status
 from chorus.protocol import (
     BODY_TIMEOUT_S,
@@ -54,15 +55,12 @@ class MinerSettings:
 
     def __post_init__(self) -> None:
         """Refuse settings a miner cannot serve with (CallerError), before any model loads."""
-        for flag, value in (
+        check_counts(
             ("--max-body-bytes", self.max_body_bytes),
             ("--max-queue", self.max_queue),
             ("--workers", self.workers),
-        ):
-            if value < 1:
-                raise CallerError(f"{flag} must be at least 1, not {value}")
-        if not 0 < self.body_timeout_s < float("inf"):
-            raise CallerError(f"body_timeout_s must be above 0, not {self.body_timeout_s}")
+        )
+        check_seconds(("body_timeout_s", self.body_timeout_s))
 
 
 class InvalidRequest(CallerError):

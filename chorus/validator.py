@@ -39,6 +39,7 @@ import numpy as np
 from chorus import audio
 from chorus.chain import Chain, ChainError, Neuron
 from chorus.client import CallResult, MinerClient
+from chorus.config import check_counts, check_seconds
 from chorus.errors import CallerError, ChorusError
 from chorus.fingerprint import Probe, ReplayMemory, near_copies, prompt_key
 from chorus.incentive import weights_from_scores
@@ -82,21 +83,18 @@ class ValidatorSettings:
     def __post_init__(self) -> None:
         """Refuse settings a validator cannot run with (CallerError), before any model
         loads: a moving average outside [0, 1) would write scores outside [0, 1]."""
-        if self.batch_size < 1:
-            raise CallerError(f"--batch-size must be at least 1, not {self.batch_size}")
+        check_counts(("--batch-size", self.batch_size))
         if not 0 <= self.alpha < 1:
             raise CallerError(f"--alpha must be at least 0 and below 1, not {self.alpha}")
         if self.weights_interval_blocks < 0:
             raise CallerError(
                 f"--weights-interval must be 0 or more, not {self.weights_interval_blocks}"
             )
-        for flag, seconds in (
+        check_seconds(
             ("--timeout", self.timeout_s),
             ("retry_first_s", self.retry_first_s),
             ("retry_max_s", self.retry_max_s),
-        ):
-            if not 0 < seconds < math.inf:
-                raise CallerError(f"{flag} must be a number of seconds above 0, not {seconds}")
+        )
         if not 0 <= self.round_interval_s < math.inf:
             raise CallerError(
                 f"--round-interval must be 0 or more seconds, not {self.round_interval_s}"
