@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from chorus.config import check_output_file
 from chorus.errors import CallerError
 from chorus.services import get
 
@@ -748,6 +749,8 @@ def main(
         raise CallerError("--runs must be at least 1")
     if duration is not None and not 1 <= duration <= 120:
         raise CallerError("--duration must be between 1 and 120 seconds")
+    if output:
+        check_output_file(output, "--output")
     for wanted, name, make in (
         (validator, section("validator"), validator_bench),
         (asr, section("asr"), asr_bench),

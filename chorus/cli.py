@@ -19,7 +19,7 @@ from pathlib import Path
 
 from chorus import __version__
 from chorus.chain import Chain, Epoch, Neuron, Standing
-from chorus.config import check_port
+from chorus.config import check_output_file, check_port
 from chorus.errors import CallerError as UsageError
 from chorus.errors import ChorusError, exit_code
 
@@ -354,6 +354,8 @@ def cmd_validator(args) -> int:
         corpus=args.corpus,
         voices=args.voices,
     )
+    if args.max_samples < 0:
+        raise UsageError(f"--max-samples must be 0 (keep none) or more, not {args.max_samples}")
     if args.dashboard_port:
         check_port(args.dashboard_host, args.dashboard_port)
     wallet, chain, me = _with_permit(args, "", owner_may=True)
@@ -489,6 +491,7 @@ def cmd_generate(args) -> int:
 
     service = get(args.service)
     challenge = service.challenge_from_args(args)  # bad input is refused before any loading
+    check_output_file(args.output, "--output")
     backend = service.load_backend(args.backend)
     samples, rate = service.generate(backend, challenge)
     path = audio.write(args.output, samples, rate)
@@ -632,7 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--round-interval", type=float, default=vs.round_interval_s, help="pause between rounds"
     )
     p.add_argument("--state", default=None, help="state folder (default ~/.chorus/validator-UID)")
-    p.add_argument("--max-samples", type=int, default=50, help="audio samples kept")
+    p.add_argument("--max-samples", type=int, default=50, help="audio samples kept (0: none)")
     p.add_argument("--corpus", default=None, help="extra prompt sentences, one per line")
     p.add_argument("--voices", default=None, help="folder of reference recordings for clone")
     p.add_argument(

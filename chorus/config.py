@@ -57,3 +57,23 @@ def check_seconds(*seconds: tuple[str, float]) -> None:
     for flag, value in seconds:
         if not 0 < value < float("inf"):
             raise CallerError(f"{flag} must be a number of seconds above 0, not {value}")
+
+
+def check_output_file(path: str | Path, flag: str) -> None:
+    """Refuse, before the work whose result it is to hold, a file that cannot be written:
+    a folder, or a place under a file or in a folder this user may not write to (the
+    missing folders on its way are made when it is written)."""
+    from chorus.errors import CallerError
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise CallerError(f"{flag} {path} is a folder, not a file")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise CallerError(f"{flag} {path}: permission denied")
+        return
+    existing = next(p for p in path.absolute().parents if p.exists())
+    if not existing.is_dir():
+        raise CallerError(f"{flag} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CallerError(f"{flag} {path}: permission denied in {existing}")

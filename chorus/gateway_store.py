@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from chorus.errors import CallerError
 from chorus.services.tts import CUSTOM_VOICE_PREFIX
 
 SCHEMA = """
@@ -132,7 +133,15 @@ class GatewayStore:
     """Voices and usage in SQLite; safe to share between the gateway's threads."""
 
     def __init__(self, path: str | Path = ":memory:", readonly: bool = False):
+        """Opens (or creates) the database at ``path``; a path that cannot hold one (a
+        folder, a file that is not SQLite, no permission) is the caller's mistake."""
         self.path = str(path)
+        try:
+            self._open(readonly)
+        except sqlite3.DatabaseError as e:  # OperationalError is one too
+            raise CallerError(f"cannot use {self.path} as the gateway database: {e}") from e
+
+    def _open(self, readonly: bool) -> None:
         if readonly:
             uri = f"file:{Path(self.path).expanduser()}?mode=ro"
             self.db = sqlite3.connect(uri, uri=True, check_same_thread=False)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from chorus.config import check_output_file
 from chorus.services import (
     Attack,
     RedTeamCase,
@@ -199,6 +200,8 @@ def main(service: str, cases: int, seed: int, as_json: bool, output: str | None)
     from chorus.bench import machine, write_report
 
     names = list(registry()) if service == "all" else [get(service).name]
+    if output:
+        check_output_file(output, "--output")
     reports = run(names, cases, seed)
     if as_json:
         print(json.dumps([asdict(r) for r in reports], indent=2))

@@ -60,7 +60,10 @@ from tests.servers import Hole, ThreadServer, free_port, make_net
         (["localnet", "--port", "65535", "--miners", "3"], "ports end at 65535"),
         # a path that cannot be used says why (the tests run in the repository: chorus/
         # is a folder)
-        (["generate", "tts", "hello", "-o", "chorus"], "Is a directory: chorus"),
+        (["generate", "tts", "hello", "-o", "chorus"], "--output chorus is a folder, not a file"),
+        (["generate", "tts", "hi", "-o", "README.md/x.wav"], "README.md is a file, not a folder"),
+        (["bench", "--runs", "1", "--output", "chorus"], "--output chorus is a folder"),
+        (["redteam", "--service", "tts", "--output", "chorus"], "--output chorus is a folder"),
         (["gateway", "--state", "chorus", "--api-keys", "chorus"], "Is a directory: chorus"),
         (["chain", "show", "--chain-path", "typo.db"], "chorus chain init --chain-path typo.db"),
         # settings are checked before any wallet, chain, model or server
@@ -68,6 +71,7 @@ from tests.servers import Hole, ThreadServer, free_port, make_net
         (["miner", "--max-queue", "-1"], "--max-queue must be at least 1"),
         (["validator", "--alpha", "5"], "--alpha must be at least 0 and below 1"),
         (["validator", "--batch-size", "0"], "--batch-size must be at least 1"),
+        (["validator", "--max-samples", "-1"], "--max-samples must be 0 (keep none) or more"),
         (["validator", "--timeout", "nan"], "--timeout must be a number of seconds above 0"),
         (["validator", "--corpus", "missing.txt"], "--corpus missing.txt: no such file"),
         (["localnet", "--alpha", "1"], "--alpha must be at least 0 and below 1"),

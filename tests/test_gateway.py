@@ -240,7 +240,13 @@ def test_cli_serves_the_gateway_and_refuses_bad_setups(network, tmp_path, capsys
         "no validator state": ["--wallet", "gateway", *nowhere],
         "needs a validator permit": ["--wallet", "miner-0", *no_permit],
         "rate above 0": ["--wallet", "gateway", *no_permit, "--rate", "0"],
+        "as the gateway database": ["--wallet", "gateway", *no_permit, "--db", str(tmp_path)],
     }
+    not_sqlite = tmp_path / "notes.txt"
+    not_sqlite.write_text("not a database\n" * 100)
+    refusals["file is not a database"] = refusals["as the gateway database"][:-1] + [
+        str(not_sqlite)
+    ]
     for reason, argv in refusals.items():
         assert main(["gateway", *common, *argv]) == 2
         assert reason in capsys.readouterr().err
