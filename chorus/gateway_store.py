@@ -84,40 +84,35 @@ class Usage:
 
 
 @dataclass
-class MinerUsage:
-    """One miner's share of the usage: requests (``failed``: answered 4xx/5xx), seconds."""
+class Tally:
+    """Requests (``failed``: answered 4xx/5xx) and seconds of audio served."""
 
+    requests: int
+    failed: int
+    seconds: float
+
+
+@dataclass(kw_only=True)
+class MinerUsage(Tally):
     uid: int
     hotkey: str | None
-    requests: int
-    failed: int
-    seconds: float
 
 
-@dataclass
-class RouteUsage:
+@dataclass(kw_only=True)
+class RouteUsage(Tally):
     route: str
-    requests: int
-    failed: int
-    seconds: float
 
 
-@dataclass
-class KeyUsage:
+@dataclass(kw_only=True)
+class KeyUsage(Tally):
     key: str
-    requests: int
-    failed: int
-    seconds: float
 
 
-@dataclass
-class UsageSummary:
-    """Requests (``failed``: answered 4xx/5xx) and seconds of audio served, in all and by
-    miner and by route; ``by_key`` only when summed over every key."""
+@dataclass(kw_only=True)
+class UsageSummary(Tally):
+    """The usage in all, by miner and by route; ``by_key`` only when summed over every
+    key."""
 
-    requests: int
-    failed: int
-    seconds: float
     by_miner: list[MinerUsage]
     by_route: list[RouteUsage]
     by_key: list[KeyUsage] | None = None
@@ -271,7 +266,11 @@ class GatewayStore:
             requests,
             failed,
             round(seconds, 3),
-            [MinerUsage(uid, hk, n, f, round(s, 3)) for uid, hk, n, f, s in by_miner],
-            [RouteUsage(r, n, f, round(s, 3)) for r, n, f, s in by_route],
-            [KeyUsage(k, n, f, round(s, 3)) for k, n, f, s in by_key] if key_id is None else None,
+            by_miner=[
+                MinerUsage(n, f, round(s, 3), uid=uid, hotkey=hk) for uid, hk, n, f, s in by_miner
+            ],
+            by_route=[RouteUsage(n, f, round(s, 3), route=r) for r, n, f, s in by_route],
+            by_key=[KeyUsage(n, f, round(s, 3), key=k) for k, n, f, s in by_key]
+            if key_id is None
+            else None,
         )
