@@ -91,6 +91,50 @@ def random_notes(prompt: str | MusicPrompt, seconds: float, seed: int = 0) -> np
     return _finish(out[: int(seconds * RATE)])
 
 
+def _kit(bpm: float, seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """A noise drum kit: hats on every eighth note, a kick on beats 1 and 3, a snare on 2
+    and 4 (each hit a decaying burst)."""
+    out = np.zeros(int(seconds * RATE) + RATE)
+    t = np.arange(int(0.2 * RATE)) / RATE
+    kick = np.sin(2 * np.pi * (50 + 80 * np.exp(-t / 0.03)) * t) * np.exp(-t / 0.08)
+    for k, at in enumerate(np.arange(0.0, seconds, 30.0 / bpm)):
+        hits = [0.3 * np.diff(rng.standard_normal(t.size), prepend=0.0) * np.exp(-t / 0.01)]
+        hits += [kick] if k % 4 == 0 else []
+        hits += [0.5 * rng.standard_normal(t.size) * np.exp(-t / 0.03)] if k % 4 == 2 else []
+        i = int(at * RATE)
+        for hit in hits:
+            out[i : i + t.size] += hit[: out.size - i]
+    return out[: int(seconds * RATE)]
+
+
+def scale_walk_kit(
+    prompt: str | MusicPrompt, seconds: float, held: bool = False, seed: int = 0
+) -> np.ndarray:
+    """A pitched metronome: one note per beat walking up and down the asked key's scale, a
+    blip (or, ``held``, a note lasting the beat), the tonic in the bass every other beat,
+    over `_kit`. Tempo, key, a melody and a groove, but one voice: nothing is held under it."""
+    bpm, tonic, mode = _asked(prompt)
+    beat, scale = 60.0 / bpm, SCALES[mode]
+    walk = [0, 1, 2, 3, 4, 5, 6, 7, 6, 5, 4, 3, 2, 1]
+    out = np.zeros(int(seconds * RATE) + RATE)
+    for i, at in enumerate(np.arange(0.0, seconds, beat)):
+        step = walk[i % len(walk)]
+        length = beat if held else 0.15
+        decay = np.exp(-np.arange(int(length * RATE)) / ((1.0 if held else 0.05) * RATE))
+        notes = [_tone(60 + tonic + scale[step % 7] + 12 * (step // 7), length) * decay]
+        if i % 2 == 0 and not held:
+            notes.append(
+                _tone(36 + tonic, 0.3, harmonics=3)
+                * np.exp(-np.arange(int(0.3 * RATE)) / (0.1 * RATE))
+            )
+        j = int(at * RATE)
+        for note in notes:
+            out[j : j + note.size] += note[: out.size - j]
+    voice = out[: int(seconds * RATE)]
+    voice *= 0.07 / (float(np.sqrt(np.mean(voice**2))) or 1.0)
+    return _finish(voice / 0.14 + _kit(bpm, seconds, np.random.default_rng(seed)))
+
+
 def static_loop(honest: np.ndarray, rate: int, bpm: float, seconds: float) -> np.ndarray:
     """One bar (four beats) of an honest piece, its second, repeated to fill the time."""
     bar = int(round(4 * 60.0 / bpm * rate))

@@ -2,8 +2,9 @@
 
 On a seeded subset of the validator's own prompts (they state BPM and key, and name drums;
 the red team's first cases at its default seed) the symbolic composer earns at least 0.85,
-every cheap cheat of `chorus.music_cheats` at most 30 % of that, honest music for another
-prompt at most half, and the right piece without the drums it was asked for at most 80 %.
+every cheap cheat of `chorus.music_cheats` (a pitched metronome over a drum kit among them)
+at most 30 % of that, honest music for another prompt at most half, and the right piece
+without the drums it was asked for at most 80 %.
 Beside the table, each musicality measure is checked against the imitation it exists to
 catch, and honest music of other styles (no drums, a solo instrument, the numpy
 synthesizer, 5 to 15 s) must not be taken for an imitation.
@@ -29,6 +30,8 @@ CHEATS = (
     "single held chord",
     "random notes in key",
     "noise pulsed on the beat",
+    "scale blips on the beat + drum kit",
+    "scale walk, one held note a beat + drum kit",
 )
 FUNK = "An upbeat funk groove in E minor at 112 BPM with slap bass, electric piano and drums"
 # honest music unlike the red team's: no drums, solo instruments, pads, slow, short
@@ -110,7 +113,14 @@ def test_each_measure_catches_the_imitation_it_is_made_for(
     assert notes.persistence < honest.persistence and notes.musicality <= 0.5
     noise = judge(cheats.pulsed_noise(FUNK, seconds))
     assert noise.reason == "not_noise" and noise.musicality <= 0.1
-    for cheat in (drone, clicks, loop, noise):
+    # a pitched metronome over a drum kit grooves, but its blips die within the beat...
+    blips = judge(cheats.scale_walk_kit(FUNK, seconds))
+    assert blips.sustain_db < -22.0 < -18.0 < honest.sustain_db
+    assert blips.musicality_parts["sustain"] == 0.0
+    # ...and held notes of one voice share nothing from beat to beat: the groove alone fails
+    walk = judge(cheats.scale_walk_kit(FUNK, seconds, held=True))
+    assert walk.persistence < 0.22 and walk.organization == 0.0
+    for cheat in (drone, clicks, loop, noise, blips, walk):
         assert cheat.musicality <= 0.1 and cheat.score <= 0.1 * honest.score, cheat.to_json()
 
 
@@ -136,9 +146,10 @@ def test_results_carry_the_musicality_measurements(
     assert result.score == pytest.approx(result.quality * result.adherence * result.musicality)
     again = MusicResult.from_json(result.to_json())
     assert set(again.musicality_parts) >= {
-        "change", "not_loop", "harmony", "melody", "texture", "organization"
+        "change", "not_loop", "harmony", "sustain", "melody", "texture", "organization"
     }  # fmt: skip
     for name in ("beat_variation", "loop_distance", "harmonic_change", "melody_pitches",
-                 "melody_rate", "onset_variety", "organization", "high_share"):  # fmt: skip
+                 "melody_rate", "onset_variety", "organization", "sustain_db",
+                 "high_share"):  # fmt: skip
         assert getattr(again, name) is not None, name
     assert again.adherence_parts["instruments"] > 0.9

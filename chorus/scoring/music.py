@@ -157,9 +157,19 @@ def key_match(tonic: int, mode: str, prompt: MusicPrompt) -> float | None:
 #                groove (how well each bar's onset pattern in four frequency bands at 16th-
 #                note resolution recurs elsewhere in the piece: drums, riffs and comping
 #                figures repeat; random notes do not). A sign needs enough beats to be judged.
+#                The mean lets one style's weak sign (jazz's moving chords) be carried by the
+#                other, but not a groove alone: a drum kit under a single voice (a scale
+#                walked one note a beat) has a perfect groove and nothing held from beat to
+#                beat, so persistence also has a floor (x0 at 0.20, x1 at 0.30; one voice
+#                sits at 0.21 or less, music of every style we tried at 0.34 or more).
+#   sustain      sound between the attacks: per beat, the level of its second half below its
+#                peak (60 Hz-2.3 kHz, where bass, chords and tunes sound), the median over
+#                beats. Something rings on in music (a held chord, a bass, a pad, a string,
+#                the room): -15 dB or more. A pitched metronome -- a blip per beat, even over
+#                a drum kit -- dies within the beat: -22.7 dB or less.
 #
-# factor = change x not_loop x ramp(organization, 0.2, 0.5) x (0.3 + 0.7 harmony) x
-# (0.5 + 0.5 melody) x (0.5 + 0.5 texture). Each ramp runs from where the cheats sit to below
+# factor = change x not_loop x sustain x ramp(organization, 0.2, 0.5) x (0.3 + 0.7 harmony)
+# x (0.5 + 0.5 melody) x (0.5 + 0.5 texture). Each ramp runs from where the cheats sit to below
 # where real music sits, so an honest piece of any style earns about 1. They are general
 # properties of (mostly Western tonal and popular) music, not of chorus's own composer; a
 # miner who makes its answer vary, not loop, hold chords and repeat a groove is making music.
@@ -171,6 +181,11 @@ _CHROMA_FB = librosa.filters.chroma(
 )[:, :HARMONIC_BINS]
 MELODY_FMIN, MELODY_PITCHES = "C4", 37  # the tune's range: C4-C7
 MELODY_HOP = 512
+SUSTAIN_HZ = (60.0, 2300.0)  # where bass, chords and tunes sound (the 64-band mel scale)
+_MEL_HZ = librosa.mel_frequencies(n_mels=64 + 2, fmax=RATE / 2)[1:-1]
+_SUSTAIN_BANDS = (SUSTAIN_HZ[0] <= _MEL_HZ) & (SUSTAIN_HZ[1] > _MEL_HZ)
+SUSTAIN_DB = (-24.0, -18.0)  # blips on the beat: -22.7 dB or less; music: -15 dB or more
+PERSISTENCE_FLOOR = (0.20, 0.30)  # one voice: 0.21 or less; music of any style: 0.34 up
 PARTIALS = ((0, 1.0), (12, 0.8), (19, 0.6), (24, 0.5))  # semitones above f0, weight
 MELODIC_INSTRUMENTS = (
     "violin", "cello", "trumpet", "saxophone", "flute", "clarinet",
@@ -276,6 +291,18 @@ def _groove(mel_db: np.ndarray, beats: np.ndarray) -> float | None:
     return _recurrence(pattern - pattern.mean(axis=1, keepdims=True), width)
 
 
+def _sustain(mel_db: np.ndarray, beats: np.ndarray) -> float | None:
+    """Median over beats of the level of the beat's second half below the beat's peak
+    (dB), in the bands where pitched sound lies: how much keeps sounding between attacks."""
+    level = librosa.db_to_power(mel_db[_SUSTAIN_BANDS]).sum(axis=0) + 1e-12
+    drops = [
+        10 * np.log10(np.median(level[(a + b) // 2 : b]) / level[a:b].max())
+        for a, b in zip(beats[:-1], beats[1:], strict=False)
+        if b - a >= 4
+    ]
+    return float(np.median(drops)) if drops else None
+
+
 def _persistence(chroma: np.ndarray) -> float | None:
     """Median over pairs of consecutive beats of the share of their pitch-class profiles
     (above each beat's median, normalised to sum 1) that they have in common. Chords are
@@ -353,6 +380,9 @@ def musicality(
         if v is not None  # too short to judge: not counted
     }
     organization = float(np.mean(list(signs.values()))) if signs else 1.0
+    if persist is not None:  # a groove alone cannot pay: one voice shares nothing
+        organization *= _ramp(persist, *PERSISTENCE_FLOOR)
+    sustain = _sustain(mel_db, beats)
 
     def judged(value: float | None, zero: float, one: float) -> float:
         return 1.0 if value is None else _ramp(value, zero, one)  # too short to judge
@@ -361,6 +391,7 @@ def musicality(
         "change": _ramp(np.sqrt(spread), 0.5, 1.2),
         "not_loop": judged(loop, 0.03, 0.15),
         "harmony": judged(change_h, 0.002, 0.012),
+        "sustain": judged(sustain, *SUSTAIN_DB),
         **heard,
         "organization": organization,
         **signs,
@@ -368,6 +399,7 @@ def musicality(
     factor = (
         parts["change"]
         * parts["not_loop"]
+        * parts["sustain"]
         * _ramp(organization, 0.2, 0.5)
         * (0.3 + 0.7 * parts["harmony"])
         * (0.5 + 0.5 * parts["melody"])
@@ -377,6 +409,7 @@ def musicality(
         "beat_variation": round(float(np.sqrt(spread)), 3),
         "loop_distance": None if loop is None else round(loop, 3),
         "harmonic_change": None if change_h is None else round(change_h, 4),
+        "sustain_db": None if sustain is None else round(sustain, 1),
         "organization": round(organization, 3),
         "persistence": None if persist is None else round(persist, 3),
         "groove": None if groove is None else round(groove, 3),

@@ -69,9 +69,10 @@ class MusicResult(Result):
     """A scored piece (``score = quality x adherence x musicality``): the three factors with
     their parts, and what was found in the signal: tempo, key, percussive share, energy,
     low-frequency share, and the musicality measurements (how much the sound changes from
-    beat to beat, how far it is from an exact loop, harmonic change from bar to bar, the
-    tune's distinct pitches and notes per second, how different its attacks are, and how
-    organized it is; see `chorus.scoring.music`)."""
+    beat to beat, how far it is from an exact loop, harmonic change from bar to bar, how
+    much keeps sounding between attacks (``sustain_db``), the tune's distinct pitches and
+    notes per second, how different its attacks are, and how organized it is; see
+    `chorus.scoring.music`)."""
 
     quality: float = 0.0
     adherence: float = 0.0
@@ -90,6 +91,7 @@ class MusicResult(Result):
     beat_variation: float | None = None
     loop_distance: float | None = None
     harmonic_change: float | None = None
+    sustain_db: float | None = None
     melody_pitches: int | None = None
     melody_rate: float | None = None
     onset_variety: float | None = None
@@ -276,6 +278,19 @@ class MusicService(Service[MusicRequest, MusicChallenge, MusicResult]):
             Attack(
                 "noise pulsed on the beat",
                 lambda c: (cheats.pulsed_noise(text(c), seconds(c), seed(c)), rate),
+                max_share=0.3,
+            ),
+            Attack(
+                "scale blips on the beat + drum kit",
+                lambda c: (cheats.scale_walk_kit(text(c), seconds(c), seed=seed(c)), rate),
+                max_share=0.3,
+            ),
+            Attack(
+                "scale walk, one held note a beat + drum kit",
+                lambda c: (
+                    cheats.scale_walk_kit(text(c), seconds(c), held=True, seed=seed(c)),
+                    rate,
+                ),
                 max_share=0.3,
             ),
             Attack("honest music for another prompt", other, max_share=0.5),
