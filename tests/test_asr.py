@@ -38,6 +38,23 @@ def test_two_sentence_answers_are_transcribed_to_the_end(piper, transcriber):
         assert "sky" in transcript.lower() and word_error_rate(TEXT, transcript) < 0.35, transcript
 
 
+def test_placed_words_change_no_text_and_end_where_the_speech_ends(piper, transcriber):
+    """``words=True`` places each word (faster-whisper's alignment, a decoder pass a
+    window): the same text, and spans in order inside the clip that end with the speech,
+    not with the 2 s of silence after it; on one window and on two."""
+    for text in (TEXT, " ".join([TEXT] * 4)):
+        samples, rate = piper.synthesize(text)
+        speech_s = len(samples) / rate
+        padded = np.concatenate([to_mono_float(samples), np.zeros(2 * rate, np.float32)])
+        plain = transcriber.transcripts([(padded, rate)])[0]
+        placed = transcriber.transcripts([(padded, rate)], words=True)[0]
+        assert placed.text == plain.text
+        spans = placed.spans
+        assert spans and spans[0][0] >= 0 and all(a < b for a, b in spans), spans
+        assert all(b < a for (_, b), (a, _) in zip(spans, spans[1:], strict=False)), spans
+        assert speech_s - 0.6 <= spans[-1][1] <= speech_s + 0.3, (speech_s, spans)
+
+
 def test_encoder_on_every_core_gives_the_same_transcript(piper, transcriber, runtime):
     """The wide encoder (a thread per core, used when the cores are free) is the same model:
     the transcript must not change, and the ``encoded`` hook runs once per call, also when

@@ -93,9 +93,9 @@ class CountingTranscriber(Transcriber):
         self.__dict__.update(vars(base))
         self.events = events
 
-    def transcribe_many(self, clips, encoded=None):
+    def transcripts(self, clips, encoded=None, words=False):
         self.events.append(("whisper", [round(x.size / rate, 2) for x, rate in clips]))
-        return super().transcribe_many(clips, encoded)
+        return super().transcripts(clips, encoded, words)
 
 
 class CountingDNSMOS(DNSMOS):

@@ -16,11 +16,14 @@ from chorus.generation.neural_clone import (
 )
 from chorus.piper import PiperTTS
 from chorus.scoring.clone import (
+    MAX_WORDLESS_S,
     STOCK_MARGIN,
     STOCK_RAMP,
     STOCK_STRETCH_MARGIN,
     STRETCH_ALLOWANCE,
+    WORD_PAD_S,
     CloneEvaluator,
+    near_words,
     speaker_score,
     stretches,
 )
@@ -40,6 +43,7 @@ SIX_SENTENCES = (  # about 22 s
     " careful measurement and honest reporting of results."
 )
 STOCK_TAIL = "right clone, last third in stock voice"
+WORDLESS = "right clone, its voice without words after it"
 OTHER_TAIL = "right clone, last third another voice"
 # A male and a female speaker, both unlike the Piper voice. (kal, US male, is the bank's
 # nearest voice to Piper: its clone gains only ~0.1 similarity over stock, too close to
@@ -171,20 +175,22 @@ def tails(world, evaluator, references, piper) -> dict[tuple[str, str], CloneRes
     """Scored (voice, answer) pairs: honest clones and the red team's tail cheats (the same
     Piper reading converted up to a word gap two thirds in, something else after it). The
     stock tail on two sentences for each voice; the other voice's tail (mv's, a man's, in
-    slt's, a woman's, answer) on six, where a third of the answer is several stretches."""
+    slt's, a woman's, answer) on six, where a third of the answer is several stretches. On
+    two sentences, also the reference's voice without words after the clone."""
     attacks = {a.name: a.make for a in clone_attacks()}
     out = {}
-    for voice, text, attack in (
-        ("mv", TWO_SENTENCES, STOCK_TAIL),
-        ("slt", TWO_SENTENCES, STOCK_TAIL),
-        ("slt", SIX_SENTENCES, OTHER_TAIL),
+    for voice, text, made in (
+        ("mv", TWO_SENTENCES, (STOCK_TAIL, WORDLESS)),
+        ("slt", TWO_SENTENCES, (STOCK_TAIL, WORDLESS)),
+        ("slt", SIX_SENTENCES, (OTHER_TAIL,)),
     ):
         other = "slt" if voice == "mv" else "mv"
         challenge = CloneChallenge(text, *references[voice])
         tools = CloneTools(world, piper, voice, other, references[other])
         case = RedTeamCase(challenge, world.clone(text, *references[voice]), tools=tools)
         out[voice, text] = evaluator.evaluate(*case.honest, challenge)
-        out[voice, attack] = evaluator.evaluate(*attacks[attack](case), challenge)
+        for attack in made:
+            out[voice, attack] = evaluator.evaluate(*attacks[attack](case), challenge)
     return out
 
 
@@ -222,6 +228,33 @@ def test_another_voice_tail_loses_most_of_its_score(tails):
     assert speaker_score(tail.speaker_similarity) >= 0.65 * honest.speaker_score, tail
     assert tail.speaker_score <= 0.6 * honest.speaker_score, (tail, honest)
     assert tail.worst_stretch_similarity + STRETCH_ALLOWANCE < tail.speaker_similarity, tail
+
+
+@pytest.mark.parametrize("voice", VOICES)
+def test_the_voice_without_words_beside_a_clone_does_not_pay(voice, tails):
+    """The reference cut into 40 ms pieces, shuffled and put after a right clone at -15 dB:
+    its voice, no words (too short a piece for the copy check). Judged on the whole answer
+    it scored 100-129% of the clone alone on 5 red-team cases; Whisper places no word in
+    it, so the voice is judged near the words too."""
+    honest, padded = tails[voice, TWO_SENTENCES], tails[voice, WORDLESS]
+    assert honest.wordless_s <= MAX_WORDLESS_S < padded.wordless_s, (honest, padded)
+    assert padded.speaker_similarity <= honest.speaker_similarity + 0.02, (padded, honest)
+    assert padded.score <= honest.score + 0.01, (padded, honest)
+
+
+def test_audio_away_from_the_words_is_counted_only_where_audible():
+    """Seconds of audible 10 ms frames more than WORD_PAD_S from every word; silence is
+    not counted, and an answer with no word placed is kept whole."""
+    rng = np.random.default_rng(0)
+    speech = 0.3 * rng.standard_normal(3 * RATE).astype(np.float32)
+    after = {"silence": np.zeros(2 * RATE), "quiet noise": 0.003 * rng.standard_normal(2 * RATE)}
+    words = [(0.2, 1.4), (1.5, 2.9)]
+    keep, away = near_words(np.concatenate([speech, after["silence"]]), words)
+    assert away == 0.0 and keep[: int((2.9 + WORD_PAD_S) * RATE)].all() and not keep[-1]
+    keep, away = near_words(np.concatenate([speech, after["quiet noise"]]), words)
+    assert away == pytest.approx(2.0 + 0.1 - WORD_PAD_S, abs=0.02)  # 0.1 s of speech too
+    keep, away = near_words(speech, [])
+    assert keep.all() and away == 0.0
 
 
 def test_stretches_slide_one_partial_at_a_time():

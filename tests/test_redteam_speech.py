@@ -120,6 +120,7 @@ def test_clone_red_team_claims_hold(clone_report: ServiceReport) -> None:
     assert _share(clone_report, "stock voice pitched to the reference") <= 0.5
     assert _share(clone_report, "another bank voice's clone") <= 0.5
     assert _share(clone_report, "right clone, noise 10 dB SNR") <= 0.6
+    assert _share(clone_report, "right clone, its voice without words after it") <= 1.0
 
 
 def _human_recording() -> tuple[np.ndarray, int]:

@@ -70,6 +70,13 @@ CONTEXT_STEP = 500
 # read "10-30" (a range: "ten to thirty") on one reading of four, "1030" on another, where
 # 10 s and the whole window read "10.30".
 CONTEXT_MIN = 1000
+# A placed word longer than LONG_WORD_S (a number read out can take a second) is heard only
+# in its first and last WORD_EDGE_S: the alignment stretched it over sound nobody reads (a
+# clone's voice without words inserted mid-sentence was counted as the word before it).
+LONG_WORD_S = 1.0
+WORD_EDGE_S = 0.4
+# faster-whisper's defaults: punctuation joined to the word after, and to the word before.
+PUNCTUATION = ("\"'“¿([{-", "\"'.。,，!！?？:：”)]}、")
 
 
 class WideEncoderWhisper(WhisperModel):
@@ -191,9 +198,22 @@ class Transcriber:
         self, clips: Sequence[tuple[np.ndarray, int]], encoded: Callable[[], object] | None = None
     ) -> list[str]:
         """The text spoken in each of ``clips`` ((samples, rate) pairs), decoded together,
-        each exactly as it would be alone. ``encoded()`` is called once, when the first
-        batch of windows is encoded (or before returning, if there was nothing to encode):
-        the moment to start the work that runs beside decoding on the other cores.
+        each exactly as it would be alone (``transcripts``' texts)."""
+        return [transcript.text for transcript in self.transcripts(clips, encoded)]
+
+    def transcripts(
+        self,
+        clips: Sequence[tuple[np.ndarray, int]],
+        encoded: Callable[[], object] | None = None,
+        words: bool = False,
+    ) -> list[Transcript]:
+        """What was heard in each of ``clips`` ((samples, rate) pairs), decoded together,
+        each exactly as it would be alone: the text, and where it was spoken (``spans``:
+        each segment's, or with ``words``, each word's, placed by faster-whisper's
+        cross-attention alignment: one more decoder pass per window, and the same text).
+        ``encoded()`` is called once, when the first batch of windows is encoded (or before
+        returning, if there was nothing to encode): the moment to start the work that runs
+        beside decoding on the other cores.
 
         It is faster-whisper's loop over 30 s windows, run on every clip at once: each pass
         encodes the next window of every clip not yet done, one window at a time on the
@@ -205,10 +225,19 @@ class Transcriber:
         self._calls.encoded = encoded
         audio = [resample(to_mono_float(samples), rate, ASR_RATE) for samples, rate in clips]
         features = self.model.feature_extractor
-        states = [_Clip(self.runtime.on_a_core(partial(features, a))) for a in audio if a.size]
-        texts = iter([" ".join(state.texts).strip() for state in self._windows(states)])
+        states = [
+            _Clip(self.runtime.on_a_core(partial(features, a)), words=words)
+            for a in audio
+            if a.size
+        ]
+        heard = iter(
+            [
+                Transcript(" ".join(state.texts).strip(), _merged(state.spans))
+                for state in self._windows(states)
+            ]
+        )
         self._encoded()  # if nothing was encoded
-        return [next(texts) if a.size else "" for a in audio]
+        return [next(heard) if a.size else Transcript("", ()) for a in audio]
 
     def _windows(self, states: list[_Clip]) -> list[_Clip]:
         """Decode ``states`` to the end, a window of each per pass."""
@@ -224,7 +253,7 @@ class Transcriber:
                 self._encoded()
                 results = self._generate(encoded, [self._prompt] * len(batch))
                 for i, (state, result) in enumerate(zip(batch, results, strict=True)):
-                    self._advance(state, result, tokenizer)
+                    self._advance(state, result, tokenizer, None if array is None else array[i])
                     if state.resume is not None:
                         # a copy: a view would keep the whole batch's output (on a GPU it
                         # stayed there: the window is encoded again)
@@ -270,7 +299,9 @@ class Transcriber:
         array = np.concatenate(outputs)
         return get_ctranslate2_storage(array), array
 
-    def _advance(self, state: _Clip, result, tokenizer: Tokenizer) -> None:
+    def _advance(
+        self, state: _Clip, result, tokenizer: Tokenizer, encoder_output: np.ndarray | None
+    ) -> None:
         """Take one decoded window's segments and move ``state`` on, as
         ``WhisperModel.generate_segments`` does under ``DECODE`` (no word timestamps),
         or mark where to resume decoding it (``_resume``)."""
@@ -281,7 +312,7 @@ class Transcriber:
         if result.no_speech_prob > 0.6 and not avg_logprob > -1.0:
             state.seek += state.size(self.model.feature_extractor.nb_max_frames)
             return
-        self._take(state, tokens, tokenizer)
+        self._take(state, tokens, tokenizer, encoder_output=encoder_output)
 
     def _resume(self, states: list[_Clip], tokenizer: Tokenizer) -> None:
         """Finish the last windows of ``states`` where decoding stopped, in place.
@@ -334,13 +365,21 @@ class Transcriber:
             if tokens[-1] < tokenizer.timestamp_begin:  # the last segment ends with the clip
                 frames = state.size(self.model.feature_extractor.nb_max_frames)
                 tokens.append(tokenizer.timestamp_begin + frames // self.model.input_stride)
-            self._take(state, tokens, tokenizer, after=after)
+            self._take(state, tokens, tokenizer, after=after, encoder_output=state.encoded)
 
-    def _take(self, state: _Clip, tokens: list[int], tokenizer: Tokenizer, after: int = -1) -> None:
-        """Add the texts of a window's segments to ``state`` and move it on, by
-        faster-whisper's own rule (a private method: faster-whisper is pinned, and tests
-        hold the transcripts to its). A last window the rule would decode again from a
-        point past ``after`` (in timestamp steps) stays, marked to resume there."""
+    def _take(
+        self,
+        state: _Clip,
+        tokens: list[int],
+        tokenizer: Tokenizer,
+        after: int = -1,
+        encoder_output: np.ndarray | None = None,
+    ) -> None:
+        """Add the texts of a window's segments, and where they were spoken, to ``state``
+        and move it on, by faster-whisper's own rule (a private method: faster-whisper is
+        pinned, and tests hold the transcripts to its). A last window the rule would decode
+        again from a point past ``after`` (in timestamp steps) stays, marked to resume
+        there. ``encoder_output``: the window's (frames, 384), to place the words by."""
         model, seek = self.model, state.seek
         per_frame = model.feature_extractor.time_per_frame
         size = state.size(self.model.feature_extractor.nb_max_frames)
@@ -352,10 +391,25 @@ class Transcriber:
             segment_duration=size * per_frame,
             seek=seek,
         )
+        if state.words and encoder_output is not None and segments:
+            model.add_word_timestamps(
+                [segments],
+                tokenizer,
+                get_ctranslate2_storage(np.ascontiguousarray(encoder_output[None])),
+                size,
+                *PUNCTUATION,
+                state.last_word,
+            )
         for segment in segments:
             text = tokenizer.decode(segment["tokens"])
             if segment["start"] != segment["end"] and text.strip():
                 state.texts.append(text.strip())
+                # a window's words, or its segments where they were not placed (on a GPU)
+                spoken = segment.get("words") or [segment]
+                state.spans += [
+                    span for part in spoken for span in _heard(part, "words" in segment)
+                ]
+                state.last_word = max(state.last_word, spoken[-1]["end"])
         resume = (next_seek - seek) // model.input_stride
         final = seek + size >= state.content_frames
         if final and max(after, 0) < resume and next_seek < seek + size:
@@ -403,6 +457,36 @@ def _repeats(earlier: list[str], text: str) -> bool:
     return bool(words) and SequenceMatcher(None, words, before).ratio() >= REPEAT_RATIO
 
 
+def _heard(part: dict, word: bool) -> list[tuple[float, float]]:
+    """Where a segment, or a placed word, was heard: a word longer than ``LONG_WORD_S``
+    only at its edges (the alignment stretches a word over sound nobody reads)."""
+    start, end = part["start"], part["end"]
+    if not word or end - start <= LONG_WORD_S:
+        return [(start, end)]
+    return [(start, start + WORD_EDGE_S), (end - WORD_EDGE_S, end)]
+
+
+def _merged(spans: list[tuple[float, float]]) -> tuple[tuple[float, float], ...]:
+    """``spans`` (seconds) in order, those that touch or overlap made one."""
+    out: list[tuple[float, float]] = []
+    for start, end in sorted(spans):
+        if out and start <= out[-1][1] + 0.01:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return tuple((round(float(a), 2), round(float(b), 2)) for a, b in out)
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """What Whisper heard in a clip: the text, and when it was spoken: the (start, end)
+    seconds of its segments, or of its words where they were placed, merged where they
+    touch."""
+
+    text: str
+    spans: tuple[tuple[float, float], ...]
+
+
 @dataclass
 class _Clip:
     """One clip of ``transcribe_many``: its log-mel features (80, frames + 1), how far
@@ -412,6 +496,9 @@ class _Clip:
     features: np.ndarray
     seek: int = 0
     texts: list[str] = field(default_factory=list)
+    words: bool = False  # place each word (``Transcriber.transcripts``)
+    spans: list[tuple[float, float]] = field(default_factory=list)  # seconds, as texts
+    last_word: float = 0.0  # where the last word placed ended (faster-whisper's hint)
     resume: int | None = None  # in the last window: where to resume (timestamp steps)
     encoded: np.ndarray | None = None  # that window's encoder output, kept on a CPU till then
 

@@ -14,6 +14,16 @@ below the whole under 8 s of speech, 0.115 on 30 s), so the allowance costs them
 under 14 s of speech and 0.7% of their speaker score above; numbers in
 docs/voice-cloning.md.
 
+The voice is judged where the words are too. Whisper places each word it reads
+(faster-whisper's cross-attention alignment); an answer with more than ``MAX_WORDLESS_S``
+of audible audio more than ``WORD_PAD_S`` away from every word gets its speaker checks
+again on the audio near its words, and each measure counts at the worse of the two. Before,
+anything besides the text paid: a scrambled copy of the reference (its voice, no words, in
+40 ms pieces too short for the copy check) appended at -15 dB to an honest clone scored
+100-129% of the clone alone. Most honest answers are silent away from their words and are
+judged on the whole as before; where Whisper misplaces a read-out number at the end, the
+worse of the two costs them a little.
+
 Two cheats are caught on top of that:
 
 - replaying or splicing the reference instead of speaking: the answer's log-mel frames are
@@ -34,7 +44,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import librosa
@@ -63,6 +73,9 @@ FLOOR_DB = 40.0
 COPY_RUN = 10  # consecutive matching frames (100 ms) that make a copy, not a coincidence
 HOP = 160  # 10 ms at 16 kHz
 COPY_BLOCK = 2000
+WORD_PAD_S = 0.3  # around each word Whisper placed: its alignment is coarse
+MAX_WORDLESS_S = 0.5  # audible audio away from the words beyond this: judged without it
+AUDIBLE_DB = -50.0  # a 10 ms frame above this (dB below the loudest) is audible
 
 
 def _frames(samples: np.ndarray) -> np.ndarray:
@@ -103,6 +116,25 @@ def copied_fraction(answer: np.ndarray, reference: np.ndarray) -> float:
     return float(copied[audible].mean()) if audible.any() else 0.0
 
 
+def near_words(
+    answer: np.ndarray, spoken: Sequence[tuple[float, float]]
+) -> tuple[np.ndarray, float]:
+    """Which samples of ``answer`` (16 kHz) lie within ``WORD_PAD_S`` of a word (``spoken``:
+    (start, end) seconds), and the seconds of audible 10 ms frames away from every word.
+    No words placed: every sample, and nothing away."""
+    keep = np.zeros(answer.size, dtype=bool)
+    for start, end in spoken:
+        first = int(max(0.0, start - WORD_PAD_S) * SPEAKER_RATE)
+        keep[first : int((end + WORD_PAD_S) * SPEAKER_RATE)] = True
+    frames = answer.size // HOP
+    if not keep.any() or frames == 0:
+        return np.ones(answer.size, dtype=bool), 0.0
+    rms = np.sqrt(np.mean(answer[: frames * HOP].reshape(frames, HOP) ** 2, axis=1))
+    audible = rms > (rms.max() or 1.0) * 10 ** (AUDIBLE_DB / 20)
+    away = ~keep[: frames * HOP].reshape(frames, HOP).any(axis=1)
+    return keep, float((audible & away).sum() * HOP / SPEAKER_RATE)
+
+
 def stretches(partials: np.ndarray, size: int) -> np.ndarray:
     """Unit embeddings of every run of ``size`` consecutive partial embeddings, sliding one
     partial at a time; fewer partials than ``size`` are one stretch (the whole answer)."""
@@ -126,6 +158,7 @@ class SpeakerChecks:
     stock_similarity: float
     stock_stretch_excess: float
     copied: float
+    wordless_s: float | None = None  # audible seconds away from the words
 
     @classmethod
     def measure(
@@ -147,6 +180,18 @@ class SpeakerChecks:
             short = stretches(partials, STOCK_STRETCH_PARTIALS)
             excess = float((short @ stock - short @ reference).max())
         return cls(similarity, worst, stock_similarity, excess, copied)
+
+    def worse(self, other: SpeakerChecks) -> SpeakerChecks:
+        """Each measure at the worse of the two for the miner: judged near its words, an
+        answer gains nothing from the voice away from them, and a wrong voice where the
+        words were not placed (Whisper places a read-out number badly) still counts."""
+        return SpeakerChecks(
+            min(self.similarity, other.similarity),
+            min(self.worst_stretch_similarity, other.worst_stretch_similarity),
+            max(self.stock_similarity, other.stock_similarity),
+            max(self.stock_stretch_excess, other.stock_stretch_excess),
+            max(self.copied, other.copied),
+        )
 
     def judged_similarity(self) -> float:
         """The similarity scored: the whole answer's, at most ``STRETCH_ALLOWANCE`` above its
@@ -214,8 +259,8 @@ class CloneEvaluator:
         start = time.perf_counter()
         # The speaker checks run beside Whisper, once the answer has passed the gates.
         checks = self._speaker_checks(samples, rate, challenge)
-        base, found = self.tts.evaluate_beside(samples, rate, challenge.text, checks)
-        return self._result(base, found, start)
+        base, found = self.tts.evaluate_beside(samples, rate, challenge.text, checks, words=True)
+        return self._result(base, self._near_words(samples, rate, challenge, base, found), start)
 
     def evaluate_round(
         self, items: Sequence[tuple[np.ndarray, int, CloneChallenge]]
@@ -227,30 +272,54 @@ class CloneEvaluator:
         scored = self.tts.evaluate_round_beside(
             [(samples, rate, challenge.text) for samples, rate, challenge in items],
             [self._speaker_checks(*item) for item in items],
+            words=True,
         )
-        return [self._result(base, found, None) for base, found in scored]
+        return [
+            self._result(base, self._near_words(*item, base, found), None)
+            for item, (base, found) in zip(items, scored, strict=True)
+        ]
 
     def _speaker_checks(
         self, samples: np.ndarray, rate: int, challenge: CloneChallenge
     ) -> Callable[[], SpeakerChecks]:
-        """The answer's speaker checks, to run once it has passed the gates: one encoder pass
-        gives the whole answer's embedding and its stretches'."""
+        """The whole answer's speaker checks, to run beside Whisper once it has passed the
+        gates (``_near_words`` may judge the voice again once Whisper has placed the
+        words)."""
 
         def checks() -> SpeakerChecks:
             answer = resample(to_mono_float(samples), rate, SPEAKER_RATE)
-            ref = resample(
-                to_mono_float(challenge.reference), challenge.reference_rate, SPEAKER_RATE
-            )
-            embedding, partials = self.speaker.embed_partials(answer, SPEAKER_RATE)
-            return SpeakerChecks.measure(
-                embedding,
-                partials,
-                self.reference_embedding(ref),
-                self.stock_embedding(),
-                copied_fraction(answer, ref),
-            )
+            ref = _reference(challenge)
+            return self._measure(answer, ref, copied_fraction(answer, ref))
 
         return checks
+
+    def _near_words(
+        self,
+        samples: np.ndarray,
+        rate: int,
+        challenge: CloneChallenge,
+        base: SpeechResult,
+        checks: SpeakerChecks | None,
+    ) -> SpeakerChecks | None:
+        """``checks`` (None: gated), or, for an answer with more than ``MAX_WORDLESS_S`` of
+        audible audio away from its words, the speaker checks of the audio near them (the
+        copy check stays the whole answer's)."""
+        if checks is None or base.reason:
+            return checks
+        answer = resample(to_mono_float(samples), rate, SPEAKER_RATE)
+        keep, away = near_words(answer, base.spoken_s or [])
+        if away > MAX_WORDLESS_S:
+            near = self._measure(answer[keep], _reference(challenge), checks.copied)
+            checks = checks.worse(near)
+        return replace(checks, wordless_s=away)
+
+    def _measure(self, answer: np.ndarray, ref: np.ndarray, copied: float) -> SpeakerChecks:
+        """The speaker checks of ``answer`` against ``ref`` (both 16 kHz): one encoder pass
+        gives the whole answer's embedding and its stretches'."""
+        embedding, partials = self.speaker.embed_partials(answer, SPEAKER_RATE)
+        return SpeakerChecks.measure(
+            embedding, partials, self.reference_embedding(ref), self.stock_embedding(), copied
+        )
 
     @staticmethod
     def _result(
@@ -267,6 +336,7 @@ class CloneEvaluator:
             result.stock_similarity = checks.stock_similarity
             result.stock_stretch_excess = checks.stock_stretch_excess
             result.copied, result.tts_score = copied, base.score
+            result.wordless_s = checks.wordless_s
             if copied > MAX_COPIED:
                 result.reason = (
                     f"answer replays the reference recording ({copied:.0%} of it copied)"
@@ -280,6 +350,11 @@ class CloneEvaluator:
         if start is not None:
             result.seconds = time.perf_counter() - start
         return result
+
+
+def _reference(challenge: CloneChallenge) -> np.ndarray:
+    """The challenge's reference at 16 kHz."""
+    return resample(to_mono_float(challenge.reference), challenge.reference_rate, SPEAKER_RATE)
 
 
 BENCH_TEXTS = (

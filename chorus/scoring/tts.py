@@ -46,7 +46,7 @@ import numpy as np
 from chorus.audio import resample, to_mono_float
 from chorus.prompts import expected_seconds
 from chorus.scoring import measures
-from chorus.scoring.asr import ASR_RATE, Transcriber
+from chorus.scoring.asr import ASR_RATE, Transcriber, Transcript
 from chorus.scoring.gates import first_failure
 from chorus.scoring.quality import DNSMOS, MOS
 from chorus.scoring.runtime import ScoringRuntime, shared_runtime
@@ -116,10 +116,16 @@ class TTSEvaluator:
         return self.evaluate_beside(samples, rate, challenge.text)[0]
 
     def evaluate_beside(
-        self, samples: np.ndarray, rate: int, text: str, beside: Callable[[], T] | None = None
+        self,
+        samples: np.ndarray,
+        rate: int,
+        text: str,
+        beside: Callable[[], T] | None = None,
+        words: bool = False,
     ) -> tuple[SpeechResult, T | None]:
         """``evaluate``, also running ``beside()`` next to Whisper once the gates pass (the
-        voice-cloning scorer's speaker checks): the result, and beside's result or None."""
+        voice-cloning scorer's speaker checks): the result, and beside's result or None.
+        ``words``: also place the words (the result's ``spoken_s``)."""
         start = time.perf_counter()
         audio, result = self._gate(samples, rate, text)
         if result.reason:
@@ -138,10 +144,11 @@ class TTSEvaluator:
             if beside:
                 extra.append(self.runtime.submit(self.runtime.on_a_core, beside))
 
-        transcript = self.transcriber.transcribe(audio16k, ASR_RATE, encoded=start_beside)
+        clip = [(audio16k, ASR_RATE)]
+        heard = self.transcriber.transcripts(clip, encoded=start_beside, words=words)[0]
         # The signal measures (about 50 ms of CPU for 30 s) take a core while DNSMOS finishes.
         measured = self.runtime.on_a_core(partial(measures.measure, audio, audio16k))
-        self._score(result, text, transcript, quality[0].result(), measured)
+        self._score(result, text, heard, quality[0].result(), measured, words)
         found = extra[0].result() if extra else None
         result.seconds = time.perf_counter() - start
         return result, found
@@ -157,6 +164,7 @@ class TTSEvaluator:
         self,
         items: Sequence[tuple[np.ndarray, int, str]],
         beside: Sequence[Callable[[], T] | None] | None = None,
+        words: bool = False,
     ) -> list[tuple[SpeechResult, T | None]]:
         """``evaluate_beside`` for each (samples, rate, text) of a round, with ``beside[i]``
         run for item i if it passes the gates. Every answer is gated first, so junk never
@@ -205,12 +213,12 @@ class TTSEvaluator:
                 )
 
         clips = [(audio16k, ASR_RATE) for _, _, audio16k, _, _ in scored]
-        transcripts = self.transcriber.transcribe_many(clips, encoded=start_beside)
-        for (i, text, *_), transcript, (mos, measured, extra_job) in zip(
+        transcripts = self.transcriber.transcripts(clips, encoded=start_beside, words=words)
+        for (i, text, *_), heard, (mos, measured, extra_job) in zip(
             scored, transcripts, jobs, strict=True
         ):
             result = out[i][0]
-            self._score(result, text, transcript, mos.result(), measured.result())
+            self._score(result, text, heard, mos.result(), measured.result(), words)
             out[i] = (result, extra_job.result() if extra_job else None)
         share = (time.perf_counter() - start) / len(scored)
         for i, *_ in scored:
@@ -232,18 +240,21 @@ class TTSEvaluator:
     def _score(
         result: SpeechResult,
         text: str,
-        transcript: str,
+        heard: Transcript,
         mos: MOS,
         measured: measures.Measures,
+        words: bool,
     ) -> None:
-        """Fill in ``result`` from what the models heard and the signal measures."""
-        wer = word_error_rate(text, transcript)
+        """Fill in ``result`` from what the models heard and the signal measures (and where
+        the words were spoken, if they were placed)."""
+        wer = word_error_rate(text, heard.text)
         intelligibility = 1.0 - min(wer, 1.0)
         expected = expected_seconds(text)
         factors = quality_factors(mos, measured, expected)
         quality = float(np.prod(list(factors.values())))
         result.score = intelligibility * quality
-        result.wer, result.transcript, result.mos = wer, transcript, mos
+        result.wer, result.transcript, result.mos = wer, heard.text, mos
+        result.spoken_s = list(heard.spans) if words else None
         result.intelligibility, result.quality, result.factors = intelligibility, quality, factors
         result.bandwidth_hz, result.pitch_range = measured.bandwidth_hz, measured.pitch_range
         result.flattest_pitch_range = measured.flattest_pitch_range

@@ -65,14 +65,17 @@ class CloneResult(SpeechResult):
     """A scored clone: the speech metrics, plus how close the voice is to the reference
     (the whole answer, and its least similar stretch, which caps what the whole may count
     for) and to the stock voice (the whole answer, and how much nearer the stock voice than
-    the reference its most stock-like short stretch is), and how much of the answer replays
-    the reference (``chorus.scoring.clone``)."""
+    the reference its most stock-like short stretch is), how much of the answer replays
+    the reference, and the seconds of audible audio away from the words (``wordless_s``:
+    beyond a limit, the voice is judged where the words are; see
+    ``chorus.scoring.clone``)."""
 
     speaker_similarity: float | None = None
     worst_stretch_similarity: float | None = None
     stock_similarity: float | None = None
     stock_stretch_excess: float | None = None
     copied: float | None = None
+    wordless_s: float | None = None
     tts_score: float | None = None
     speaker_score: float | None = None
     stock_penalty: float | None = None
@@ -421,6 +424,24 @@ def _tail(case: RedTeamCase, impostor: bool) -> Audio:
     return degrade.crossfade(right[: start + fade], wrong[start:n], fade), rate
 
 
+def _wordless(case: RedTeamCase, middle: bool) -> Audio:
+    """The honest clone with its reference's voice and no words beside it: half its length
+    of the reference cut into 40 ms pieces and shuffled (too short for the copy check),
+    15 dB under it, after it or at a word gap in its middle. It lifted a weak clone's
+    speaker similarity while Whisper read nothing in it."""
+    from chorus import degrade
+    from chorus.services.tts import case_seed
+
+    honest, rate = case.honest
+    x, c = audio.to_mono_float(honest), case.challenge
+    reference = audio.resample(audio.to_mono_float(c.reference), c.reference_rate, rate)
+    voice, _ = degrade.splice(reference, rate, 0.5 * x.size / rate, 0.04, case_seed(case))
+    voice = voice * np.sqrt(np.mean(x**2) / max(np.mean(voice**2), 1e-12)) * 10 ** (-15 / 20)
+    gap = np.zeros(int(0.3 * rate), np.float32)
+    cut = degrade.quiet_point(x, rate, x.size // 2, GAP_SEARCH_S) if middle else x.size
+    return np.concatenate([x[:cut], gap, voice, gap, x[cut:]]), rate
+
+
 def _replayed(case: RedTeamCase) -> Audio:
     return case.challenge.reference, case.challenge.reference_rate
 
@@ -458,6 +479,17 @@ def clone_attacks() -> list[Attack]:
         # is reported, not bounded.
         Attack("right clone, last third in stock voice", lambda c: _tail(c, False), None, 0.5),
         Attack("right clone, last third another voice", lambda c: _tail(c, True)),
+        # The reference's voice without words beside a right clone (``_wordless``) scored
+        # 100-129% of the clone alone before the voice was judged near the words only
+        # (chorus.scoring.clone); after it, 89-92% at the end on 5 cases. In the middle it
+        # kept 76% (one weak clone of 5 gained): reported, not bounded.
+        Attack(
+            "right clone, its voice without words after it",
+            lambda c: _wordless(c, False),
+            None,
+            1.0,
+        ),
+        Attack("right clone, its voice without words mid-answer", lambda c: _wordless(c, True)),
         Attack("reference replayed", _replayed, None, 0.05),
         Attack("reference spliced", _spliced, None, 0.05),
         Attack("right clone, noise 10 dB SNR", _noisy(10), "noise", 0.6),

@@ -87,7 +87,8 @@ class SpeechResult(Result):
     the answer's narrowest stretch), the pitch range in semitones (10th-90th percentile)
     over the whole answer and over its flattest stretch (either may set ``pitch``), the
     pace (speech span over the duration the text needs) and the share of samples clipped
-    flat at the peak.
+    flat at the peak. ``spoken_s``, where asked for (voice cloning): the (start, end)
+    seconds where Whisper placed the words.
     ``factors`` holds each part of ``quality`` (their product), in [0, 1]."""
 
     duration_s: float | None = None
@@ -95,6 +96,7 @@ class SpeechResult(Result):
     gate: str | None = None
     wer: float | None = None
     transcript: str | None = None
+    spoken_s: list[tuple[float, float]] | None = None
     mos: MOS | None = None
     intelligibility: float | None = None
     quality: float | None = None
