@@ -144,10 +144,20 @@ def read(path: str | Path) -> tuple[np.ndarray, int]:
     return to_mono_float(samples), rate
 
 
+def file_format(path: str | Path, flag: str = "audio file") -> AudioFormat:
+    """The format ``write`` uses for ``path``, by its extension (.wav or .flac); any other
+    is refused, since a WAV named x.mp3 or x would mislead whoever opens it."""
+    fmt = Path(path).suffix.lower().removeprefix(".")
+    if fmt not in FORMATS:
+        endings = " or ".join(f".{f}" for f in FORMATS)
+        raise CallerError(f"{flag} {path} must end in {endings}: chorus writes no other format")
+    return fmt
+
+
 def write(path: str | Path, samples: np.ndarray, rate: int) -> Path:
-    """Write a 16-bit WAV or FLAC, chosen by the file extension (WAV otherwise)."""
+    """Write a 16-bit WAV or FLAC, chosen by the file extension (``file_format``)."""
     path = Path(path)
-    fmt = "flac" if path.suffix.lower() == ".flac" else "wav"
+    fmt = file_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(encode_bytes(samples, rate, fmt))
     return path

@@ -10,6 +10,7 @@ protection keeps its nonces in bounded memory (``BoundedNonceStore``).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -31,10 +32,21 @@ class AuthFailure(CallerError):
         super().__init__(reason, status)
 
 
+def check_key_names(name: str, hotkey: str) -> None:
+    """Refuse wallet and hotkey names that are not one plain folder or file name: an
+    empty one puts keys straight into the wallets folder, ``../x`` outside it."""
+    for flag, value in (("--wallet", name), ("--hotkey", hotkey)):
+        if not value or "/" in value or os.sep in value or ".." in value:
+            raise CallerError(
+                f"{flag} {value!r} is not a usable name: it must be non-empty, without '/' or '..'"
+            )
+
+
 def load_wallet(name: str, hotkey: str = "default", path: str | None = None) -> bt.Wallet:
     """An existing wallet whose hotkey can sign; a clear error if it is missing."""
     from chorus.config import default_wallet_path
 
+    check_key_names(name, hotkey)
     wallet = bt.Wallet(name=name, hotkey=hotkey, path=path or default_wallet_path())
     try:
         wallet.hotkey  # noqa: B018 - loads the keyfile, raising if absent
@@ -52,6 +64,7 @@ def create_wallet(name: str, hotkey: str = "default", path: str | None = None) -
     An existing wallet is kept as it is, so running this twice is safe."""
     from chorus.config import default_wallet_path
 
+    check_key_names(name, hotkey)
     wallet = bt.Wallet(name=name, hotkey=hotkey, path=path or default_wallet_path())
     if not wallet.coldkeypub_file.exists_on_device():
         wallet.create_new_coldkey(use_password=False, suppress=True)

@@ -1,4 +1,4 @@
-"""The ``chorus`` command: wallet, chain, miner, validator, localnet, generate, evaluate.
+"""The ``chorus`` command: one subcommand per task (``chorus --help`` names them all).
 
 Every user mistake (a missing wallet, a bad file, an unknown backend) ends with a one-line
 message on stderr and exit code 2, never a traceback; ``chorus.errors`` decides which
@@ -277,20 +277,47 @@ def _show_epochs(epochs: list[Epoch], as_json: bool) -> None:
 # -- miner and validator ----------------------------------------------------------------
 
 
+def check_weights(service, backend: str, weights: str | None, flag: str) -> None:
+    """Refuses, before anything loads, a backend that loads a local model when no ``flag``
+    names one (chorus ships none), and a ``flag`` that the chosen backend would not take."""
+    if backend in service.weights_backends and not weights:
+        raise UsageError(
+            f"the {service.name} backend {backend!r} needs a local model: pass {flag} PATH"
+        )
+    if weights and backend not in service.weights_backends:
+        names = ", ".join(sorted(service.weights_backends))
+        raise UsageError(f"{flag} is for the {names} backend; {backend!r} takes no weights")
+
+
+def miner_backends(args) -> dict[str, str]:
+    """The miner's backend per service whose ``--NAME-backend`` is not "none", checked
+    before any loads."""
+    from chorus.services import NO_BACKEND, registry
+
+    chosen = {}
+    for name, service in registry().items():
+        choice = getattr(args, f"{name}_backend", None)
+        if choice and choice != NO_BACKEND:
+            check_weights(
+                service, choice, getattr(args, f"{name}_weights", None), f"--{name}-weights"
+            )
+            chosen[name] = choice
+    if not chosen:
+        raise UsageError("the miner has no backend to serve; pass --tts-backend piper")
+    return chosen
+
+
 def load_backends(args) -> dict:
     """The miner's backends, one per service whose ``--NAME-backend`` is not "none"."""
     from chorus.numba_cache import compile_lock
-    from chorus.services import NO_BACKEND, registry
+    from chorus.services import get
 
     backends: dict = {}
     with compile_lock():  # loading may compile numba kernels into the shared cache
-        for name, service in registry().items():
-            choice = getattr(args, f"{name}_backend", None)
-            if choice and choice != NO_BACKEND:
-                options = service.backend_options(args, backends)
-                backends[name] = service.load_backend(choice, **options)
-    if not backends:
-        raise UsageError("the miner has no backend to serve; pass --tts-backend piper")
+        for name, choice in miner_backends(args).items():
+            service = get(name)
+            options = service.backend_options(args, backends)
+            backends[name] = service.load_backend(choice, **options)
     return backends
 
 
@@ -310,6 +337,7 @@ def cmd_miner(args) -> int:
             require_validator_permit=not args.allow_non_validators,
         ),
     )
+    miner_backends(args)  # a backend without its weights is refused before the wallet
     check_port(args.host, args.port)
     wallet = _wallet(args)
     chain = _open_chain(args)
@@ -354,6 +382,8 @@ def cmd_validator(args) -> int:
         corpus=args.corpus,
         voices=args.voices,
     )
+    if args.rounds is not None and args.rounds < 1:
+        raise UsageError(f"--rounds must be at least 1, not {args.rounds}; omit it to run forever")
     if args.max_samples < 0:
         raise UsageError(f"--max-samples must be 0 (keep none) or more, not {args.max_samples}")
     if args.dashboard_port:
@@ -492,7 +522,10 @@ def cmd_generate(args) -> int:
     service = get(args.service)
     challenge = service.challenge_from_args(args)  # bad input is refused before any loading
     check_output_file(args.output, "--output")
-    backend = service.load_backend(args.backend)
+    audio.file_format(args.output, "--output")
+    weights = getattr(args, "weights", None)  # only services with weights_backends have it
+    check_weights(service, args.backend, weights, "--weights")
+    backend = service.load_backend(args.backend, **({"weights": weights} if weights else {}))
     samples, rate = service.generate(backend, challenge)
     path = audio.write(args.output, samples, rate)
     print(f"wrote {path} ({len(samples) / rate:.2f} s at {rate} Hz, {backend.model})")
@@ -518,7 +551,10 @@ def cmd_evaluate(args) -> int:
 
 def cmd_bench(args) -> int:
     from chorus.bench import main as bench
+    from chorus.load import FLOOD_REQUESTS
 
+    if args.flood is not None and not args.load:
+        raise UsageError("--flood needs --load N: it floods the miner the load bench starts")
     return bench(
         args.service,
         args.duration,
@@ -529,7 +565,7 @@ def cmd_bench(args) -> int:
         args.validator,
         args.voices,
         args.agreement,
-        args.flood,
+        FLOOD_REQUESTS if args.flood is None else args.flood,
         args.asr,
     )
 
@@ -558,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     services = registry()
     ms, vs, gs, ls = MinerSettings(), ValidatorSettings(), GatewaySettings(), LocalnetSettings()
-    parser = argparse.ArgumentParser(prog="chorus", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="chorus")
     parser.add_argument("--version", action="version", version=f"chorus {__version__}")
     parser.add_argument(
         "--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -708,6 +744,9 @@ def build_parser() -> argparse.ArgumentParser:
         g = gen.add_parser(name, help=service.title)
         service.add_arguments(g, "generate")
         g.add_argument("--backend", default=service.default_backend, choices=service.backends)
+        if service.weights_backends:
+            names = ", ".join(sorted(service.weights_backends))
+            g.add_argument("--weights", default=None, help=f"local model for the {names} backend")
         g.add_argument("-o", "--output", required=True, help="WAV or FLAC file to write")
         g.set_defaults(func=cmd_generate)
 
@@ -738,15 +777,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="N",
-        help="instead: N concurrent signed requests against a real miner process",
+        help="instead: N concurrent signed requests against a real miner process "
+        "(default 0: no load bench)",
     )
     p.add_argument(
         "--flood",
         type=int,
-        default=FLOOD_REQUESTS,
+        default=None,  # refused without --load; FLOOD_REQUESTS with it
         metavar="N",
         help="with --load: then N signed requests from an unregistered key, 32 at a time, "
-        "and a validator's latency during them (0: skip)",
+        f"and a validator's latency during them (default {FLOOD_REQUESTS}; 0: skip)",
     )
     p.add_argument(
         "--validator",
@@ -787,6 +827,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--output", default=None, help="also write the tables into this Markdown file")
     p.set_defaults(func=cmd_redteam)
+    # named from the parser itself, so a new subcommand is never missing from the list
+    parser.description = f"The chorus command: {', '.join(sub.choices)}."
     return parser
 
 

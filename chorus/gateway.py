@@ -158,12 +158,24 @@ def parse_key(line: str) -> ApiKey:
 
 
 def load_keys(path: str | Path | None = None, keys: list[str] | None = None) -> list[ApiKey]:
-    """Keys from a file (one ``ID:SECRET`` a line, ``#`` comments) and from flags."""
+    """Keys from a file (one ``ID:SECRET`` a line, ``#`` comments) and from flags. Ids
+    and secrets must be unique: usage and limits are kept per id, and a shared secret
+    would be counted against whichever id matched first."""
     lines = list(keys or [])
     if path is not None:
         text = Path(path).expanduser().read_text()
         lines += [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-    return [parse_key(line) for line in lines]
+    parsed = [parse_key(line) for line in lines]
+    owners: dict[bytes, str] = {}
+    for i, key in enumerate(parsed):
+        if key.id in (k.id for k in parsed[:i]):
+            raise CallerError(f"API key id {key.id!r} is given twice; give each key its own id")
+        if key.digest in owners:
+            raise CallerError(
+                f"API keys {owners[key.digest]!r} and {key.id!r} share a secret; give each its own"
+            )
+        owners[key.digest] = key.id
+    return parsed
 
 
 @dataclass

@@ -61,9 +61,13 @@ def request_from(model: type[RequestT], **values: object) -> RequestT:
 
 
 def not_blank(value: str) -> str:
-    """A field validator: text that is only whitespace says nothing."""
-    if not value.strip():
-        raise ValueError("must contain non-whitespace text")
+    """A field validator: text without a letter or digit (whitespace, "...", "?!", only
+    emoji) says nothing; a miner would answer it with silence, so it is the caller's
+    mistake, refused where the request is read."""
+    if not any(c.isalnum() for c in value):
+        raise ValueError(
+            "must contain a letter or digit: spaces, punctuation or emoji alone are no text"
+        )
     return value
 
 

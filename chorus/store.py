@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chorus.errors import CallerError
 from chorus.fingerprint import Fingerprint, Remembered
 from chorus.services import Result, registry
 
@@ -135,8 +136,11 @@ class ValidatorStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.samples_dir = Path(samples_dir) if samples_dir else self.path.parent / "samples"
         self.max_samples = max_samples
-        with self._tx() as db:
-            db.executescript(SCHEMA)
+        try:
+            with self._tx() as db:
+                db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:  # a file that is not SQLite: the caller's to fix
+            raise CallerError(f"cannot use {self.path} as a validator's state: {e}") from e
 
     @contextmanager
     def _tx(self):

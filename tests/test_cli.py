@@ -32,9 +32,15 @@ from tests.servers import Hole, ThreadServer, free_port, make_net
     ("args", "message"),
     [
         (["wallet", "show", "--wallet", "nobody"], "not found"),
+        # a wallet or hotkey name is one plain name: never the wallets folder or outside it
+        (["wallet", "create", "--wallet", ""], "--wallet '' is not a usable name"),
+        (["wallet", "create", "--wallet", "../evil"], "--wallet '../evil' is not a usable name"),
+        (["wallet", "create", "--hotkey", "a/b"], "--hotkey 'a/b' is not a usable name"),
+        (["wallet", "show", "--hotkey", ".."], "--hotkey '..' is not a usable name"),
         (["chain", "register", "--wallet", "nobody"], "chorus wallet create --wallet nobody"),
         (["evaluate", "tts", "missing.wav", "--text", "hello"], "no such file: missing.wav"),
         (["generate", "tts", "  ", "-o", "x.wav"], "the text is empty"),
+        (["generate", "tts", "?!", "-o", "x.wav"], "text: Value error, must contain a letter or"),
         (["generate", "music", "", "-o", "x.wav"], "the prompt is empty"),
         (
             ["generate", "music", "a waltz", "--duration", "500", "-o", "x.wav"],
@@ -62,13 +68,26 @@ from tests.servers import Hole, ThreadServer, free_port, make_net
         # is a folder)
         (["generate", "tts", "hello", "-o", "chorus"], "--output chorus is a folder, not a file"),
         (["generate", "tts", "hi", "-o", "README.md/x.wav"], "README.md is a file, not a folder"),
+        # chorus writes WAV or FLAC: another name would mislabel the file
+        (["generate", "tts", "Hello", "-o", "x.mp3"], "--output x.mp3 must end in .wav or .flac"),
+        (["generate", "music", "a waltz", "-o", "x"], "--output x must end in .wav or .flac"),
         (["bench", "--runs", "1", "--output", "chorus"], "--output chorus is a folder"),
         (["redteam", "--service", "tts", "--output", "chorus"], "--output chorus is a folder"),
         (["gateway", "--state", "chorus", "--api-keys", "chorus"], "Is a directory: chorus"),
         (["chain", "show", "--chain-path", "typo.db"], "chorus chain init --chain-path typo.db"),
+        (["chain", "show", "--chain-path", "README.md"], "README.md is unavailable: file is not a"),
         # settings are checked before any wallet, chain, model or server
         (["miner", "--workers", "0"], "--workers must be at least 1"),
         (["miner", "--max-queue", "-1"], "--max-queue must be at least 1"),
+        # a backend that loads a local model is refused without one (chorus ships none)
+        (["miner", "--clone-backend", "neural"], "'neural' needs a local model: pass --clone-"),
+        (["miner", "--music-backend", "musicgen"], "needs a local model: pass --music-weights"),
+        (["miner", "--clone-backend", "world", "--clone-weights", "w.pt"], "'world' takes no"),
+        (
+            ["generate", "music", "a waltz", "--backend", "musicgen", "-o", "x.wav"],
+            "'musicgen' needs a local model: pass --weights PATH",
+        ),
+        (["generate", "music", "a waltz", "--weights", "w", "-o", "x.wav"], "'symbolic' takes no"),
         (["validator", "--alpha", "5"], "--alpha must be at least 0 and below 1"),
         (["validator", "--batch-size", "0"], "--batch-size must be at least 1"),
         (["validator", "--max-samples", "-1"], "--max-samples must be 0 (keep none) or more"),
@@ -77,7 +96,15 @@ from tests.servers import Hole, ThreadServer, free_port, make_net
         (["localnet", "--alpha", "1"], "--alpha must be at least 0 and below 1"),
         (["gateway", "--state", ".", "--max-attempts", "0"], "--max-attempts must be at least 1"),
         (["gateway", "--state", ".", "--rate", "nan"], "rate above 0"),
+        (
+            ["gateway", "--state", ".", "--api-key", "al:secret-1", "--api-key", "al:secret-2"],
+            "API key id 'al' is given twice",
+        ),
+        (["validator", "--rounds", "0"], "--rounds must be at least 1, not 0; omit it to run"),
+        (["validator", "--rounds", "-1"], "--rounds must be at least 1, not -1"),
         (["bench", "--load", "-3"], "--load and --flood must be 0 or more"),
+        (["bench", "--flood", "5"], "--flood needs --load N"),
+        (["bench", "--load", "0", "--flood", "5"], "--flood needs --load N"),
         (["bench", "--runs", "0", "--load", "2"], "--runs must be at least 1"),
     ],
 )
@@ -103,6 +130,20 @@ def test_a_reference_a_miner_would_refuse_is_refused_before_any_model_loads(tmp_
         timeout=60,
     )
     assert r.returncode == 2 and "1.00 s long" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_generate_clone_with_the_neural_backend_asks_for_its_weights(tmp_path):
+    t = np.arange(4 * 16000) / 16000  # 4 s of noise that rises and falls like syllables
+    wave = 0.1 * np.random.default_rng(0).standard_normal(t.size)
+    audio.write(tmp_path / "ref.wav", wave * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)) ** 2, 16000)
+    args = ["generate", "clone", "hello", "--reference", str(tmp_path / "ref.wav")]
+    r = run_chorus(*args, "--backend", "neural", "-o", "c.wav", root=tmp_path, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "'neural' needs a local model: pass --weights PATH" in r.stderr
+    missing = str(tmp_path / "missing.pt")
+    r = run_chorus(*args, "--backend", "neural", "--weights", missing, "-o", "c.wav", root=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"no EnvelopeNet weights at {missing}" in r.stderr
 
 
 def test_a_port_in_use_is_refused_with_a_message(tmp_path):
@@ -162,6 +203,30 @@ def test_a_path_the_user_gave_that_cannot_be_used_exits_2_with_the_reason(tmp_pa
     r = run_chorus(*args, "--wallet", "validator", root=tmp_path)
     assert r.returncode == 2, r.stderr
     assert f"Not a directory: {a_file / 'log.jsonl'}" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_chain_or_state_file_that_is_not_sqlite_exits_2_with_the_reason(tmp_path):
+    net = make_net(tmp_path)
+    junk = tmp_path / "junk" / "state.sqlite"
+    junk.parent.mkdir()
+    junk.write_text("not a database, " * 100)
+    wallets = ["--wallet-path", str(tmp_path / "wallets"), "--wallet", "validator"]
+    chain = ["--chain-path", str(net.chain.path)]
+    state = ["--state", str(junk.parent)]
+    key = ["--api-key", "k1:secret-123", "--port", str(free_port())]
+    ValidatorStore(tmp_path / "good" / "state.sqlite")
+    for args in [
+        ["miner", *wallets, "--chain-path", str(junk)],
+        ["validator", *wallets, "--chain-path", str(junk), "--rounds", "1"],
+        ["dashboard", "--state", str(tmp_path / "good"), "--chain-path", str(junk)],
+        ["dashboard", *state, "--port", str(free_port())],
+        ["gateway", *wallets, *chain, *state, *key],
+        ["validator", *wallets, *chain, *state, "--rounds", "1"],
+    ]:
+        r = run_chorus(*args, root=tmp_path, timeout=60)
+        assert r.returncode == 2, (args, r.stderr)
+        assert "file is not a database" in r.stderr and "Traceback" not in r.stderr
+    assert junk.read_text() == "not a database, " * 100  # nothing written into it
 
 
 def test_only_errors_on_paths_the_user_gave_are_their_mistakes():
@@ -275,6 +340,16 @@ def test_operator_docs_list_every_flag(doc, command):
     sub = build_parser()._subparsers._group_actions[0].choices[command]
     flags = {o for a in sub._actions for o in a.option_strings if o.startswith("--")}
     assert flags - {"--help"} <= documented, sorted(flags - documented - {"--help"})
+
+
+def test_top_level_help_names_every_subcommand():
+    from chorus.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert all(
+        f" {name}," in parser.description or f" {name}." in parser.description for name in commands
+    )
 
 
 def test_miner_clone_backend_reuses_the_tts_voice():

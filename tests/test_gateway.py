@@ -19,6 +19,7 @@ from chorus import audio
 from chorus.auth import create_wallet
 from chorus.chain.local import LocalChain
 from chorus.cli import main
+from chorus.errors import CallerError
 from chorus.gateway import (
     Gateway,
     GatewaySettings,
@@ -185,6 +186,8 @@ def test_rate_limit_per_key(network, tmp_path):
     [
         ({"model": "tts-1", "voice": "alloy"}, "input"),
         ({"model": "tts-1", "input": "   ", "voice": "alloy"}, "text"),
+        ({"model": "tts-1", "input": "...", "voice": "alloy"}, "must contain a letter or digit"),
+        ({"model": "tts-1", "input": "\U0001f600", "voice": "alloy"}, "a letter or digit"),
         ({"model": "tts-1", "input": "Hi.", "voice": "alloy", "response_format": "ogg"}, "mp3"),
         ({"model": "tts-1", "input": "Hi.", "voice": "alloy", "speed": 5.0}, "speed"),
         ({"model": "tts-1", "input": "Hi.", "voice": "alloy", "stream": True}, "stream"),
@@ -210,6 +213,17 @@ def test_keys_file_and_hashing(tmp_path):
     assert all(b"sk-" not in k.digest for k in keys)
     with pytest.raises(ValueError, match="secret of API key .dave. has 5 characters; at least 8"):
         parse_key("dave:short")
+
+
+def test_duplicate_key_ids_and_shared_secrets_are_refused(tmp_path):
+    path = tmp_path / "keys.txt"
+    path.write_text("alice:longsecret2\n")
+    with pytest.raises(CallerError, match="API key id 'alice' is given twice"):
+        load_keys(path, ["alice:longsecret1"])
+    with pytest.raises(CallerError, match="API keys 'alice' and 'bob' share a secret"):
+        load_keys(keys=["alice:longsecret1", "bob:longsecret1"])
+    with pytest.raises(CallerError, match="share a secret"):  # a bare key is an id of its own
+        load_keys(keys=["alice:longsecret1", "longsecret1"])
 
 
 def test_official_openai_client_gets_real_speech(network, tmp_path, transcriber):

@@ -179,6 +179,14 @@ def test_invalid_requests_get_422_with_reason(miner, net, body, problem):
     assert problem in r.json()["error"]
 
 
+@pytest.mark.parametrize("text", ["...", "?!", "\U0001f600\U0001f3b5"])
+def test_text_with_nothing_to_speak_is_422_with_the_reason(miner, net, text):
+    """It would be answered with 0 s of audio, which a gateway reads as a failed miner."""
+    r = post(miner, net.validator, {"text": text})
+    assert r.status_code == 422, r.text
+    assert "must contain a letter or digit" in str(r.json()["detail"])
+
+
 def test_unknown_voice_is_422(miner, net):
     r = post(miner, net.validator, {"text": TEXT, "voice": "nobody"})
     assert r.status_code == 422 and "unknown voice" in r.json()["error"]

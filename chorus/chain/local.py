@@ -145,7 +145,9 @@ class LocalChain:
                 db.execute("PRAGMA journal_mode=WAL")
                 with db:
                     yield db
-        except sqlite3.OperationalError as e:
+        except sqlite3.IntegrityError:
+            raise  # a constraint our own code broke: a bug, not the file's fault
+        except sqlite3.DatabaseError as e:  # locked, unreadable, or not SQLite at all
             raise ChainError(f"local chain {self.path} is unavailable: {e}") from e
 
     # -- reading -----------------------------------------------------------------

@@ -228,6 +228,9 @@ class Service(Generic[RequestT, ChallengeT, ResultT]):
     request: ClassVar[type[BaseModel]]
     result: ClassVar[type[Result]]
     backends: ClassVar[dict[str, str]]  # name -> "module:Class", imported only when loaded
+    # Backends that load a model from a local path (their ``weights`` option): chorus
+    # ships none, so the CLI refuses them without `--NAME-weights` / `--weights`.
+    weights_backends: ClassVar[frozenset[str]] = frozenset()
     default_backend: ClassVar[str]  # what `chorus generate` and `chorus bench` use
     miner_backend: ClassVar[str] = NO_BACKEND  # what `chorus miner` serves unless told
     bench_seconds: ClassVar[float] = 30.0
@@ -260,10 +263,17 @@ class Service(Generic[RequestT, ChallengeT, ResultT]):
     def backend_options(self, args: argparse.Namespace, loaded: Mapping[str, Any]) -> dict:
         """Constructor options for the miner's backend from its flags and the backends
         loaded before it (a cloner may reuse the TTS model)."""
-        return {}
+        weights = getattr(args, f"{self.name}_weights", None)
+        return {"weights": weights} if weights else {}
 
     def add_miner_arguments(self, parser: argparse.ArgumentParser) -> None:
-        """Extra `chorus miner` flags of this service (``--NAME-backend`` is added for all)."""
+        """Extra `chorus miner` flags of this service (``--NAME-backend`` is added for all;
+        ``--NAME-weights`` here when some backend needs weights)."""
+        if self.weights_backends:
+            names = ", ".join(sorted(self.weights_backends))
+            parser.add_argument(
+                f"--{self.name}-weights", default=None, help=f"local model for the {names} backend"
+            )
 
     # -- validators
 

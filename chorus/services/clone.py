@@ -237,6 +237,7 @@ class CloneService(Service[CloneRequest, CloneChallenge, CloneResult]):
         "world": "chorus.generation.clone:WorldClone",
         "neural": "chorus.generation.neural_clone:NeuralClone",
     }
+    weights_backends = frozenset({"neural"})
     default_backend = "world"
     bench_seconds = 30.0
     columns = (

@@ -138,6 +138,7 @@ class MusicService(Service[MusicRequest, MusicChallenge, MusicResult]):
         "symbolic": "chorus.generation.music:SymbolicMusic",
         "musicgen": "chorus.generation.musicgen:MusicGen",
     }
+    weights_backends = frozenset({"musicgen"})
     default_backend = "symbolic"
     bench_seconds = 15.0
     columns = (Column("adherence", lambda r: r.adherence),)
