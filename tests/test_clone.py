@@ -235,10 +235,12 @@ def test_the_voice_without_words_beside_a_clone_does_not_pay(voice, tails):
     """The reference cut into 40 ms pieces, shuffled and put after a right clone at -15 dB:
     its voice, no words (too short a piece for the copy check). Judged on the whole answer
     it scored 100-129% of the clone alone on 5 red-team cases; Whisper places no word in
-    it, so the voice is judged near the words too."""
+    it, so the voice is judged near the words too. (Near them is a little of it, within
+    the words' margin: the similarity judged moved by -0.01 to +0.03 over runs, where the
+    whole answer's had risen by 0.07, a quarter of the speaker score's range.)"""
     honest, padded = tails[voice, TWO_SENTENCES], tails[voice, WORDLESS]
     assert honest.wordless_s <= MAX_WORDLESS_S < padded.wordless_s, (honest, padded)
-    assert padded.speaker_similarity <= honest.speaker_similarity + 0.02, (padded, honest)
+    assert padded.speaker_score <= honest.speaker_score + 0.15, (padded, honest)
     assert padded.score <= honest.score + 0.01, (padded, honest)
 
 
