@@ -166,10 +166,12 @@ def load_keys(path: str | Path | None = None, keys: list[str] | None = None) -> 
         text = Path(path).expanduser().read_text()
         lines += [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
     parsed = [parse_key(line) for line in lines]
+    ids: set[str] = set()
     owners: dict[bytes, str] = {}
-    for i, key in enumerate(parsed):
-        if key.id in (k.id for k in parsed[:i]):
+    for key in parsed:
+        if key.id in ids:
             raise CallerError(f"API key id {key.id!r} is given twice; give each key its own id")
+        ids.add(key.id)
         if key.digest in owners:
             raise CallerError(
                 f"API keys {owners[key.digest]!r} and {key.id!r} share a secret; give each its own"

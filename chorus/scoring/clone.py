@@ -260,7 +260,7 @@ class CloneEvaluator:
         # The speaker checks run beside Whisper, once the answer has passed the gates.
         checks = self._speaker_checks(samples, rate, challenge)
         base, found = self.tts.evaluate_beside(samples, rate, challenge.text, checks, words=True)
-        return self._result(base, self._near_words(samples, rate, challenge, base, found), start)
+        return self._result(base, self._near_words(challenge, base, found), start)
 
     def evaluate_round(
         self, items: Sequence[tuple[np.ndarray, int, CloneChallenge]]
@@ -275,38 +275,37 @@ class CloneEvaluator:
             words=True,
         )
         return [
-            self._result(base, self._near_words(*item, base, found), None)
-            for item, (base, found) in zip(items, scored, strict=True)
+            self._result(base, self._near_words(challenge, base, found), None)
+            for (_, _, challenge), (base, found) in zip(items, scored, strict=True)
         ]
 
     def _speaker_checks(
         self, samples: np.ndarray, rate: int, challenge: CloneChallenge
-    ) -> Callable[[], SpeakerChecks]:
+    ) -> Callable[[], tuple[SpeakerChecks, np.ndarray]]:
         """The whole answer's speaker checks, to run beside Whisper once it has passed the
-        gates (``_near_words`` may judge the voice again once Whisper has placed the
-        words)."""
+        gates, and the answer at 16 kHz they were made on (``_near_words`` may judge the
+        voice again once Whisper has placed the words)."""
 
-        def checks() -> SpeakerChecks:
+        def checks() -> tuple[SpeakerChecks, np.ndarray]:
             answer = resample(to_mono_float(samples), rate, SPEAKER_RATE)
             ref = _reference(challenge)
-            return self._measure(answer, ref, copied_fraction(answer, ref))
+            return self._measure(answer, ref, copied_fraction(answer, ref)), answer
 
         return checks
 
     def _near_words(
         self,
-        samples: np.ndarray,
-        rate: int,
         challenge: CloneChallenge,
         base: SpeechResult,
-        checks: SpeakerChecks | None,
+        found: tuple[SpeakerChecks, np.ndarray] | None,
     ) -> SpeakerChecks | None:
-        """``checks`` (None: gated), or, for an answer with more than ``MAX_WORDLESS_S`` of
-        audible audio away from its words, the speaker checks of the audio near them (the
-        copy check stays the whole answer's)."""
-        if checks is None or base.reason:
-            return checks
-        answer = resample(to_mono_float(samples), rate, SPEAKER_RATE)
+        """The whole answer's checks (None: gated), or, for an answer with more than
+        ``MAX_WORDLESS_S`` of audible audio away from its words, each measure at the worse
+        of those and the checks of the audio near the words (the copy check stays the
+        whole answer's)."""
+        if found is None or base.reason:
+            return None
+        checks, answer = found
         keep, away = near_words(answer, base.spoken_s or [])
         if away > MAX_WORDLESS_S:
             near = self._measure(answer[keep], _reference(challenge), checks.copied)
