@@ -144,3 +144,30 @@ def static_loop(honest: np.ndarray, rate: int, bpm: float, seconds: float) -> np
     fade = min(x.size, int(0.01 * rate))
     x[x.size - fade :] *= np.linspace(1, 0, fade, dtype=np.float32)
     return x
+
+
+def opening_then_filler(
+    honest: np.ndarray,
+    rate: int,
+    prompt: str | MusicPrompt,
+    seconds: float,
+    filler: str = "chord",
+    filler_db: float = -15.0,
+    opening_s: float = 3.0,
+) -> np.ndarray:
+    """The first ``opening_s`` of an honest piece (a fraction of the work), then filler to
+    the end, ``filler_db`` under the opening's level: the asked key's held chord
+    (``filler="chord"``) or the opening repeated (``"repeat"``). Measures that normalise
+    each beat's level hear the filler's notes, not that it barely plays."""
+    opening = np.asarray(honest[: int(opening_s * rate)], dtype=np.float64)
+    rest = int(seconds * rate) - opening.size
+    if filler == "chord":
+        chord = held_chord(prompt, rest / rate + 0.1)
+        tail = np.interp(np.arange(rest) * RATE / rate, np.arange(chord.size), chord)
+    else:
+        tail = np.tile(opening, rest // max(1, opening.size) + 1)[:rest]
+    level = float(np.sqrt(np.mean(opening**2))) / (float(np.sqrt(np.mean(tail**2))) or 1.0)
+    x = np.concatenate([opening, tail * level * 10 ** (filler_db / 20)])
+    fade = min(x.size, int(0.01 * rate))
+    x[x.size - fade :] *= np.linspace(1, 0, fade)
+    return x.astype(np.float32)

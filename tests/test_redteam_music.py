@@ -32,6 +32,8 @@ CHEATS = (
     "noise pulsed on the beat",
     "scale blips on the beat + drum kit",
     "scale walk, one held note a beat + drum kit",
+    "3 s of the piece, then a held chord 15 dB down",
+    "3 s of the piece, then it repeated 20 dB down",
 )
 FUNK = "An upbeat funk groove in E minor at 112 BPM with slap bass, electric piano and drums"
 # honest music unlike the red team's: no drums, solo instruments, pads, slow, short
@@ -124,6 +126,36 @@ def test_each_measure_catches_the_imitation_it_is_made_for(
         assert cheat.musicality <= 0.1 and cheat.score <= 0.1 * honest.score, cheat.to_json()
 
 
+def test_a_few_seconds_of_music_and_filler_after_it_do_not_pay(
+    evaluator: MusicEvaluator, composer: SymbolicMusic
+) -> None:
+    seconds = 12.0
+    challenge = MusicChallenge(FUNK, seconds)
+    music, rate = composer.compose(FUNK, seconds)
+    honest = evaluator.evaluate(music, rate, challenge)
+    assert honest.quality_parts["not_mostly_quiet"] == 1.0
+
+    def after_3_s(filler: str, db: float) -> MusicResult:
+        x = cheats.opening_then_filler(music, rate, FUNK, seconds, filler, db)
+        return evaluator.evaluate(x, rate, challenge)
+
+    # barely playing after the opening: a quiet stretch is quiet, whatever its notes
+    for filler in ("repeat", "chord"):
+        quiet = after_3_s(filler, -30.0)
+        assert quiet.quality_parts["playing_share"] < 0.5
+        assert quiet.reason == "not_mostly_quiet"
+        assert quiet.score == 0.0, quiet.to_json()
+    # audible, a held chord is judged as the half of the piece it fills: no change
+    chord = after_3_s("chord", -12.0)
+    assert chord.quality_parts["not_mostly_quiet"] == 1.0
+    assert chord.musicality_parts["change"] == 0.0 and chord.score == 0.0, chord.to_json()
+    # and 3 s tiled (5.6 beats: windows every quarter beat line up) is a loop at any level
+    for db in (0.0, -12.0):
+        tiled = after_3_s("repeat", db)
+        assert tiled.loop_distance < 0.1 < 0.15 < honest.loop_distance
+        assert tiled.score <= 0.3 * honest.score, tiled.to_json()
+
+
 @pytest.mark.parametrize("numpy_synth", [False, True])
 def test_music_of_other_styles_is_not_taken_for_an_imitation(
     evaluator: MusicEvaluator, numpy_synth: bool
@@ -135,6 +167,8 @@ def test_music_of_other_styles_is_not_taken_for_an_imitation(
         found[prompt] = evaluator.evaluate(samples, rate, MusicChallenge(prompt, seconds))
     worst = min(found.values(), key=lambda r: r.musicality)
     assert worst.musicality >= 0.8, worst.musicality_parts
+    # a solo guitar's last note dies away over 1.5 s of a 5 s piece: not a quiet stretch
+    assert all(r.quality_parts["not_mostly_quiet"] == 1.0 for r in found.values())
     assert np.mean([r.musicality for r in found.values()]) >= 0.95
 
 

@@ -1,7 +1,8 @@
 """Text-to-music scoring: is it music worth hearing, and is it the music that was asked for?
 
-``quality`` gates what no prompt can excuse (silence, noise, heavy clipping) and rewards a
-sensible loudness and a clear signal over its noise floor. ``adherence`` measures what the
+``quality`` gates what no prompt can excuse (silence, a piece that plays for a few seconds
+and is quiet after, noise, heavy clipping) and rewards a sensible loudness and a clear
+signal over its noise floor. ``adherence`` measures what the
 prompt asked for and a signal can show: tempo (onset autocorrelation with a harmonic comb,
 so the estimate is precise to a fraction of a BPM; a clean double or half counts), key and
 mode (Krumhansl–Schmuckler on a chroma summary), the duration, whether drums are
@@ -45,6 +46,9 @@ WEIGHTS = {"tempo_bpm": 0.35, "key": 0.35, "energy": 0.15}
 FAMILIES = ("drums", "bass", "melody")  # named instrument families the signal can show
 BASS_INSTRUMENTS = ("bass", "slap bass", "upright bass", "synth bass")
 TEMPO_TOLERANCE = 0.04  # ±4 % is full credit; credit falls to zero at three times that
+PLAYING_DB = 20.0  # a quarter second this far under the piece's loud level is not playing
+RING_OUT_S = 2.0  # quiet time that costs nothing: a last note dying away, a soft start
+PLAYING_SHARE = (0.5, 0.8)  # share of the piece that plays (past RING_OUT_S): x0, x1
 
 
 def _ramp(x: float, zero: float, one: float) -> float:
@@ -130,16 +134,22 @@ def key_match(tonic: int, mode: str, prompt: MusicPrompt) -> float | None:
 # Tempo and key say nothing about whether an answer is music: a click on every beat over a
 # tonic triad has both. What such a cheat lacks, and music of any style has, is measured
 # here from the signal, on a beat grid at the signal's own tempo (pitch content: a chroma of
-# the spectrum below 2.3 kHz, where chords and tunes have their fundamentals; timbre: MFCCs;
-# both averaged per beat):
+# the spectrum below 2.3 kHz, where chords and tunes have their fundamentals; timbre: MFCCs
+# without the level; both averaged per beat, or per beat-long window every quarter beat):
 #
 #   change       the sound changes from beat to beat: the RMS distance of a beat's pitch and
 #                timbre features from the piece's mean. A drone, a held chord, a click track
 #                or noise pulsed on the beat is the same every beat.
-#   not_loop     ...but never repeats exactly: the smallest mean distance between beats a
-#                lag apart (1 beat to half the piece; a diagonal of the self-similarity
-#                matrix), relative to the spread. One bar tiled scores ~0 at one bar's lag;
-#                real music, played or sequenced with any variation, stays well above.
+#   not_loop     ...but never repeats exactly: the smallest mean distance between beat-long
+#                windows a lag apart (a beat to half the piece, in quarter beats, so that a
+#                fragment of any length tiled lines up; a diagonal of the self-similarity
+#                matrix), relative to the spread. One bar tiled scores ~0 at one bar's lag,
+#                a 3 s fragment tiled 0.08 or less; real music, played or sequenced with
+#                any variation, stays above 0.18. Change and not_loop are also taken on
+#                each half of the piece (from 12 beats up), the worst counting: music and
+#                then more than half a piece of a held chord or of the music's copy (at
+#                any level: the features ignore it) must not pass. (Every half a beat
+#                apart, or every third, also costs honest blues a seventh to a third.)
 #   harmony      harmonic motion: the chroma of each bar against the next bar's (chords
 #                change). A drone, a held chord or a loop of one bar has none. Soft (x0.3 at
 #                worst): a one-chord vamp is still music.
@@ -181,6 +191,8 @@ _CHROMA_FB = librosa.filters.chroma(
 )[:, :HARMONIC_BINS]
 MELODY_FMIN, MELODY_PITCHES = "C4", 37  # the tune's range: C4-C7
 MELODY_HOP = 512
+HALF_BEATS = 6  # beats a half needs to be judged on its own
+SUBBEATS = 4  # beat-long windows start every quarter beat (change, not_loop)
 SUSTAIN_HZ = (60.0, 2300.0)  # where bass, chords and tunes sound (the 64-band mel scale)
 _MEL_HZ = librosa.mel_frequencies(n_mels=64 + 2, fmax=RATE / 2)[1:-1]
 _SUSTAIN_BANDS = (SUSTAIN_HZ[0] <= _MEL_HZ) & (SUSTAIN_HZ[1] > _MEL_HZ)
@@ -231,6 +243,49 @@ def _recurrence(features: np.ndarray, width: int) -> float | None:
     sim = windows.T @ windows
     near = np.abs(np.subtract.outer(np.arange(n), np.arange(n))) < width
     return float(np.median(np.where(near, -1.0, sim).max(axis=1)))
+
+
+def _loudest_class_one(chroma: np.ndarray) -> np.ndarray:
+    """Each column scaled so its loudest pitch class is 1 (near-silent columns stay low)."""
+    return chroma / (chroma.max(axis=0, keepdims=True) + 1e-3 * chroma.max() + 1e-9)
+
+
+def _beat_windows(chroma_frames: np.ndarray, mfcc: np.ndarray, beats: np.ndarray) -> np.ndarray:
+    """Pitch (chroma, its loudest class 1) and timbre (MFCCs without c0, the level: a
+    quieter copy of a stretch is still a copy) of beat-long windows, one every
+    1/``SUBBEATS`` beat, so that a loop whose length is no whole number of beats (a
+    3 s fragment tiled) lines up with itself at some lag."""
+    at = np.arange(0, beats.size - 1 + 1e-9, 1 / SUBBEATS)
+    grid = np.round(np.interp(at, np.arange(beats.size), beats)).astype(int)
+    per_chroma = CHROMA_HOP // HOP
+    cgrid = (grid // per_chroma).clip(0, chroma_frames.shape[1])
+    pitch = librosa.util.sync(chroma_frames, cgrid, aggregate=np.sum, pad=False)
+    timbre = librosa.util.sync(mfcc[1:], grid, aggregate=np.mean, pad=False)
+    n = min(pitch.shape[1], timbre.shape[1])
+    if n < SUBBEATS:
+        return np.zeros((pitch.shape[0] + timbre.shape[0], 0))
+    window = np.ones(SUBBEATS)
+    pitch = np.stack([np.convolve(row, window, "valid") for row in pitch[:, :n]])
+    timbre = np.stack([np.convolve(row, window / SUBBEATS, "valid") for row in timbre[:, :n]])
+    return np.vstack([3.0 * _loudest_class_one(pitch), timbre / 20.0])
+
+
+def _variation(feats: np.ndarray) -> tuple[float, float | None]:
+    """(spread, loop distance) of beat windows' features (rows: features, columns: windows
+    every 1/``SUBBEATS`` beat): the mean squared distance of a window from the mean, and
+    the smallest mean squared distance between windows a lag apart (one beat to half of
+    them) relative to twice the spread."""
+    spread = float(np.mean(np.sum((feats - feats.mean(axis=1, keepdims=True)) ** 2, axis=0)))
+    lags = range(SUBBEATS, feats.shape[1] // 2 + 1)
+    loop = min(
+        (
+            float(np.mean(np.sum((feats[:, :-k] - feats[:, k:]) ** 2, axis=0)))
+            / (2 * spread + 1e-3)
+            for k in lags
+        ),
+        default=None,
+    )
+    return spread, loop
 
 
 def _melody(x: np.ndarray) -> tuple[int, float]:
@@ -326,10 +381,7 @@ def musicality(
     chroma_frames = _CHROMA_FB @ long[:HARMONIC_BINS]
     cbeats = np.unique((beats // per_chroma).clip(0, chroma_frames.shape[1]))
     chroma = librosa.util.sync(chroma_frames, cbeats, aggregate=np.sum, pad=False)
-    timbre = librosa.util.sync(
-        librosa.feature.mfcc(S=mel_db, n_mfcc=13), beats, aggregate=np.mean, pad=False
-    )
-    n = min(chroma.shape[1], timbre.shape[1])
+    n = chroma.shape[1]
     pitches, rate = _melody(x)
     variety = _onset_variety(mel_db, onset)
     heard = {
@@ -345,21 +397,17 @@ def musicality(
         return Musicality(
             (0.5 + 0.5 * heard["melody"]) * (0.5 + 0.5 * heard["texture"]), heard, found
         )
-    chroma = chroma[:, :n] / (chroma[:, :n].max(axis=0, keepdims=True) + 1e-3 * chroma.max() + 1e-9)
-    timbre = timbre[:, :n]
+    chroma = _loudest_class_one(chroma)
 
-    # change and not_loop: distances between beats' pitch and timbre features
-    feats = np.vstack([3.0 * chroma, timbre / 20.0])
-    spread = float(np.mean(np.sum((feats - feats.mean(axis=1, keepdims=True)) ** 2, axis=0)))
-    lags = range(1, n // 2 + 1)
-    loop = min(
-        (
-            float(np.mean(np.sum((feats[:, :-k] - feats[:, k:]) ** 2, axis=0)))
-            / (2 * spread + 1e-3)
-            for k in lags
-        ),
-        default=None,
-    )
+    # change and not_loop: distances between beat-long windows' pitch and timbre features,
+    # over the whole piece and over each half (music and then more than half a piece of
+    # filler must not pass)
+    feats = _beat_windows(chroma_frames, librosa.feature.mfcc(S=mel_db, n_mfcc=13), beats)
+    m = feats.shape[1]
+    halves = (feats[:, : m // 2], feats[:, m // 2 :]) if m >= 2 * HALF_BEATS * SUBBEATS else ()
+    measured = [_variation(f) for f in (feats, *halves)]
+    spread = min(v for v, _ in measured)
+    loop = min((d for _, d in measured if d is not None), default=None)
     # harmony: bar-long chroma against the next bar's
     width = 4 if n >= 8 else max(1, n // 2)
     bars = _unit(np.stack([chroma[:, i : i + width].mean(axis=1) for i in range(n - width + 1)], 1))
@@ -463,7 +511,8 @@ class MusicEvaluator:
         qparts["snr"] = self._snr(mel)
         quality *= 0.5 + 0.5 * (qparts["loudness"] + qparts["snr"]) / 2
         gates = {**qparts, "duration": aparts.get("duration", 1.0), "musicality": heard.factor}
-        order = ("not_silent", "not_noise", "no_clipping", "duration", "musicality")
+        order = ("not_silent", "not_mostly_quiet", "not_noise", "no_clipping", "duration")
+        order += ("musicality",)
         reason = next((k for k in order if gates[k] < 0.5), None)
         return MusicResult(
             score=quality * adherence * heard.factor,
@@ -482,22 +531,31 @@ class MusicEvaluator:
 
     @staticmethod
     def _quality(raw: np.ndarray, x: np.ndarray) -> tuple[float, dict[str, float]]:
-        """Gates (silence, noise, clipping) multiply; loudness and SNR are added later."""
+        """Gates (silence, mostly quiet, noise, clipping) multiply; loudness and SNR are added
+        later."""
         rms_db = 20 * np.log10(float(np.sqrt(np.mean(x**2))) + 1e-9)
         clipped = float(np.mean(np.abs(raw) >= 0.99))
         frames = np.abs(librosa.stft(x, n_fft=1024, hop_length=1024)) ** 2 + 1e-12
         loud = frames.sum(axis=0) > 1e-6 * frames.sum(axis=0).max()
         flat = np.exp(np.log(frames).mean(axis=0)) / frames.mean(axis=0)
         flatness = float(np.median(flat[loud])) if loud.any() else 1.0
+        # a piece must play throughout: the other measures normalise level (a beat's pitch
+        # and timbre), so 3 s of music and a quiet remainder would be judged on its notes
+        level = 10 * np.log10(np.convolve(frames.sum(axis=0), np.ones(5) / 5, mode="same"))
+        quiet_s = float(np.sum(level < np.percentile(level, 90) - PLAYING_DB)) * 1024 / RATE
+        playing = 1.0 - max(0.0, quiet_s - RING_OUT_S) / (x.size / RATE)
         parts = {
             "not_silent": _ramp(rms_db, -60.0, -45.0),
+            "not_mostly_quiet": _ramp(playing, *PLAYING_SHARE),
             "not_noise": _ramp(flatness, 0.3, 0.1),
             "no_clipping": _ramp(np.log10(clipped + 1e-6), np.log10(0.02), np.log10(0.001)),
             "loudness": min(_ramp(rms_db, -40.0, -28.0), _ramp(rms_db, -3.0, -9.0)),
             "flatness": flatness,
             "rms_db": float(rms_db),
+            "playing_share": playing,
         }
-        gate = parts["not_silent"] * parts["not_noise"] * parts["no_clipping"]
+        gate = parts["not_silent"] * parts["not_mostly_quiet"] * parts["not_noise"]
+        gate *= parts["no_clipping"]
         return gate, parts
 
     @staticmethod

@@ -245,6 +245,14 @@ class MusicService(Service[MusicRequest, MusicChallenge, MusicResult]):
             bpm = parse_music_prompt(text(case)).bpm or 120.0
             return cheats.static_loop(samples, rate, bpm, seconds(case)), rate
 
+        def opening(filler: str, db: float):
+            def make(case: RedTeamCase) -> Audio:
+                samples, rate = case.honest
+                x = cheats.opening_then_filler(samples, rate, text(case), seconds(case), filler, db)
+                return x, rate
+
+            return make
+
         def other(case: RedTeamCase) -> Audio:
             return case.other.honest if case.other is not None else case.honest
 
@@ -292,6 +300,16 @@ class MusicService(Service[MusicRequest, MusicChallenge, MusicResult]):
                     cheats.scale_walk_kit(text(c), seconds(c), held=True, seed=seed(c)),
                     rate,
                 ),
+                max_share=0.3,
+            ),
+            Attack(
+                "3 s of the piece, then a held chord 15 dB down",
+                opening("chord", -15.0),
+                max_share=0.3,
+            ),
+            Attack(
+                "3 s of the piece, then it repeated 20 dB down",
+                opening("repeat", -20.0),
                 max_share=0.3,
             ),
             Attack("honest music for another prompt", other, max_share=0.5),
