@@ -42,6 +42,7 @@ from tests.servers import Hole, ThreadServer, free_port, make_net
         (["generate", "tts", "  ", "-o", "x.wav"], "the text is empty"),
         (["generate", "tts", "?!", "-o", "x.wav"], "text: Value error, must contain a letter or"),
         (["generate", "music", "", "-o", "x.wav"], "the prompt is empty"),
+        (["generate", "music", "...", "-o", "x.wav"], "the prompt must contain a letter"),
         (
             ["generate", "music", "a waltz", "--duration", "500", "-o", "x.wav"],
             "--duration 500 is out of range",

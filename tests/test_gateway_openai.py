@@ -20,6 +20,8 @@ import soundfile as sf
 from chorus import degrade
 from chorus.dashboard import create_dashboard_app
 from chorus.generation.music import SymbolicMusic
+from chorus.protocol import MAX_TEXT_CHARS, not_blank
+from chorus.services.tts import split_sentences
 from chorus.text import word_error_rate
 from tests.gateway_net import KEYS, GatewayNet, RecordingTTS, auth, gateway_net
 from tests.servers import ThreadServer
@@ -31,6 +33,26 @@ SENTENCES = (
     "A man in a grey coat read his newspaper.",
     "Then the bells rang and the doors opened.",
 )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Hello there, my friend. " + "!" * 20 + " And then some more words here.",
+        "!" * 18 + " " + "?" * 14 + " A real sentence comes after them.",
+        "x" * (MAX_TEXT_CHARS - 10) + " " + "!" * 30,  # cut at the limit: "!!!..." alone
+        "A sentence that is long enough. ... ?!",
+    ],
+)
+def test_the_gateway_never_asks_a_miner_for_punctuation_alone(text: str) -> None:
+    pieces = split_sentences(text)
+    assert pieces and all(len(p) <= MAX_TEXT_CHARS for p in pieces)
+    for piece in pieces:
+        not_blank(piece)  # what a miner holds each piece to (a 422 otherwise)
+    # nothing with a letter or digit in it is lost
+    assert [w for w in text.split() if w.isalnum()] == [
+        w for p in pieces for w in p.split() if w.isalnum()
+    ]
 
 
 @pytest.fixture(scope="module")

@@ -187,6 +187,10 @@ class MusicService(Service[MusicRequest, MusicChallenge, MusicResult]):
     def challenge_from_args(self, args: argparse.Namespace) -> MusicChallenge:
         if not args.prompt.strip():
             raise CallerError("the prompt is empty: describe the music to make")
+        try:
+            not_blank(args.prompt)
+        except ValueError as e:
+            raise CallerError(f"the prompt {e} (what a miner accepts)") from None
         if len(args.prompt) > MAX_MUSIC_PROMPT_CHARS:
             raise CallerError(
                 f"the prompt is {len(args.prompt)} characters long: at most "

@@ -132,9 +132,11 @@ def split_sentences(
     text: str, limit: int = MAX_TEXT_CHARS, min_chars: int = MIN_CHUNK_CHARS
 ) -> list[str]:
     """``text`` in pieces a miner can speak one at a time, in order: sentences (ended by
-    . ! ? or an ellipsis before a space), a piece shorter than ``min_chars`` joined to the
-    next, and a sentence over ``limit`` characters cut at its last comma or space within
-    the limit (or, with neither, at the limit)."""
+    . ! ? or an ellipsis before a space), a piece shorter than ``min_chars`` or without a
+    letter or digit ("...", "?!": a miner refuses it alone) joined to the next, and a
+    sentence over ``limit`` characters cut at its last comma or space within the limit
+    (or, with neither, at the limit). Punctuation left over with no room beside a
+    sentence is dropped: it is not spoken."""
     sentences, start = [], 0
     for m in _SENTENCE_END.finditer(text):
         sentences.append(text[start : m.end()].strip())
@@ -145,7 +147,7 @@ def split_sentences(
     for sentence in filter(None, sentences):
         sentence = f"{carry} {sentence}" if carry else sentence
         carry = ""
-        if len(sentence) < min_chars:
+        if len(sentence) < min_chars or not _has_text(sentence):
             carry = sentence
             continue
         while len(sentence) > limit:
@@ -160,7 +162,11 @@ def split_sentences(
             pieces[-1] = f"{pieces[-1]} {carry}"
         else:
             pieces.append(carry)
-    return pieces
+    return [p for p in pieces if _has_text(p)] or pieces
+
+
+def _has_text(piece: str) -> bool:
+    return any(c.isalnum() for c in piece)
 
 
 class VoiceId(BaseModel):
