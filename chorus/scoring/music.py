@@ -2,8 +2,8 @@
 
 ``quality`` gates what no prompt can excuse (silence, a piece that plays for a few seconds
 and is quiet after, noise, heavy clipping) and rewards a sensible loudness and a clear
-signal over its noise floor. ``adherence`` measures what the
-prompt asked for and a signal can show: tempo (onset autocorrelation with a harmonic comb,
+signal over its noise floor. ``adherence`` measures what the prompt asked for and a signal
+can show: tempo (onset autocorrelation with a harmonic comb,
 so the estimate is precise to a fraction of a BPM; a clean double or half counts), key and
 mode (Krumhansl–Schmuckler on a chroma summary), the duration, whether drums are
 present when asked for or refused, whether a bass line is there when one was named, and
@@ -148,8 +148,8 @@ def key_match(tonic: int, mode: str, prompt: MusicPrompt) -> float | None:
 #                any variation, stays above 0.18. Change and not_loop are also taken on
 #                each half of the piece (from 12 beats up), the worst counting: music and
 #                then more than half a piece of a held chord or of the music's copy (at
-#                any level: the features ignore it) must not pass. (Every half a beat
-#                apart, or every third, also costs honest blues a seventh to a third.)
+#                any level: the features ignore it) must not pass. (Halves starting at
+#                every beat, or thirds, would cost honest blues a seventh to a third.)
 #   harmony      harmonic motion: the chroma of each bar against the next bar's (chords
 #                change). A drone, a held chord or a loop of one bar has none. Soft (x0.3 at
 #                worst): a one-chord vamp is still music.
@@ -511,8 +511,9 @@ class MusicEvaluator:
         qparts["snr"] = self._snr(mel)
         quality *= 0.5 + 0.5 * (qparts["loudness"] + qparts["snr"]) / 2
         gates = {**qparts, "duration": aparts.get("duration", 1.0), "musicality": heard.factor}
-        order = ("not_silent", "not_mostly_quiet", "not_noise", "no_clipping", "duration")
-        order += ("musicality",)
+        order = (
+            "not_silent", "not_mostly_quiet", "not_noise", "no_clipping", "duration", "musicality"
+        )  # fmt: skip
         reason = next((k for k in order if gates[k] < 0.5), None)
         return MusicResult(
             score=quality * adherence * heard.factor,
@@ -535,14 +536,15 @@ class MusicEvaluator:
         later."""
         rms_db = 20 * np.log10(float(np.sqrt(np.mean(x**2))) + 1e-9)
         clipped = float(np.mean(np.abs(raw) >= 0.99))
-        frames = np.abs(librosa.stft(x, n_fft=1024, hop_length=1024)) ** 2 + 1e-12
+        hop = 1024
+        frames = np.abs(librosa.stft(x, n_fft=hop, hop_length=hop)) ** 2 + 1e-12
         loud = frames.sum(axis=0) > 1e-6 * frames.sum(axis=0).max()
         flat = np.exp(np.log(frames).mean(axis=0)) / frames.mean(axis=0)
         flatness = float(np.median(flat[loud])) if loud.any() else 1.0
         # a piece must play throughout: the other measures normalise level (a beat's pitch
         # and timbre), so 3 s of music and a quiet remainder would be judged on its notes
         level = 10 * np.log10(np.convolve(frames.sum(axis=0), np.ones(5) / 5, mode="same"))
-        quiet_s = float(np.sum(level < np.percentile(level, 90) - PLAYING_DB)) * 1024 / RATE
+        quiet_s = float(np.sum(level < np.percentile(level, 90) - PLAYING_DB)) * hop / RATE
         playing = 1.0 - max(0.0, quiet_s - RING_OUT_S) / (x.size / RATE)
         parts = {
             "not_silent": _ramp(rms_db, -60.0, -45.0),
