@@ -146,28 +146,31 @@ def static_loop(honest: np.ndarray, rate: int, bpm: float, seconds: float) -> np
     return x
 
 
-def opening_then_filler(
+def fragment_in_filler(
     honest: np.ndarray,
     rate: int,
     prompt: str | MusicPrompt,
     seconds: float,
     filler: str = "chord",
     filler_db: float = -15.0,
-    opening_s: float = 3.0,
+    fragment_s: float = 3.0,
+    at_s: float = 0.0,
 ) -> np.ndarray:
-    """The first ``opening_s`` of an honest piece (a fraction of the work), then filler to
-    the end, ``filler_db`` under the opening's level: the asked key's held chord
-    (``filler="chord"``) or the opening repeated (``"repeat"``). Measures that normalise
-    each beat's level hear the filler's notes, not that it barely plays."""
-    opening = np.asarray(honest[: int(opening_s * rate)], dtype=np.float64)
-    rest = int(seconds * rate) - opening.size
+    """The first ``fragment_s`` of an honest piece (a fraction of the work) at ``at_s``,
+    and filler everywhere else, ``filler_db`` under the fragment's level: the asked key's
+    held chord (``filler="chord"``) or the fragment repeated (``"repeat"``). Measures that
+    normalise each beat's level hear the filler's notes, not that it barely plays."""
+    fragment = np.asarray(honest[: int(fragment_s * rate)], dtype=np.float64)
+    total = int(seconds * rate)
     if filler == "chord":
-        chord = held_chord(prompt, rest / rate + 0.1)
-        tail = np.interp(np.arange(rest) * RATE / rate, np.arange(chord.size), chord)
+        chord = held_chord(prompt, seconds + 0.1)
+        tail = np.interp(np.arange(total) * RATE / rate, np.arange(chord.size), chord)
     else:
-        tail = np.tile(opening, rest // max(1, opening.size) + 1)[:rest]
-    level = float(np.sqrt(np.mean(opening**2))) / (float(np.sqrt(np.mean(tail**2))) or 1.0)
-    x = np.concatenate([opening, tail * level * 10 ** (filler_db / 20)])
+        tail = np.tile(fragment, total // max(1, fragment.size) + 1)[:total]
+    level = float(np.sqrt(np.mean(fragment**2))) / (float(np.sqrt(np.mean(tail**2))) or 1.0)
+    x = tail * level * 10 ** (filler_db / 20)
+    start = min(int(at_s * rate), total - fragment.size)
+    x[start : start + fragment.size] = fragment
     fade = min(x.size, int(0.01 * rate))
     x[x.size - fade :] *= np.linspace(1, 0, fade)
     return x.astype(np.float32)

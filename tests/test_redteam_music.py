@@ -34,6 +34,7 @@ CHEATS = (
     "scale walk, one held note a beat + drum kit",
     "3 s of the piece, then a held chord 15 dB down",
     "3 s of the piece, then it repeated 20 dB down",
+    "3 s of the piece amid a held chord 19 dB down",
 )
 FUNK = "An upbeat funk groove in E minor at 112 BPM with slap bass, electric piano and drums"
 # honest music unlike the red team's: no drums, solo instruments, pads, slow, short
@@ -135,8 +136,8 @@ def test_a_few_seconds_of_music_and_filler_after_it_do_not_pay(
     honest = evaluator.evaluate(music, rate, challenge)
     assert honest.quality_parts["not_mostly_quiet"] == 1.0
 
-    def after_3_s(filler: str, db: float) -> MusicResult:
-        x = cheats.opening_then_filler(music, rate, FUNK, seconds, filler, db)
+    def after_3_s(filler: str, db: float, at_s: float = 0.0) -> MusicResult:
+        x = cheats.fragment_in_filler(music, rate, FUNK, seconds, filler, db, at_s=at_s)
         return evaluator.evaluate(x, rate, challenge)
 
     # barely playing after the opening: a quiet stretch is quiet, whatever its notes
@@ -149,6 +150,11 @@ def test_a_few_seconds_of_music_and_filler_after_it_do_not_pay(
     chord = after_3_s("chord", -12.0)
     assert chord.quality_parts["not_mostly_quiet"] == 1.0
     assert chord.musicality_parts["change"] == 0.0 and chord.score == 0.0, chord.to_json()
+    # in the middle, each half holds music, but most beats are the same as the next
+    amid = after_3_s("chord", -19.0, at_s=4.5)
+    assert amid.quality_parts["not_mostly_quiet"] == 1.0
+    assert amid.static_share > 0.45 > 0.15 > honest.static_share
+    assert amid.musicality_parts["not_static"] == 0.0 and amid.score == 0.0, amid.to_json()
     # and 3 s tiled (5.6 beats: windows every quarter beat line up) is a loop at any level
     for db in (0.0, -12.0):
         tiled = after_3_s("repeat", db)
@@ -180,10 +186,11 @@ def test_results_carry_the_musicality_measurements(
     assert result.score == pytest.approx(result.quality * result.adherence * result.musicality)
     again = MusicResult.from_json(result.to_json())
     assert set(again.musicality_parts) >= {
-        "change", "not_loop", "harmony", "sustain", "melody", "texture", "organization"
+        "change", "not_loop", "not_static", "harmony", "sustain", "melody", "texture",
+        "organization",
     }  # fmt: skip
-    for name in ("beat_variation", "loop_distance", "harmonic_change", "melody_pitches",
-                 "melody_rate", "onset_variety", "organization", "sustain_db",
-                 "high_share"):  # fmt: skip
+    for name in ("beat_variation", "loop_distance", "static_share", "harmonic_change",
+                 "melody_pitches", "melody_rate", "onset_variety", "organization",
+                 "sustain_db", "high_share"):  # fmt: skip
         assert getattr(again, name) is not None, name
     assert again.adherence_parts["instruments"] > 0.9

@@ -150,6 +150,11 @@ def key_match(tonic: int, mode: str, prompt: MusicPrompt) -> float | None:
 #                then more than half a piece of a held chord or of the music's copy (at
 #                any level: the features ignore it) must not pass. (Halves starting at
 #                every beat, or thirds, would cost honest blues a seventh to a third.)
+#   not_static   ...and keeps moving everywhere: the share of beat windows that differ
+#                from the window a beat later by under ``STATIC_STEP`` (a held chord or a
+#                pad held through its bar sits at 0.4; music moves on every beat). Music of
+#                every style we tried has at most 0.17 (an ambient pad); 3 s of music in a
+#                held chord or a pad progression 0.3-0.66, wherever the music is put.
 #   harmony      harmonic motion: the chroma of each bar against the next bar's (chords
 #                change). A drone, a held chord or a loop of one bar has none. Soft (x0.3 at
 #                worst): a one-chord vamp is still music.
@@ -178,8 +183,9 @@ def key_match(tonic: int, mode: str, prompt: MusicPrompt) -> float | None:
 #                the room): -15 dB or more. A pitched metronome -- a blip per beat, even over
 #                a drum kit -- dies within the beat: -22.7 dB or less.
 #
-# factor = change x not_loop x sustain x ramp(organization, 0.2, 0.5) x (0.3 + 0.7 harmony)
-# x (0.5 + 0.5 melody) x (0.5 + 0.5 texture). Each ramp runs from where the cheats sit to below
+# factor = change x not_loop x not_static x sustain x ramp(organization, 0.2, 0.5)
+# x (0.3 + 0.7 harmony) x (0.5 + 0.5 melody) x (0.5 + 0.5 texture). Each ramp runs from
+# where the cheats sit to below
 # where real music sits, so an honest piece of any style earns about 1. They are general
 # properties of (mostly Western tonal and popular) music, not of chorus's own composer; a
 # miner who makes its answer vary, not loop, hold chords and repeat a groove is making music.
@@ -192,7 +198,9 @@ _CHROMA_FB = librosa.filters.chroma(
 MELODY_FMIN, MELODY_PITCHES = "C4", 37  # the tune's range: C4-C7
 MELODY_HOP = 512
 HALF_BEATS = 6  # beats a half needs to be judged on its own
-SUBBEATS = 4  # beat-long windows start every quarter beat (change, not_loop)
+SUBBEATS = 4  # beat-long windows start every quarter beat (change, not_loop, not_static)
+STATIC_STEP = 0.7  # a window nearer than this to the next beat's is static (a held chord: 0.4)
+STATIC_SHARE = (0.45, 0.15)  # share of static windows: x0, x1 (music: 0.17 at most)
 SUSTAIN_HZ = (60.0, 2300.0)  # where bass, chords and tunes sound (the 64-band mel scale)
 _MEL_HZ = librosa.mel_frequencies(n_mels=64 + 2, fmax=RATE / 2)[1:-1]
 _SUSTAIN_BANDS = (SUSTAIN_HZ[0] <= _MEL_HZ) & (SUSTAIN_HZ[1] > _MEL_HZ)
@@ -408,6 +416,9 @@ def musicality(
     measured = [_variation(f) for f in (feats, *halves)]
     spread = min(v for v, _ in measured)
     loop = min((d for _, d in measured if d is not None), default=None)
+    # not_static: the share of beat windows (wherever they are) much like the next beat's
+    step = np.sqrt(np.sum((feats[:, :-SUBBEATS] - feats[:, SUBBEATS:]) ** 2, axis=0))
+    static = float(np.mean(step < STATIC_STEP)) if step.size else None
     # harmony: bar-long chroma against the next bar's
     width = 4 if n >= 8 else max(1, n // 2)
     bars = _unit(np.stack([chroma[:, i : i + width].mean(axis=1) for i in range(n - width + 1)], 1))
@@ -440,6 +451,7 @@ def musicality(
         "not_loop": judged(loop, 0.03, 0.15),
         "harmony": judged(change_h, 0.002, 0.012),
         "sustain": judged(sustain, *SUSTAIN_DB),
+        "not_static": judged(static, *STATIC_SHARE),
         **heard,
         "organization": organization,
         **signs,
@@ -448,6 +460,7 @@ def musicality(
         parts["change"]
         * parts["not_loop"]
         * parts["sustain"]
+        * parts["not_static"]
         * _ramp(organization, 0.2, 0.5)
         * (0.3 + 0.7 * parts["harmony"])
         * (0.5 + 0.5 * parts["melody"])
@@ -458,6 +471,7 @@ def musicality(
         "loop_distance": None if loop is None else round(loop, 3),
         "harmonic_change": None if change_h is None else round(change_h, 4),
         "sustain_db": None if sustain is None else round(sustain, 1),
+        "static_share": None if static is None else round(static, 3),
         "organization": round(organization, 3),
         "persistence": None if persist is None else round(persist, 3),
         "groove": None if groove is None else round(groove, 3),

@@ -92,6 +92,7 @@ class MusicResult(Result):
     loop_distance: float | None = None
     harmonic_change: float | None = None
     sustain_db: float | None = None
+    static_share: float | None = None
     melody_pitches: int | None = None
     melody_rate: float | None = None
     onset_variety: float | None = None
@@ -249,10 +250,13 @@ class MusicService(Service[MusicRequest, MusicChallenge, MusicResult]):
             bpm = parse_music_prompt(text(case)).bpm or 120.0
             return cheats.static_loop(samples, rate, bpm, seconds(case)), rate
 
-        def opening(filler: str, db: float):
+        def fragment(filler: str, db: float, middle: bool = False):
             def make(case: RedTeamCase) -> Audio:
                 samples, rate = case.honest
-                x = cheats.opening_then_filler(samples, rate, text(case), seconds(case), filler, db)
+                at = (seconds(case) - 3.0) / 2 if middle else 0.0
+                x = cheats.fragment_in_filler(
+                    samples, rate, text(case), seconds(case), filler, db, at_s=at
+                )
                 return x, rate
 
             return make
@@ -308,12 +312,17 @@ class MusicService(Service[MusicRequest, MusicChallenge, MusicResult]):
             ),
             Attack(
                 "3 s of the piece, then a held chord 15 dB down",
-                opening("chord", -15.0),
+                fragment("chord", -15.0),
                 max_share=0.3,
             ),
             Attack(
                 "3 s of the piece, then it repeated 20 dB down",
-                opening("repeat", -20.0),
+                fragment("repeat", -20.0),
+                max_share=0.3,
+            ),
+            Attack(
+                "3 s of the piece amid a held chord 19 dB down",
+                fragment("chord", -19.0, middle=True),
                 max_share=0.3,
             ),
             Attack("honest music for another prompt", other, max_share=0.5),
