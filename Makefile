@@ -52,7 +52,7 @@ demo: install
 test: install
 	$(VENV)/bin/ruff check chorus tests
 	$(VENV)/bin/mypy --ignore-missing-imports --follow-imports=silent $(TYPED)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=12 tests  # the slowest, to keep the suite near 15 minutes
 
 lint: install
 	$(VENV)/bin/ruff check chorus tests
