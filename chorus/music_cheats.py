@@ -4,11 +4,13 @@ Every cheat reads only what the prompt states (its BPM and key, through
 `parse_music_prompt`) or reuses honest audio, as a lazy miner would. They exist so that the
 red team (``chorus redteam --service music``) and the tests can show that the music score
 pays for music, not for a click track in the right tempo over a chord in the right key.
-Each returns mono float32 audio at ``RATE``, except `static_loop`, which keeps the rate of
-the audio it loops.
+Each returns mono float32 audio at ``RATE``, except `static_loop` and `fragment_in_filler`,
+which keep the rate of the honest audio they reuse.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 
@@ -151,7 +153,7 @@ def fragment_in_filler(
     rate: int,
     prompt: str | MusicPrompt,
     seconds: float,
-    filler: str = "chord",
+    filler: Literal["chord", "repeat"] = "chord",
     filler_db: float = -15.0,
     fragment_s: float = 3.0,
     at_s: float = 0.0,
@@ -160,6 +162,10 @@ def fragment_in_filler(
     and filler everywhere else, ``filler_db`` under the fragment's level: the asked key's
     held chord (``filler="chord"``) or the fragment repeated (``"repeat"``). Measures that
     normalise each beat's level hear the filler's notes, not that it barely plays."""
+    if filler not in ("chord", "repeat"):
+        raise ValueError(f"filler must be 'chord' or 'repeat', not {filler!r}")
+    if not 0 < fragment_s <= seconds or not 0 <= at_s <= seconds - fragment_s:
+        raise ValueError(f"a {fragment_s:g} s fragment at {at_s:g} s does not fit {seconds:g} s")
     fragment = np.asarray(honest[: int(fragment_s * rate)], dtype=np.float64)
     total = int(seconds * rate)
     if filler == "chord":

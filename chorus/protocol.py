@@ -60,11 +60,17 @@ def request_from(model: type[RequestT], **values: object) -> RequestT:
         raise CallerError(f"{problems} (what a miner accepts)") from None
 
 
+def has_text(value: str) -> bool:
+    """Whether ``value`` holds a letter or digit: whitespace, "...", "?!" or emoji alone
+    say nothing a voice could speak."""
+    return any(c.isalnum() for c in value)
+
+
 def not_blank(value: str) -> str:
-    """A field validator: text without a letter or digit (whitespace, "...", "?!", only
-    emoji) says nothing; a miner would answer it with silence, so it is the caller's
-    mistake, refused where the request is read."""
-    if not any(c.isalnum() for c in value):
+    """A field validator: text without a letter or digit (`has_text`) says nothing; a miner
+    would answer it with silence, so it is the caller's mistake, refused where the request
+    is read."""
+    if not has_text(value):
         raise ValueError(
             "must contain a letter or digit: spaces, punctuation or emoji alone are no text"
         )

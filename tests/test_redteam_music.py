@@ -18,7 +18,7 @@ import pytest
 from chorus import music_cheats as cheats
 from chorus import redteam
 from chorus.generation.music import SymbolicMusic
-from chorus.scoring.music import MusicEvaluator
+from chorus.scoring.music import STATIC_SHARE, MusicEvaluator
 from chorus.scoring.runtime import ScoringRuntime
 from chorus.services import get
 from chorus.services.music import MusicChallenge, MusicResult
@@ -151,10 +151,14 @@ def test_a_few_seconds_of_music_and_filler_after_it_do_not_pay(
     assert chord.quality_parts["not_mostly_quiet"] == 1.0
     assert chord.musicality_parts["change"] == 0.0 and chord.score == 0.0, chord.to_json()
     # in the middle, each half holds music, but most beats are the same as the next
-    amid = after_3_s("chord", -19.0, at_s=4.5)
+    amid = after_3_s("chord", -12.0, at_s=4.5)
     assert amid.quality_parts["not_mostly_quiet"] == 1.0
-    assert amid.static_share > 0.45 > 0.15 > honest.static_share
+    zero, one = STATIC_SHARE
+    assert amid.static_share > zero and honest.static_share < one
     assert amid.musicality_parts["not_static"] == 0.0 and amid.score == 0.0, amid.to_json()
+    # a fragment too long for the piece is a mistake, said as such
+    with pytest.raises(ValueError, match="does not fit"):
+        cheats.fragment_in_filler(music, rate, FUNK, 2.0, "chord", -12.0)
     # and 3 s tiled (5.6 beats: windows every quarter beat line up) is a loop at any level
     for db in (0.0, -12.0):
         tiled = after_3_s("repeat", db)

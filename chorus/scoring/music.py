@@ -46,7 +46,7 @@ WEIGHTS = {"tempo_bpm": 0.35, "key": 0.35, "energy": 0.15}
 FAMILIES = ("drums", "bass", "melody")  # named instrument families the signal can show
 BASS_INSTRUMENTS = ("bass", "slap bass", "upright bass", "synth bass")
 TEMPO_TOLERANCE = 0.04  # ±4 % is full credit; credit falls to zero at three times that
-PLAYING_DB = 20.0  # a quarter second this far under the piece's loud level is not playing
+PLAYING_DB = 20.0  # a quarter second this far under the loudest (99th percentile) is quiet
 RING_OUT_S = 2.0  # quiet time that costs nothing: a last note dying away, a soft start
 PLAYING_SHARE = (0.5, 0.8)  # share of the piece that plays (past RING_OUT_S): x0, x1
 
@@ -154,7 +154,8 @@ def key_match(tonic: int, mode: str, prompt: MusicPrompt) -> float | None:
 #                from the window a beat later by under ``STATIC_STEP`` (a held chord or a
 #                pad held through its bar sits at 0.4; music moves on every beat). Music of
 #                every style we tried has at most 0.17 (an ambient pad); 3 s of music in a
-#                held chord or a pad progression 0.3-0.66, wherever the music is put.
+#                held chord or a pad progression 0.3-0.66 (two copies of it, apart,
+#                0.2-0.33: windows that straddle music and filler move).
 #   harmony      harmonic motion: the chroma of each bar against the next bar's (chords
 #                change). A drone, a held chord or a loop of one bar has none. Soft (x0.3 at
 #                worst): a one-chord vamp is still music.
@@ -199,8 +200,8 @@ MELODY_FMIN, MELODY_PITCHES = "C4", 37  # the tune's range: C4-C7
 MELODY_HOP = 512
 HALF_BEATS = 6  # beats a half needs to be judged on its own
 SUBBEATS = 4  # beat-long windows start every quarter beat (change, not_loop, not_static)
-STATIC_STEP = 0.7  # a window nearer than this to the next beat's is static (a held chord: 0.4)
-STATIC_SHARE = (0.45, 0.15)  # share of static windows: x0, x1 (music: 0.17 at most)
+STATIC_STEP = 0.7  # a window this near the next beat's is static (a held chord's: 0.4 away)
+STATIC_SHARE = (0.45, 0.15)  # share of static windows: x0, x1 (music's share: 0.17 at most)
 SUSTAIN_HZ = (60.0, 2300.0)  # where bass, chords and tunes sound (the 64-band mel scale)
 _MEL_HZ = librosa.mel_frequencies(n_mels=64 + 2, fmax=RATE / 2)[1:-1]
 _SUSTAIN_BANDS = (SUSTAIN_HZ[0] <= _MEL_HZ) & (SUSTAIN_HZ[1] > _MEL_HZ)
@@ -262,7 +263,8 @@ def _beat_windows(chroma_frames: np.ndarray, mfcc: np.ndarray, beats: np.ndarray
     """Pitch (chroma, its loudest class 1) and timbre (MFCCs without c0, the level: a
     quieter copy of a stretch is still a copy) of beat-long windows, one every
     1/``SUBBEATS`` beat, so that a loop whose length is no whole number of beats (a
-    3 s fragment tiled) lines up with itself at some lag."""
+    3 s fragment tiled) lines up with itself at some lag. ``beats`` spans two beats or
+    more (`musicality` judges shorter pieces without these)."""
     at = np.arange(0, beats.size - 1 + 1e-9, 1 / SUBBEATS)
     grid = np.round(np.interp(at, np.arange(beats.size), beats)).astype(int)
     per_chroma = CHROMA_HOP // HOP
@@ -270,8 +272,6 @@ def _beat_windows(chroma_frames: np.ndarray, mfcc: np.ndarray, beats: np.ndarray
     pitch = librosa.util.sync(chroma_frames, cgrid, aggregate=np.sum, pad=False)
     timbre = librosa.util.sync(mfcc[1:], grid, aggregate=np.mean, pad=False)
     n = min(pitch.shape[1], timbre.shape[1])
-    if n < SUBBEATS:
-        return np.zeros((pitch.shape[0] + timbre.shape[0], 0))
     window = np.ones(SUBBEATS)
     pitch = np.stack([np.convolve(row, window, "valid") for row in pitch[:, :n]])
     timbre = np.stack([np.convolve(row, window / SUBBEATS, "valid") for row in timbre[:, :n]])
@@ -558,7 +558,7 @@ class MusicEvaluator:
         # a piece must play throughout: the other measures normalise level (a beat's pitch
         # and timbre), so 3 s of music and a quiet remainder would be judged on its notes
         level = 10 * np.log10(np.convolve(frames.sum(axis=0), np.ones(5) / 5, mode="same"))
-        quiet_s = float(np.sum(level < np.percentile(level, 90) - PLAYING_DB)) * hop / RATE
+        quiet_s = float(np.sum(level < np.percentile(level, 99) - PLAYING_DB)) * hop / RATE
         playing = 1.0 - max(0.0, quiet_s - RING_OUT_S) / (x.size / RATE)
         parts = {
             "not_silent": _ramp(rms_db, -60.0, -45.0),

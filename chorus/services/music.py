@@ -7,9 +7,9 @@ from __future__ import annotations
 import argparse
 import random
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from pydantic import Field, field_validator
 
@@ -250,12 +250,14 @@ class MusicService(Service[MusicRequest, MusicChallenge, MusicResult]):
             bpm = parse_music_prompt(text(case)).bpm or 120.0
             return cheats.static_loop(samples, rate, bpm, seconds(case)), rate
 
-        def fragment(filler: str, db: float, middle: bool = False):
-            def make(case: RedTeamCase) -> Audio:
+        def fragment(
+            filler: Literal["chord", "repeat"], db: float, middle: bool = False
+        ) -> Callable[[RedTeamCase], Audio]:
+            def make(case: RedTeamCase) -> Audio:  # 3 s of the honest piece, in the names
                 samples, rate = case.honest
                 at = (seconds(case) - 3.0) / 2 if middle else 0.0
                 x = cheats.fragment_in_filler(
-                    samples, rate, text(case), seconds(case), filler, db, at_s=at
+                    samples, rate, text(case), seconds(case), filler, db, 3.0, at
                 )
                 return x, rate
 

@@ -23,6 +23,7 @@ from chorus.protocol import (
     GatewayBody,
     ResponseFormat,
     Strict,
+    has_text,
     not_blank,
     request_from,
 )
@@ -136,7 +137,8 @@ def split_sentences(
     letter or digit ("...", "?!": a miner refuses it alone) joined to the next, and a
     sentence over ``limit`` characters cut at its last comma or space within the limit
     (or, with neither, at the limit). Punctuation left over with no room beside a
-    sentence is dropped: it is not spoken."""
+    sentence is dropped: it is not spoken (text with no letter or digit gives no
+    pieces)."""
     sentences, start = [], 0
     for m in _SENTENCE_END.finditer(text):
         sentences.append(text[start : m.end()].strip())
@@ -147,7 +149,7 @@ def split_sentences(
     for sentence in filter(None, sentences):
         sentence = f"{carry} {sentence}" if carry else sentence
         carry = ""
-        if len(sentence) < min_chars or not _has_text(sentence):
+        if len(sentence) < min_chars or not has_text(sentence):
             carry = sentence
             continue
         while len(sentence) > limit:
@@ -162,11 +164,7 @@ def split_sentences(
             pieces[-1] = f"{pieces[-1]} {carry}"
         else:
             pieces.append(carry)
-    return [p for p in pieces if _has_text(p)] or pieces
-
-
-def _has_text(piece: str) -> bool:
-    return any(c.isalnum() for c in piece)
+    return [p for p in pieces if has_text(p)]
 
 
 class VoiceId(BaseModel):
