@@ -47,7 +47,7 @@ FAMILIES = ("drums", "bass", "melody")  # named instrument families the signal c
 BASS_INSTRUMENTS = ("bass", "slap bass", "upright bass", "synth bass")
 TEMPO_TOLERANCE = 0.04  # ±4 % is full credit; credit falls to zero at three times that
 PLAYING_DB = 20.0  # a quarter second this far under the loudest (99th percentile) is quiet
-RING_OUT_S = 2.0  # quiet time that costs nothing: a last note dying away, a soft start
+RING_OUT_S = 2.0  # a last note dying away: quiet time that costs nothing, an end not judged still
 PLAYING_SHARE = (0.5, 0.8)  # share of the piece that plays (past RING_OUT_S): x0, x1
 
 
@@ -152,7 +152,8 @@ def key_match(tonic: int, mode: str, prompt: MusicPrompt) -> float | None:
 #                every beat, or thirds, would cost honest blues a seventh to a third.)
 #   not_static   ...and keeps moving everywhere: the share of beat windows that differ
 #                from the window a beat later by under ``STATIC_STEP`` (a held chord or a
-#                pad held through its bar sits at 0.4; music moves on every beat). Music of
+#                pad held through its bar sits at 0.4; music moves on every beat), the
+#                last ``RING_OUT_S`` not counted (a last note dying away). Music of
 #                every style we tried has at most 0.17 (an ambient pad); 3 s of music in a
 #                held chord or a pad progression 0.3-0.66 (two copies of it, apart,
 #                0.2-0.33: windows that straddle music and filler move).
@@ -259,12 +260,15 @@ def _loudest_class_one(chroma: np.ndarray) -> np.ndarray:
     return chroma / (chroma.max(axis=0, keepdims=True) + 1e-3 * chroma.max() + 1e-9)
 
 
-def _beat_windows(chroma_frames: np.ndarray, mfcc: np.ndarray, beats: np.ndarray) -> np.ndarray:
+def _beat_windows(
+    chroma_frames: np.ndarray, mfcc: np.ndarray, beats: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Pitch (chroma, its loudest class 1) and timbre (MFCCs without c0, the level: a
     quieter copy of a stretch is still a copy) of beat-long windows, one every
     1/``SUBBEATS`` beat, so that a loop whose length is no whole number of beats (a
-    3 s fragment tiled) lines up with itself at some lag. ``beats`` spans two beats or
-    more (`musicality` judges shorter pieces without these)."""
+    3 s fragment tiled) lines up with itself at some lag; and the onset frame each window
+    starts at. ``beats`` spans two beats or more (`musicality` judges shorter pieces
+    without these)."""
     at = np.arange(0, beats.size - 1 + 1e-9, 1 / SUBBEATS)
     grid = np.round(np.interp(at, np.arange(beats.size), beats)).astype(int)
     per_chroma = CHROMA_HOP // HOP
@@ -275,7 +279,8 @@ def _beat_windows(chroma_frames: np.ndarray, mfcc: np.ndarray, beats: np.ndarray
     window = np.ones(SUBBEATS)
     pitch = np.stack([np.convolve(row, window, "valid") for row in pitch[:, :n]])
     timbre = np.stack([np.convolve(row, window / SUBBEATS, "valid") for row in timbre[:, :n]])
-    return np.vstack([3.0 * _loudest_class_one(pitch), timbre / 20.0])
+    feats = np.vstack([3.0 * _loudest_class_one(pitch), timbre / 20.0])
+    return feats, grid[: feats.shape[1]]
 
 
 def _variation(feats: np.ndarray) -> tuple[float, float | None]:
@@ -410,15 +415,17 @@ def musicality(
     # change and not_loop: distances between beat-long windows' pitch and timbre features,
     # over the whole piece and over each half (music and then more than half a piece of
     # filler must not pass)
-    feats = _beat_windows(chroma_frames, librosa.feature.mfcc(S=mel_db, n_mfcc=13), beats)
+    feats, starts = _beat_windows(chroma_frames, librosa.feature.mfcc(S=mel_db, n_mfcc=13), beats)
     m = feats.shape[1]
     halves = (feats[:, : m // 2], feats[:, m // 2 :]) if m >= 2 * HALF_BEATS * SUBBEATS else ()
     measured = [_variation(f) for f in (feats, *halves)]
     spread = min(v for v, _ in measured)
     loop = min((d for _, d in measured if d is not None), default=None)
-    # not_static: the share of beat windows (wherever they are) much like the next beat's
+    # not_static: the share of beat windows (wherever they are) much like the next beat's,
+    # but for the last RING_OUT_S (a last note dying away changes little)
     step = np.sqrt(np.sum((feats[:, :-SUBBEATS] - feats[:, SUBBEATS:]) ** 2, axis=0))
-    static = float(np.mean(step < STATIC_STEP)) if step.size else None
+    counted = starts[: step.size] < onset.size - RING_OUT_S * RATE / HOP
+    static = float(np.mean(step[counted] < STATIC_STEP)) if counted.any() else None
     # harmony: bar-long chroma against the next bar's
     width = 4 if n >= 8 else max(1, n // 2)
     bars = _unit(np.stack([chroma[:, i : i + width].mean(axis=1) for i in range(n - width + 1)], 1))
@@ -447,7 +454,7 @@ def musicality(
         return 1.0 if value is None else _ramp(value, zero, one)  # too short to judge
 
     parts = {
-        "change": _ramp(np.sqrt(spread), 0.5, 1.2),
+        "change": _ramp(np.sqrt(spread), 0.5, 1.1),
         "not_loop": judged(loop, 0.03, 0.15),
         "harmony": judged(change_h, 0.002, 0.012),
         "sustain": judged(sustain, *SUSTAIN_DB),
