@@ -90,13 +90,20 @@ def test_other_prompts_music_and_missing_drums_are_bounded(report: redteam.Servi
     assert not report.failures, report.failures
 
 
+def _honest_funk(
+    evaluator: MusicEvaluator, composer: SymbolicMusic, seconds: float
+) -> tuple[np.ndarray, int, MusicChallenge, MusicResult]:
+    """The composer's FUNK piece of ``seconds``: its audio, rate, challenge and result."""
+    challenge = MusicChallenge(FUNK, seconds)
+    music, rate = composer.compose(FUNK, seconds)
+    return music, rate, challenge, evaluator.evaluate(music, rate, challenge)
+
+
 def test_each_measure_catches_the_imitation_it_is_made_for(
     evaluator: MusicEvaluator, composer: SymbolicMusic
 ) -> None:
     seconds = 10.0
-    challenge = MusicChallenge(FUNK, seconds)
-    music, rate = composer.compose(FUNK, seconds)
-    honest = evaluator.evaluate(music, rate, challenge)
+    music, rate, challenge, honest = _honest_funk(evaluator, composer, seconds)
     assert honest.musicality >= 0.9, honest.musicality_parts
     assert all(v >= 0.9 for k, v in honest.musicality_parts.items() if k != "organization")
 
@@ -131,9 +138,7 @@ def test_a_few_seconds_of_music_and_filler_after_it_do_not_pay(
     evaluator: MusicEvaluator, composer: SymbolicMusic
 ) -> None:
     seconds = 12.0
-    challenge = MusicChallenge(FUNK, seconds)
-    music, rate = composer.compose(FUNK, seconds)
-    honest = evaluator.evaluate(music, rate, challenge)
+    music, rate, challenge, honest = _honest_funk(evaluator, composer, seconds)
     assert honest.quality_parts["not_mostly_quiet"] == 1.0
 
     def after_3_s(filler: str, db: float, at_s: float = 0.0) -> MusicResult:
