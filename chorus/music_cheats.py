@@ -40,8 +40,15 @@ def _finish(x: np.ndarray) -> np.ndarray:
     x = x * min(0.14 / rms, 0.9 / (np.abs(x).max() or 1.0))
     fade = min(x.size, int(0.01 * RATE))
     x[:fade] *= np.linspace(0, 1, fade)
-    x[x.size - fade :] *= np.linspace(1, 0, fade)
+    x = _fade_out(x, RATE)
     return x.astype(np.float32)
+
+
+def _fade_out(x: np.ndarray, rate: int) -> np.ndarray:
+    """``x`` with its last 10 ms faded to silence (in place): no click at the end."""
+    fade = min(x.size, int(0.01 * rate))
+    x[x.size - fade :] *= np.linspace(1, 0, fade)
+    return x
 
 
 def _triad(tonic: int, mode: str) -> list[int]:
@@ -143,9 +150,7 @@ def static_loop(honest: np.ndarray, rate: int, bpm: float, seconds: float) -> np
     start = bar if honest.size >= 2 * bar else 0
     one = np.asarray(honest[start : start + bar], dtype=np.float32)
     x = np.tile(one, int(np.ceil(seconds * rate / max(1, one.size))))[: int(seconds * rate)]
-    fade = min(x.size, int(0.01 * rate))
-    x[x.size - fade :] *= np.linspace(1, 0, fade, dtype=np.float32)
-    return x
+    return _fade_out(x, rate)
 
 
 def fragment_in_filler(
@@ -177,6 +182,4 @@ def fragment_in_filler(
     x = tail * level * 10 ** (filler_db / 20)
     start = min(int(at_s * rate), total - fragment.size)
     x[start : start + fragment.size] = fragment
-    fade = min(x.size, int(0.01 * rate))
-    x[x.size - fade :] *= np.linspace(1, 0, fade)
-    return x.astype(np.float32)
+    return _fade_out(x, rate).astype(np.float32)

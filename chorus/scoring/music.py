@@ -260,6 +260,13 @@ def _loudest_class_one(chroma: np.ndarray) -> np.ndarray:
     return chroma / (chroma.max(axis=0, keepdims=True) + 1e-3 * chroma.max() + 1e-9)
 
 
+def _chroma_between(chroma_frames: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Chroma summed between consecutive ``bounds`` (onset frames; the chroma's hop is
+    longer, so bounds that fall in one chroma frame count once)."""
+    at = (bounds // (CHROMA_HOP // HOP)).clip(0, chroma_frames.shape[1])
+    return librosa.util.sync(chroma_frames, at, aggregate=np.sum, pad=False)
+
+
 def _beat_windows(
     chroma_frames: np.ndarray, mfcc: np.ndarray, beats: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -271,9 +278,7 @@ def _beat_windows(
     without these)."""
     at = np.arange(0, beats.size - 1 + 1e-9, 1 / SUBBEATS)
     grid = np.round(np.interp(at, np.arange(beats.size), beats)).astype(int)
-    per_chroma = CHROMA_HOP // HOP
-    cgrid = (grid // per_chroma).clip(0, chroma_frames.shape[1])
-    pitch = librosa.util.sync(chroma_frames, cgrid, aggregate=np.sum, pad=False)
+    pitch = _chroma_between(chroma_frames, grid)
     timbre = librosa.util.sync(mfcc[1:], grid, aggregate=np.mean, pad=False)
     n = min(pitch.shape[1], timbre.shape[1])
     window = np.ones(SUBBEATS)
@@ -390,10 +395,8 @@ def musicality(
 ) -> Musicality:
     """Measure how much ``x`` is music rather than a cheap imitation (see above)."""
     beats = beat_frames(onset, RATE / HOP, bpm)
-    per_chroma = CHROMA_HOP // HOP
     chroma_frames = _CHROMA_FB @ long[:HARMONIC_BINS]
-    cbeats = np.unique((beats // per_chroma).clip(0, chroma_frames.shape[1]))
-    chroma = librosa.util.sync(chroma_frames, cbeats, aggregate=np.sum, pad=False)
+    chroma = _chroma_between(chroma_frames, beats)
     n = chroma.shape[1]
     pitches, rate = _melody(x)
     variety = _onset_variety(mel_db, onset)
