@@ -134,6 +134,24 @@ def test_each_measure_catches_the_imitation_it_is_made_for(
         assert cheat.musicality <= 0.1 and cheat.score <= 0.1 * honest.score, cheat.to_json()
 
 
+def test_one_voice_at_a_slow_tempo_is_still_one_voice(
+    evaluator: MusicEvaluator, composer: SymbolicMusic
+) -> None:
+    """At 60 BPM the beat is read at 120 (the tempo prior prefers 80-160), so a note held a
+    beat fills two of the grid's beats, which share it (it kept 93 % of the honest score):
+    on two-beat units the walk still shares nothing, while music keeps its chords."""
+    prompt = "A mysterious ambient soundscape in Eb minor at 60 BPM with harp, strings and piano"
+    challenge = MusicChallenge(prompt, 12.0)
+    honest = evaluator.evaluate(*composer.compose(prompt, 12.0), challenge)
+    walk = evaluator.evaluate(
+        cheats.scale_walk_kit(prompt, 12.0, held=True), cheats.RATE, challenge
+    )
+    assert walk.tempo_bpm == pytest.approx(120.0, rel=0.03)
+    assert walk.persistence > 0.3 > 0.25 > walk.persistence_pairs
+    assert walk.organization == 0.0 and walk.score == 0.0, walk.to_json()
+    assert honest.persistence_pairs >= 0.3 and honest.musicality >= 0.9, honest.to_json()
+
+
 def test_a_few_seconds_of_music_and_filler_after_it_do_not_pay(
     evaluator: MusicEvaluator, composer: SymbolicMusic
 ) -> None:

@@ -174,11 +174,17 @@ def key_match(tonic: int, mode: str, prompt: MusicPrompt) -> float | None:
 #                groove (how well each bar's onset pattern in four frequency bands at 16th-
 #                note resolution recurs elsewhere in the piece: drums, riffs and comping
 #                figures repeat; random notes do not). A sign needs enough beats to be judged.
+#                (Random notes of a scale, seven pitch classes, share 0.20-0.55 from beat
+#                to beat, as much as honest jazz: on a regular grid their groove carries
+#                them, see docs/scoring.md.)
 #                The mean lets one style's weak sign (jazz's moving chords) be carried by the
 #                other, but not a groove alone: a drum kit under a single voice (a scale
 #                walked one note a beat) has a perfect groove and nothing held from beat to
 #                beat, so persistence also has a floor (x0 at 0.20, x1 at 0.30; one voice
-#                sits at 0.21 or less, music of every style we tried at 0.34 or more).
+#                sits at 0.21 or less, music of every style we tried at 0.34 or more),
+#                also on two-beat units (one voice: 0.24 or less; music 0.31 or more):
+#                a note held a beat at 60 BPM, whose beat is read at 120, shares half
+#                of the grid's beats with the next (0.61).
 #   sustain      sound between the attacks: per beat, the level of its second half below its
 #                peak (60 Hz-2.3 kHz, where bass, chords and tunes sound), the median over
 #                beats. Something rings on in music (a held chord, a bass, a pad, a string,
@@ -439,6 +445,10 @@ def musicality(
     )
     # organization: pitch content that persists from beat to beat, and a groove
     persist = _persistence(chroma)
+    # the floor is also taken on two-beat units: a slow prompt's beat (60 BPM) is read at
+    # double (the tempo prior prefers 80-160 BPM), and one note held a beat then fills two
+    # of the grid's beats, which share it
+    pairs = _persistence(_loudest_class_one(_chroma_between(chroma_frames, beats[::2])))
     groove = _groove(mel_db, beats)
     signs = {
         k: _ramp(v, zero, one)
@@ -449,8 +459,9 @@ def musicality(
         if v is not None  # too short to judge: not counted
     }
     organization = float(np.mean(list(signs.values()))) if signs else 1.0
-    if persist is not None:  # a groove alone cannot pay: one voice shares nothing
-        organization *= _ramp(persist, *PERSISTENCE_FLOOR)
+    held = [p for p in (persist, pairs) if p is not None]
+    if held:  # a groove alone cannot pay: one voice shares nothing
+        organization *= _ramp(min(held), *PERSISTENCE_FLOOR)
     sustain = _sustain(mel_db, beats)
 
     def judged(value: float | None, zero: float, one: float) -> float:
@@ -484,6 +495,7 @@ def musicality(
         "static_share": None if static is None else round(static, 3),
         "organization": round(organization, 3),
         "persistence": None if persist is None else round(persist, 3),
+        "persistence_pairs": None if pairs is None else round(pairs, 3),
         "groove": None if groove is None else round(groove, 3),
     }
     return Musicality(float(factor), parts, found)
