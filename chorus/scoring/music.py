@@ -182,9 +182,9 @@ def key_match(tonic: int, mode: str, prompt: MusicPrompt) -> float | None:
 #                walked one note a beat) has a perfect groove and nothing held from beat to
 #                beat, so persistence also has a floor (x0 at 0.20, x1 at 0.30; one voice
 #                sits at 0.21 or less, music of every style we tried at 0.34 or more),
-#                also on two-beat units (one voice: 0.24 or less; music 0.31 or more):
-#                a note held a beat at 60 BPM, whose beat is read at 120, shares half
-#                of the grid's beats with the next (0.61).
+#                also between beats two apart: a note held a beat at 60 BPM, whose beat
+#                is read at 120, fills two of the grid's beats, so consecutive beats share
+#                0.61, but beats two apart 0.13-0.15 wherever the notes start.
 #   sustain      sound between the attacks: per beat, the level of its second half below its
 #                peak (60 Hz-2.3 kHz, where bass, chords and tunes sound), the median over
 #                beats. Something rings on in music (a held chord, a bass, a pad, a string,
@@ -382,18 +382,22 @@ def _sustain(mel_db: np.ndarray, beats: np.ndarray) -> float | None:
     return float(np.median(drops)) if drops else None
 
 
-def _persistence(chroma: np.ndarray) -> float | None:
-    """Median over pairs of consecutive beats of the share of their pitch-class profiles
-    (above each beat's median, normalised to sum 1) that they have in common. Chords are
-    held or repeated while a tune moves, so much persists; random notes change it all."""
+def _persistence(chroma: np.ndarray, lag: int = 1) -> float | None:
+    """Median over pairs of beats ``lag`` apart (consecutive by default) of the share of
+    their pitch-class profiles (above each beat's median, normalised to sum 1) that they
+    have in common. Chords are held or repeated while a tune moves, so much persists;
+    random notes change it all."""
     peaks = np.maximum(0.0, chroma - np.median(chroma, axis=0, keepdims=True))
     total = peaks.sum(axis=0)
     keep = total > 1e-6
     if keep.sum() < 4:
         return None
     profile = peaks / np.where(keep, total, 1.0)
-    shared = np.minimum(profile[:, :-1], profile[:, 1:]).sum(axis=0)
-    return float(np.median(shared[keep[:-1] & keep[1:]]))
+    both = keep[:-lag] & keep[lag:]
+    if not both.any():
+        return None
+    shared = np.minimum(profile[:, :-lag], profile[:, lag:]).sum(axis=0)
+    return float(np.median(shared[both]))
 
 
 def musicality(
@@ -445,10 +449,10 @@ def musicality(
     )
     # organization: pitch content that persists from beat to beat, and a groove
     persist = _persistence(chroma)
-    # the floor is also taken on two-beat units: a slow prompt's beat (60 BPM) is read at
-    # double (the tempo prior prefers 80-160 BPM), and one note held a beat then fills two
-    # of the grid's beats, which share it
-    pairs = _persistence(_loudest_class_one(_chroma_between(chroma_frames, beats[::2])))
+    # the floor also compares beats two apart: a slow prompt's beat (60 BPM) is read at
+    # double (the tempo prior prefers 80-160 BPM), so one note held a beat fills two of the
+    # grid's beats, which share it; beats two apart never do, wherever the notes start
+    apart = _persistence(chroma, lag=2)
     groove = _groove(mel_db, beats)
     signs = {
         k: _ramp(v, zero, one)
@@ -459,7 +463,7 @@ def musicality(
         if v is not None  # too short to judge: not counted
     }
     organization = float(np.mean(list(signs.values()))) if signs else 1.0
-    held = [p for p in (persist, pairs) if p is not None]
+    held = [p for p in (persist, apart) if p is not None]
     if held:  # a groove alone cannot pay: one voice shares nothing
         organization *= _ramp(min(held), *PERSISTENCE_FLOOR)
     sustain = _sustain(mel_db, beats)
@@ -495,7 +499,7 @@ def musicality(
         "static_share": None if static is None else round(static, 3),
         "organization": round(organization, 3),
         "persistence": None if persist is None else round(persist, 3),
-        "persistence_pairs": None if pairs is None else round(pairs, 3),
+        "persistence_two_apart": None if apart is None else round(apart, 3),
         "groove": None if groove is None else round(groove, 3),
     }
     return Musicality(float(factor), parts, found)

@@ -98,7 +98,7 @@ class MusicResult(Result):
     onset_variety: float | None = None
     organization: float | None = None
     persistence: float | None = None
-    persistence_pairs: float | None = None
+    persistence_two_apart: float | None = None
     groove: float | None = None
     seconds_audio: float | None = None
 
