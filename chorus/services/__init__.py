@@ -44,8 +44,8 @@ PLUGINS_ENV = "CHORUS_SERVICES"  # comma-separated modules that register more se
 ENTRY_POINTS = "chorus.services"
 NO_BACKEND = "none"
 # The range of lengths validators ask music for. Under 10 s (2-3 bars at slow tempos) a
-# piece is too short to tell music from a cheat: at 5 s random notes in key kept 29 % of
-# the honest score on average and one honest piece in 15 scored 0; see docs/scoring.md.
+# piece is too short to tell music from a cheat, either way: docs/scoring.md, "How long a
+# piece must be to be judged", has the survey.
 MUSIC_TASK_SECONDS = (10.0, 15.0)
 
 
