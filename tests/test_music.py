@@ -154,3 +154,21 @@ def test_tempo_and_key_credit_rules() -> None:
     assert key_match(b, "minor", asked) == key_match(a, "minor", asked) == 0.3  # a fifth away
     assert key_match(1, "major", asked) == 0.0
     assert key_match(e, "major", parse_music_prompt("a minor-key piece")) == 0.0
+
+
+def test_energy_is_judged_within_the_genre_asked(
+    backend: SymbolicMusic, evaluator: MusicEvaluator
+) -> None:
+    """'Gentle metal' is gentle for metal and 'intense classical' intense for classical: the
+    composer's pieces read 0.6-0.7 and 0.2-0.3 on the energy index whatever level is asked,
+    and get the credit; a metal piece answering a gentle classical prompt does not."""
+    metal = "A gentle, angry metal riff in E minor at 150 BPM with distorted guitar, bass and drums"
+    intense = "An intense classical piece in D minor at 120 BPM with strings and piano"
+    gentle = "A gentle, calm classical piece in E minor at 150 BPM with strings and piano"
+    riff = backend.compose(metal, 10.0)
+    for prompt, audio in ((metal, riff), (intense, backend.compose(intense, 10.0))):
+        score = evaluator.evaluate(*audio, MusicChallenge(prompt, 10.0))
+        assert score.adherence_parts["energy"] >= 0.9, (prompt, score.energy_index)
+    wrong = evaluator.evaluate(*riff, MusicChallenge(gentle, 10.0))
+    assert wrong.adherence_parts["tempo_bpm"] == 1.0 and wrong.adherence_parts["key"] == 1.0
+    assert wrong.adherence_parts["energy"] < 0.1, wrong.energy_index
