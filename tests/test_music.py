@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from chorus.generation.music import SymbolicMusic
-from chorus.music_prompts import music_prompts, parse_music_prompt
-from chorus.scoring.music import MusicEvaluator, key_match, tempo_match
+from chorus.music_prompts import GENRES, MusicPrompt, music_prompts, parse_music_prompt
+from chorus.scoring.music import GENRE_ENERGY, MusicEvaluator, key_match, tempo_match
 from chorus.services import get
 from chorus.services.music import MusicChallenge
 
@@ -172,3 +172,18 @@ def test_energy_is_judged_within_the_genre_asked(
     wrong = evaluator.evaluate(*riff, MusicChallenge(gentle, 10.0))
     assert wrong.adherence_parts["tempo_bpm"] == 1.0 and wrong.adherence_parts["key"] == 1.0
     assert wrong.adherence_parts["energy"] < 0.1, wrong.energy_index
+
+
+def test_energy_credit_takes_the_better_of_the_genre_and_absolute_readings() -> None:
+    def credit(index: float, energy: str | None, genre: str | None = None) -> float | None:
+        return MusicEvaluator._energy_match(index, MusicPrompt(genre=genre, energy=energy))
+
+    assert set(GENRE_ENERGY) == set(GENRES)  # a new genre needs its medium index
+    assert credit(0.5, None, "metal") is None  # no level asked: not judged
+    assert credit(0.70, "low") == 0.0  # no genre: the absolute levels only
+    assert credit(0.70, "low", "metal") == 1.0  # gentle for metal
+    assert credit(0.30, "low", "metal") == 1.0  # gentle at all: the absolute reading
+    assert credit(GENRE_ENERGY["metal"] + 0.12, "high", "metal") == 1.0  # a step up, not down
+    assert credit(GENRE_ENERGY["metal"] + 0.12, "low", "metal") < 1.0
+    assert credit(0.70, "low", "classical") == 0.0  # a loud piece for gentle classical
+    assert credit(0.70, "low", "no such genre") == 0.0  # unknown genre: absolute only

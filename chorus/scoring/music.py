@@ -57,8 +57,9 @@ PLAYING_SHARE = (0.5, 0.8)  # share of the piece that plays (past RING_OUT_S): x
 # (140 of the composer's pieces of 15 s lie 0.02 from it at the median, 0.06 at the 90th
 # percentile; docs/scoring.md), and an answer gets the better of that reading and the
 # absolute one: backends place the index differently (the numpy synthesizer's quieter
-# drums read 0.15 lower), and a gentle piece is a fair answer to "gentle metal" too. A
-# piece of a genre far from the one asked still loses: a pop piece (0.65) for classical.
+# drums read 0.15 lower), and a gentle piece is a fair answer to "gentle metal" too. So
+# this checks that the energy suits the genre: a loud piece for a gentle or medium prompt
+# of a quiet genre (classical, folk, ambient) loses; within a loud genre every level passes.
 GENRE_ENERGY = {
     "classical": 0.21, "folk": 0.23, "ambient": 0.29, "cinematic": 0.52, "jazz": 0.54,
     "blues": 0.55, "lofi": 0.59, "rock": 0.60, "bossa nova": 0.60, "electronic": 0.63,
