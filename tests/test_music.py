@@ -14,7 +14,13 @@ import pytest
 
 from chorus.generation.music import SymbolicMusic
 from chorus.music_prompts import GENRES, MusicPrompt, music_prompts, parse_music_prompt
-from chorus.scoring.music import GENRE_ENERGY, MusicEvaluator, key_match, tempo_match
+from chorus.scoring.music import (
+    GENRE_ENERGY,
+    PERSISTENCE_FLOOR,
+    MusicEvaluator,
+    key_match,
+    tempo_match,
+)
 from chorus.services import get
 from chorus.services.music import MusicChallenge
 
@@ -187,3 +193,16 @@ def test_energy_credit_takes_the_better_of_the_genre_and_absolute_readings() -> 
     assert credit(GENRE_ENERGY["metal"] + 0.12, "low", "metal") < 1.0
     assert credit(0.70, "low", "classical") == 0.0  # a loud piece for gentle classical
     assert credit(0.70, "low", "no such genre") == 0.0  # unknown genre: absolute only
+
+
+def test_jazz_whose_beats_two_apart_share_little_is_still_music(evaluator: MusicEvaluator) -> None:
+    """Walking bass and a tune over chords struck on 1 and the 'and' of 2: beats two apart
+    share a quarter of their pitch content, where one voice walking the scale shares 0.15
+    or less. With the floor of beats one apart (0.20-0.30) this piece scored 0.08."""
+    prompt = (
+        "117 BPM jazz in B major: upright bass and trumpet. The mood is playful, the feel steady."
+    )
+    audio = SymbolicMusic(seed=31).compose(prompt, 12.0)
+    score = evaluator.evaluate(*audio, MusicChallenge(prompt, 12.0))
+    assert score.persistence_two_apart < PERSISTENCE_FLOOR[1]  # the case this is about
+    assert score.score >= 0.8, score.musicality_parts

@@ -203,7 +203,9 @@ def key_match(tonic: int, mode: str, prompt: MusicPrompt) -> float | None:
 #                sits at 0.21 or less, music of every style we tried at 0.34 or more),
 #                also between beats two apart: a note held a beat at 60 BPM, whose beat
 #                is read at 120, fills two of the grid's beats, so consecutive beats share
-#                0.61, but beats two apart 0.13-0.15 wherever the notes start.
+#                0.61, but beats two apart 0.13-0.15 wherever the notes start. That floor
+#                is lower (0.16 to 0.22): jazz's chords struck on 1 and the "and" of 2 over
+#                a walking bass leave beats two apart 0.21-0.26 in common.
 #   sustain      sound between the attacks: per beat, the level of its second half below its
 #                peak (60 Hz-2.3 kHz, where bass, chords and tunes sound), the median over
 #                beats. Something rings on in music (a held chord, a bass, a pad, a string,
@@ -233,6 +235,7 @@ _MEL_HZ = librosa.mel_frequencies(n_mels=64 + 2, fmax=RATE / 2)[1:-1]
 _SUSTAIN_BANDS = (SUSTAIN_HZ[0] <= _MEL_HZ) & (SUSTAIN_HZ[1] > _MEL_HZ)
 SUSTAIN_DB = (-24.0, -18.0)  # blips on the beat: -22.7 dB or less; music: -15 dB or more
 PERSISTENCE_FLOOR = (0.20, 0.30)  # one voice: 0.21 or less; music of any style: 0.34 up
+APART_FLOOR = (0.16, 0.22)  # beats two apart: one voice 0.15 or less; honest jazz 0.21 up
 PARTIALS = ((0, 1.0), (12, 0.8), (19, 0.6), (24, 0.5))  # semitones above f0, weight
 MELODIC_INSTRUMENTS = (
     "violin", "cello", "trumpet", "saxophone", "flute", "clarinet",
@@ -482,9 +485,13 @@ def musicality(
         if v is not None  # too short to judge: not counted
     }
     organization = float(np.mean(list(signs.values()))) if signs else 1.0
-    held = [p for p in (persist, apart) if p is not None]
-    if held:  # a groove alone cannot pay: one voice shares nothing
-        organization *= _ramp(min(held), *PERSISTENCE_FLOOR)
+    floors = [
+        _ramp(value, *floor)
+        for value, floor in ((persist, PERSISTENCE_FLOOR), (apart, APART_FLOOR))
+        if value is not None
+    ]
+    if floors:  # a groove alone cannot pay: one voice shares nothing
+        organization *= min(floors)
     sustain = _sustain(mel_db, beats)
 
     def judged(value: float | None, zero: float, one: float) -> float:
