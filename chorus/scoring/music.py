@@ -26,7 +26,7 @@ import librosa
 import numpy as np
 
 from chorus.audio import resample, to_mono_float
-from chorus.music_prompts import NOTE_NAMES, MusicPrompt, parse_music_prompt
+from chorus.music_prompts import ENERGIES, NOTE_NAMES, MusicPrompt, parse_music_prompt
 from chorus.services.music import MusicChallenge, MusicResult
 
 RATE = 22050
@@ -757,6 +757,6 @@ class MusicEvaluator:
             return None
         centers = [ENERGY_CENTERS[asked.energy]]
         if asked.genre in GENRE_ENERGY:
-            step = {"low": -1, "medium": 0, "high": 1}[asked.energy]
-            centers.append(GENRE_ENERGY[asked.genre] + ENERGY_STEP * step)
+            steps = ENERGIES.index(asked.energy) - ENERGIES.index("medium")
+            centers.append(GENRE_ENERGY[asked.genre] + ENERGY_STEP * steps)
         return _ramp(min(abs(energy - c) for c in centers), 0.35, 0.1)
