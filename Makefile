@@ -28,6 +28,9 @@ $(STAMP): pyproject.toml
 	# CPU torch first, so no package pulls a multi-GB CUDA build (GPU users: see README)
 	$(PY) -m pip install -q torch==2.13.0
 	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(PY) -m pip install -q -e '.[dev]'
+	# TinySoundFont renders music where FluidSynth's library is missing; its one dependency,
+	# pyaudio, is for playback only and needs PortAudio headers to build: skip it
+	$(PY) -m pip install -q --no-deps tinysoundfont==0.3.7
 	touch $(STAMP)
 
 system-packages: $(SYSTEM_STAMP)

@@ -1,18 +1,20 @@
 """Text-to-music: the symbolic backend obeys its prompt and the evaluator can tell.
 
-Everything here renders real audio (FluidSynth and the GM SoundFont where installed, the
-numpy synthesizer otherwise) and scores it with the real evaluator.
+Everything here renders real audio (FluidSynth and the GM SoundFont where installed,
+TinySoundFont or the numpy synthesizer otherwise) and scores it with the real evaluator.
 """
 
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import librosa
 import numpy as np
 import pytest
 
-from chorus.generation.music import SymbolicMusic
+from chorus.errors import CallerError
+from chorus.generation.music import SymbolicMusic, bundled_soundfont
 from chorus.music_prompts import GENRES, MusicPrompt, music_prompts, parse_music_prompt
 from chorus.scoring.music import (
     GENRE_ENERGY,
@@ -132,6 +134,37 @@ def test_numpy_synthesizer_fallback_keeps_tempo_and_key(
     s = evaluator.evaluate(samples, rate, MusicChallenge(FUNK, 8.0))
     assert s.key == "E minor" and _tempo_ok(s.tempo_bpm, 112)
     assert s.score > 0.8, s.to_json()
+
+
+def test_tinysoundfont_plays_the_soundfont_a_pip_wheel_ships(evaluator: MusicEvaluator) -> None:
+    """Without apt packages a miner still plays sampled instruments: TinySoundFont (a pip
+    wheel) renders the General MIDI SoundFont inside the pretty_midi wheel, drums on the
+    drum channel, and the same piece every time."""
+    soundfont = bundled_soundfont()
+    assert soundfont is not None and soundfont.name == "TimGM6mb.sf2"
+    backend = SymbolicMusic(soundfont=str(soundfont), seed=5, renderer="tinysoundfont")
+    assert backend.model == "symbolic+tinysoundfont:TimGM6mb.sf2"
+    a, rate = backend.compose(FUNK, 8.0)
+    b, _ = backend.compose(FUNK, 8.0)
+    assert np.array_equal(a, b)  # no free-running modulators: a render repeats exactly
+    s = evaluator.evaluate(a, rate, MusicChallenge(FUNK, 8.0))
+    assert s.key == "E minor" and _tempo_ok(s.tempo_bpm, 112)
+    assert s.adherence_parts["drums"] > 0.9 and s.score > 0.9, s.to_json()
+
+
+def test_a_soundfont_no_synthesizer_can_load_falls_back_to_numpy(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = tmp_path / "broken.sf2"
+    broken.write_bytes(b"not a SoundFont")
+    for renderer in ("fluidsynth", "tinysoundfont"):  # asked for by name: an error
+        with pytest.raises(CallerError, match=f"renderer {renderer} is unavailable"):
+            SymbolicMusic(soundfont=str(broken), renderer=renderer)
+    fallback = SymbolicMusic(soundfont=str(broken))  # the best there is, with the reasons
+    assert fallback.model == "symbolic+numpy-synth"
+    assert "FluidSynth cannot load" in caplog.text and "TinySoundFont cannot load" in caplog.text
+    with pytest.raises(CallerError, match="unknown renderer 'midi'"):
+        SymbolicMusic(renderer="midi")
 
 
 def test_plan_fills_blanks_from_genre_and_mood(backend: SymbolicMusic) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from chorus import music_cheats as cheats
 from chorus import redteam
-from chorus.generation.music import SymbolicMusic
+from chorus.generation.music import RENDERERS, SymbolicMusic, bundled_soundfont
 from chorus.scoring.music import STATIC_SHARE, MusicEvaluator
 from chorus.scoring.runtime import ScoringRuntime
 from chorus.services import get
@@ -191,11 +191,13 @@ def test_a_few_seconds_of_music_and_filler_after_it_do_not_pay(
         assert tiled.score <= 0.3 * honest.score, tiled.to_json()
 
 
-@pytest.mark.parametrize("numpy_synth", [False, True])
+@pytest.mark.parametrize("renderer", RENDERERS)
 def test_music_of_other_styles_is_not_taken_for_an_imitation(
-    evaluator: MusicEvaluator, numpy_synth: bool
+    evaluator: MusicEvaluator, renderer: str
 ) -> None:
-    backend = SymbolicMusic(soundfont="/nonexistent.sf2" if numpy_synth else None, seed=3)
+    # TinySoundFont plays the SoundFont a pip wheel ships, as where no apt package is
+    soundfont = str(bundled_soundfont()) if renderer == "tinysoundfont" else None
+    backend = SymbolicMusic(soundfont=soundfont, seed=3, renderer=renderer)
     found = {}
     for prompt, seconds in STYLES:
         samples, rate = backend.compose(prompt, seconds)

@@ -4,19 +4,23 @@ Neural text-to-music needs a GPU to be practical; a symbolic composer does not, 
 the prompt exactly (tempo, key, mode, instruments), which is what the validator measures.
 The prompt is parsed into a `MusicPrompt`; what it leaves out is filled from the genre and
 mood. A genre style picks chord progressions, a drum groove and bass / comping figures; a
-motif-based melody sits on top. Notes are rendered by FluidSynth with the General MIDI
-SoundFont (Debian ``fluid-soundfont-gm``), or by a small numpy synthesizer when either is
-missing, so a miner degrades in sound quality rather than failing.
+motif-based melody sits on top. Notes are rendered with sampled instruments from a General
+MIDI SoundFont: Debian's ``fluid-soundfont-gm`` where installed, else the small one the
+``pretty_midi`` wheel ships; by FluidSynth where its library is installed, else by
+TinySoundFont (``tinysoundfont``, a pip wheel). With neither, a small numpy synthesizer plays
+the same notes, so a miner degrades in sound quality rather than failing.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import random
 import secrets
 import threading
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -35,6 +39,8 @@ SOUNDFONTS = (
     "/usr/share/soundfonts/FluidR3_GM.sf2",
     "/usr/share/soundfonts/default.sf2",
 )
+BUNDLED_SOUNDFONT = ("pretty_midi", "TimGM6mb.sf2")  # a 6 MB GM SoundFont inside a pip wheel
+RENDERERS = ("fluidsynth", "tinysoundfont", "numpy")  # best first
 SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}
 STEPS = 16  # a bar of 4/4 on a sixteenth-note grid
 DRUM_CHANNEL = 9
@@ -610,9 +616,21 @@ class Composer:
         return parts
 
 
+def bundled_soundfont() -> Path | None:
+    """The GM SoundFont shipped inside the ``pretty_midi`` wheel (found without importing
+    it), or None when that package is not installed."""
+    package, name = BUNDLED_SOUNDFONT
+    spec = importlib.util.find_spec(package)
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    return None
+
+
 def find_soundfont(path: str | None = None) -> Path | None:
-    """The SoundFont to use: ``path`` if given, else the first GM SoundFont installed."""
-    candidates = [path] if path else SOUNDFONTS
+    """The SoundFont to use: ``path`` if given, else the first GM SoundFont installed (the
+    system's before the bundled one: FluidR3 is larger and plays better)."""
+    candidates = [path] if path else [*SOUNDFONTS, bundled_soundfont()]
     for c in candidates:
         if c and Path(c).is_file():
             return Path(c)
@@ -645,34 +663,84 @@ class FluidRenderer:
             return [self._stem(part, total) for part in parts]
 
     def _stem(self, part: Part, total: int) -> np.ndarray:
-        events = sorted(
-            [(n.start, 1, n.pitch, n.velocity) for n in part.notes]
-            + [(n.start + n.duration, 0, n.pitch, 0) for n in part.notes]
-        )
         s, ch = self.synth, part.channel
         s.system_reset()
         s.program_select(ch, self.sfid, 128 if ch == DRUM_CHANNEL else 0, part.program)
         s.cc(ch, 91, part.reverb)
-        chunks: list[np.ndarray] = []
-        cursor = 0
-        for t, on, key, vel in events:
-            at = min(total, int(round(t * self.rate)))
-            if at > cursor:
-                chunks.append(s.get_samples(at - cursor))
-                cursor = at
-            if on:
-                s.noteon(ch, key, vel)
-            else:
-                s.noteoff(ch, key)
-        if total > cursor:
-            chunks.append(s.get_samples(total - cursor))
+        chunks = _perform(part, total, self.rate, s.noteon, s.noteoff, s.get_samples)
         s.cc(ch, 120, 0)  # all sound off, then let the reverb ring out so the next stem
         # starts from silence, on FluidSynth's 64-sample block grid (events land on block
         # boundaries; keeping the same phase makes renders repeatable)
         flush = 2 * self.rate
-        s.get_samples(flush + (-(max(total, cursor) + flush)) % 64)
+        s.get_samples(flush + (-(total + flush)) % 64)
         stereo = np.concatenate(chunks).astype(np.float32).reshape(-1, 2) / 32768.0
         return stereo.mean(axis=1)
+
+
+class TinyRenderer:
+    """Renders parts with TinySoundFont (the ``tinysoundfont`` wheel: no system library),
+    for machines without FluidSynth. It has no reverb, so pieces sound drier than
+    FluidSynth's; scores on the bundled SoundFont are in docs/scoring.md."""
+
+    def __init__(self, soundfont: Path, rate: int) -> None:
+        import tinysoundfont  # installed with --no-deps: its pyaudio is only for playback
+
+        self.rate = rate
+        self.synth = tinysoundfont.Synth(samplerate=rate)
+        try:
+            self.sfid = self.synth.sfload(str(soundfont))
+        except Exception as e:  # the binding raises a bare Exception for a bad file
+            raise RuntimeError(f"TinySoundFont cannot load SoundFont {soundfont}: {e}") from e
+        self.lock = threading.Lock()
+
+    def render(self, parts: list[Part], seconds: float) -> list[np.ndarray]:
+        """One mono stem per part, as `FluidRenderer.render`."""
+        total = int(round(seconds * self.rate))
+        with self.lock:
+            return [self._stem(part, total) for part in parts]
+
+    def _stem(self, part: Part, total: int) -> np.ndarray:
+        s, ch = self.synth, part.channel
+        drums = ch == DRUM_CHANNEL
+        s.program_select(ch, self.sfid, 128 if drums else 0, part.program, is_drums=drums)
+
+        def samples(n: int) -> np.ndarray:
+            return np.frombuffer(s.generate(n), dtype=np.float32)
+
+        chunks = _perform(part, total, self.rate, s.noteon, s.noteoff, samples)
+        s.sounds_off()
+        samples(self.rate)  # let the released voices end before the next stem
+        return np.concatenate(chunks).reshape(-1, 2).mean(axis=1)
+
+
+def _perform(
+    part: Part,
+    total: int,
+    rate: int,
+    note_on: Callable[[int, int, int], object],
+    note_off: Callable[[int, int], object],
+    samples: Callable[[int], np.ndarray],
+) -> list[np.ndarray]:
+    """Play ``part``'s notes on a synthesizer, in time: its interleaved stereo output
+    (``samples(n)``) in chunks that add up to ``total`` frames."""
+    events = sorted(
+        [(n.start, 1, n.pitch, n.velocity) for n in part.notes]
+        + [(n.start + n.duration, 0, n.pitch, 0) for n in part.notes]
+    )
+    chunks: list[np.ndarray] = []
+    cursor = 0
+    for t, on, key, vel in events:
+        at = min(total, int(round(t * rate)))
+        if at > cursor:
+            chunks.append(samples(at - cursor))
+            cursor = at
+        if on:
+            note_on(part.channel, key, vel)
+        else:
+            note_off(part.channel, key)
+    if total > cursor:
+        chunks.append(samples(total - cursor))
+    return chunks
 
 
 class NumpyRenderer:
@@ -777,39 +845,63 @@ def master(x: np.ndarray, rate: int, seconds: float) -> np.ndarray:
     return x
 
 
+def open_renderer(
+    soundfont: str | None, rate: int, choice: str | None = None
+) -> tuple[FluidRenderer | TinyRenderer | NumpyRenderer, str]:
+    """The best renderer this machine has (or the one named by ``choice``) and the model
+    name a miner reports: FluidSynth, then TinySoundFont, both on the SoundFont
+    `find_soundfont` picks, then the numpy synthesizer; each step down is logged with what
+    would restore the one above. A renderer named but unavailable is a `CallerError`."""
+    path = find_soundfont(soundfont)
+    if choice == "numpy":
+        return NumpyRenderer(rate), "symbolic+numpy-synth"
+    if path is None:
+        where = soundfont or "in " + ", ".join(SOUNDFONTS) + " or the pretty_midi package"
+        if choice:
+            raise CallerError(f"renderer {choice} needs a General MIDI SoundFont, none {where}")
+        log.warning(
+            "no General MIDI SoundFont found (%s; apt install fluid-soundfont-gm or pip "
+            "install pretty_midi); music uses the built-in numpy synthesizer",
+            where,
+        )
+        return NumpyRenderer(rate), "symbolic+numpy-synth"
+    missing = []
+    for name, make in (("fluidsynth", FluidRenderer), ("tinysoundfont", TinyRenderer)):
+        if choice not in (None, name):
+            continue
+        try:
+            return make(path, rate), f"symbolic+{name}:{path.name}"
+        except (ImportError, OSError, RuntimeError) as e:
+            missing.append(f"{name}: {e}")
+    if choice:
+        raise CallerError(f"renderer {choice} is unavailable ({missing[0]})")
+    log.warning(
+        "no synthesizer could play %s (%s; apt install libfluidsynth3, or pip install "
+        "--no-deps tinysoundfont); music uses the built-in numpy synthesizer",
+        path,
+        "; ".join(missing),
+    )
+    return NumpyRenderer(rate), "symbolic+numpy-synth"
+
+
 class SymbolicMusic:
     """The CPU music backend: parse, plan, compose, render (``soundfont=/path`` to choose
-    the SoundFont, ``seed=N`` to fix the pieces; the same prompt and seed give the same
-    music). Without a seed each process picks its own, so two honest miners running this
-    backend compose differently and are not taken for copies of each other."""
+    the SoundFont, ``renderer=`` one of ``RENDERERS`` instead of the best available,
+    ``seed=N`` to fix the pieces; the same prompt and seed give the same music). Without a
+    seed each process picks its own, so two honest miners running this backend compose
+    differently and are not taken for copies of each other."""
 
     name = "symbolic"
     sample_rate = 44100
     min_seconds, max_seconds = MIN_MUSIC_SECONDS, MAX_MUSIC_SECONDS
 
-    def __init__(self, soundfont: str | None = None, seed: int | None = None) -> None:
+    def __init__(
+        self, soundfont: str | None = None, seed: int | None = None, renderer: str | None = None
+    ) -> None:
         self.seed = secrets.randbits(31) if seed is None else int(seed)
-        path = find_soundfont(soundfont)
-        self.renderer: FluidRenderer | NumpyRenderer
-        if path is None:
-            where = soundfont or "in " + ", ".join(SOUNDFONTS)
-            log.warning(
-                "no General MIDI SoundFont found (%s; apt install fluid-soundfont-gm); "
-                "music uses the built-in numpy synthesizer",
-                where,
-            )
-            self.renderer, self.model = NumpyRenderer(self.sample_rate), "symbolic+numpy-synth"
-            return
-        try:
-            self.renderer = FluidRenderer(path, self.sample_rate)
-            self.model = f"symbolic+fluidsynth:{path.name}"
-        except (ImportError, OSError, RuntimeError) as e:
-            log.warning(
-                "FluidSynth unavailable (%s; apt install libfluidsynth3); "
-                "music uses the built-in numpy synthesizer",
-                e,
-            )
-            self.renderer, self.model = NumpyRenderer(self.sample_rate), "symbolic+numpy-synth"
+        if renderer is not None and renderer not in RENDERERS:
+            raise CallerError(f"unknown renderer {renderer!r}; choose from {', '.join(RENDERERS)}")
+        self.renderer, self.model = open_renderer(soundfont, self.sample_rate, renderer)
 
     def plan(self, prompt: str) -> Plan:
         """What ``compose`` will play for this prompt (its blanks filled reproducibly)."""
