@@ -13,6 +13,7 @@ import librosa
 import numpy as np
 import pytest
 
+from chorus import degrade
 from chorus.errors import CallerError
 from chorus.generation.music import SymbolicMusic, bundled_soundfont
 from chorus.music_prompts import GENRES, MusicPrompt, music_prompts, parse_music_prompt
@@ -165,6 +166,25 @@ def test_a_soundfont_no_synthesizer_can_load_falls_back_to_numpy(
     assert "FluidSynth cannot load" in caplog.text and "TinySoundFont cannot load" in caplog.text
     with pytest.raises(CallerError, match="unknown renderer 'midi'"):
         SymbolicMusic(renderer="midi")
+
+
+def test_dense_music_is_not_taken_for_noise_and_noise_under_music_costs(
+    evaluator: MusicEvaluator,
+) -> None:
+    """The floor is judged band by band: a metal riff's wall of guitars keeps its full
+    credit (a ratio of sums put it at 0.6-0.8), and white noise 10 dB under the same
+    riff lowers the measure and the score."""
+    prompt = (
+        "An intense, angry metal riff in E minor at 160 BPM with distorted guitar, bass and drums"
+    )
+    samples, rate = SymbolicMusic(seed=1).compose(prompt, 12.0)
+    clean = evaluator.evaluate(samples, rate, MusicChallenge(prompt, 12.0))
+    assert clean.quality_parts["snr"] == 1.0, clean.quality_parts
+    noisy = evaluator.evaluate(
+        *degrade.white_noise(samples, rate, 10.0), MusicChallenge(prompt, 12.0)
+    )
+    assert noisy.quality_parts["snr_db"] <= clean.quality_parts["snr_db"] - 2.5
+    assert noisy.quality_parts["snr"] < 0.9 and noisy.score < clean.score
 
 
 def test_plan_fills_blanks_from_genre_and_mood(backend: SymbolicMusic) -> None:

@@ -233,6 +233,7 @@ class MusicService(Service[MusicRequest, MusicChallenge, MusicResult]):
         """Cheap cheats (each at most 30 % of the honest score), honest music for another
         prompt (at most half), and the right piece without the drums it was asked for
         (at most 80 %: it is the right music, short of one named instrument family)."""
+        from chorus import degrade
         from chorus import music_cheats as cheats
 
         def text(case: RedTeamCase) -> str:
@@ -266,6 +267,9 @@ class MusicService(Service[MusicRequest, MusicChallenge, MusicResult]):
 
         def other(case: RedTeamCase) -> Audio:
             return case.other.honest if case.other is not None else case.honest
+
+        def noisy(snr_db: float) -> Callable[[RedTeamCase], Audio]:
+            return lambda case: degrade.white_noise(*case.honest, snr_db, seed=seed(case))
 
         def without(*parts: str):
             def make(case: RedTeamCase) -> Audio:
@@ -328,6 +332,8 @@ class MusicService(Service[MusicRequest, MusicChallenge, MusicResult]):
                 fragment("chord", -19.0, middle=True),
                 max_share=0.3,
             ),
+            Attack("right piece, white noise 20 dB under it", noisy(20.0)),
+            Attack("right piece, white noise 10 dB under it", noisy(10.0), "noise", 0.95),
             Attack("honest music for another prompt", other, max_share=0.5),
             Attack("right piece, drums missing", without("drums"), max_share=0.8),
         ]
