@@ -17,6 +17,7 @@ import pytest
 
 from chorus import music_cheats as cheats
 from chorus import redteam
+from chorus.errors import CallerError
 from chorus.generation.music import RENDERERS, SymbolicMusic, bundled_soundfont
 from chorus.scoring.music import STATIC_SHARE, MusicEvaluator
 from chorus.scoring.runtime import ScoringRuntime
@@ -197,7 +198,10 @@ def test_music_of_other_styles_is_not_taken_for_an_imitation(
 ) -> None:
     # TinySoundFont plays the SoundFont a pip wheel ships, as where no apt package is
     soundfont = str(bundled_soundfont()) if renderer == "tinysoundfont" else None
-    backend = SymbolicMusic(soundfont=soundfont, seed=3, renderer=renderer)
+    try:
+        backend = SymbolicMusic(soundfont=soundfont, seed=3, renderer=renderer)
+    except CallerError as e:  # not installed here: `make install` installs both
+        pytest.skip(str(e))
     found = {}
     for prompt, seconds in STYLES:
         samples, rate = backend.compose(prompt, seconds)

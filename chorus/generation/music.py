@@ -41,6 +41,10 @@ SOUNDFONTS = (
 )
 BUNDLED_SOUNDFONT = ("pretty_midi", "TimGM6mb.sf2")  # a 6 MB GM SoundFont inside a pip wheel
 RENDERERS = ("fluidsynth", "tinysoundfont", "numpy")  # best first
+RESTORE = {  # what installs a missing renderer (the Makefile pins the same version)
+    "fluidsynth": "apt install libfluidsynth3",
+    "tinysoundfont": "pip install --no-deps tinysoundfont==0.3.7",
+}
 SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}
 STEPS = 16  # a bar of 4/4 on a sixteenth-note grid
 DRUM_CHANNEL = 9
@@ -680,7 +684,7 @@ class FluidRenderer:
 class TinyRenderer:
     """Renders parts with TinySoundFont (the ``tinysoundfont`` wheel: no system library),
     for machines without FluidSynth. It has no reverb, so pieces sound drier than
-    FluidSynth's; scores on the bundled SoundFont are in docs/scoring.md."""
+    FluidSynth's; what validators pay for them is in docs/miner.md."""
 
     def __init__(self, soundfont: Path, rate: int) -> None:
         import tinysoundfont  # installed with --no-deps: its pyaudio is only for playback
@@ -852,34 +856,43 @@ def open_renderer(
     name a miner reports: FluidSynth, then TinySoundFont, both on the SoundFont
     `find_soundfont` picks, then the numpy synthesizer; each step down is logged with what
     would restore the one above. A renderer named but unavailable is a `CallerError`."""
-    path = find_soundfont(soundfont)
+    if choice is not None and choice not in RENDERERS:
+        raise CallerError(f"unknown renderer {choice!r}; choose from {', '.join(RENDERERS)}")
     if choice == "numpy":
         return NumpyRenderer(rate), "symbolic+numpy-synth"
+    path = find_soundfont(soundfont)
     if path is None:
-        where = soundfont or "in " + ", ".join(SOUNDFONTS) + " or the pretty_midi package"
-        if choice:
-            raise CallerError(f"renderer {choice} needs a General MIDI SoundFont, none {where}")
-        log.warning(
-            "no General MIDI SoundFont found (%s; apt install fluid-soundfont-gm or pip "
-            "install pretty_midi); music uses the built-in numpy synthesizer",
-            where,
+        missing = (
+            f"SoundFont {soundfont} is not a file"
+            if soundfont
+            else "no General MIDI SoundFont in "
+            + ", ".join(SOUNDFONTS)
+            + " or pretty_midi"
+            + " (apt install fluid-soundfont-gm)"
         )
+        if choice:
+            raise CallerError(f"renderer {choice} needs a SoundFont: {missing}")
+        log.warning("%s; music uses the built-in numpy synthesizer", missing)
         return NumpyRenderer(rate), "symbolic+numpy-synth"
-    missing = []
+    failed = []
     for name, make in (("fluidsynth", FluidRenderer), ("tinysoundfont", TinyRenderer)):
         if choice not in (None, name):
             continue
         try:
-            return make(path, rate), f"symbolic+{name}:{path.name}"
+            renderer = make(path, rate)
         except (ImportError, OSError, RuntimeError) as e:
-            missing.append(f"{name}: {e}")
+            failed.append(f"{name}: {e}")
+            continue
+        if failed:
+            log.warning("%s; music uses %s (%s)", "; ".join(failed), name, RESTORE["fluidsynth"])
+        return renderer, f"symbolic+{name}:{path.name}"
     if choice:
-        raise CallerError(f"renderer {choice} is unavailable ({missing[0]})")
+        raise CallerError(f"renderer {choice} is unavailable ({failed[0]})")
     log.warning(
-        "no synthesizer could play %s (%s; apt install libfluidsynth3, or pip install "
-        "--no-deps tinysoundfont); music uses the built-in numpy synthesizer",
-        path,
-        "; ".join(missing),
+        "%s; music uses the built-in numpy synthesizer (%s, or %s)",
+        "; ".join(failed),
+        RESTORE["fluidsynth"],
+        RESTORE["tinysoundfont"],
     )
     return NumpyRenderer(rate), "symbolic+numpy-synth"
 
@@ -899,8 +912,6 @@ class SymbolicMusic:
         self, soundfont: str | None = None, seed: int | None = None, renderer: str | None = None
     ) -> None:
         self.seed = secrets.randbits(31) if seed is None else int(seed)
-        if renderer is not None and renderer not in RENDERERS:
-            raise CallerError(f"unknown renderer {renderer!r}; choose from {', '.join(RENDERERS)}")
         self.renderer, self.model = open_renderer(soundfont, self.sample_rate, renderer)
 
     def plan(self, prompt: str) -> Plan:
