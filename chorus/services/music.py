@@ -230,9 +230,11 @@ class MusicService(Service[MusicRequest, MusicChallenge, MusicResult]):
         return made[:count]
 
     def attacks(self) -> list[Attack]:
-        """Cheap cheats (each at most 30 % of the honest score), honest music for another
-        prompt (at most half), and the right piece without the drums it was asked for
-        (at most 80 %: it is the right music, short of one named instrument family)."""
+        """Cheap cheats (each at most 30 % of the honest score), the right piece with white
+        noise under it (less the more noise: 10 dB under it at most 95 %), honest music
+        for another prompt (at most half), and the right piece without the drums it was
+        asked for (at most 80 %: it is the right music, short of one named instrument
+        family)."""
         from chorus import degrade
         from chorus import music_cheats as cheats
 
@@ -332,7 +334,7 @@ class MusicService(Service[MusicRequest, MusicChallenge, MusicResult]):
                 fragment("chord", -19.0, middle=True),
                 max_share=0.3,
             ),
-            Attack("right piece, white noise 20 dB under it", noisy(20.0)),
+            Attack("right piece, white noise 20 dB under it", noisy(20.0), "noise"),
             Attack("right piece, white noise 10 dB under it", noisy(10.0), "noise", 0.95),
             Attack("honest music for another prompt", other, max_share=0.5),
             Attack("right piece, drums missing", without("drums"), max_share=0.8),
