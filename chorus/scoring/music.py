@@ -643,12 +643,12 @@ class MusicEvaluator:
     def _snr(mel: np.ndarray) -> tuple[float, float]:
         """How far the music stands above a steady floor, band by band: the median over the
         sounding mel bands of a band's mean power over its 10th-percentile power (dB), and
-        its credit. White noise sits near 0 dB in the bands it fills; music rises and falls
-        in every band. (Noise in a minority of bands, mains hum under a bass line, is not
-        heard: docs/scoring.md.) (A ratio of sums was ruled by the loud low bands: noise at
-        10 dB SNR moved it 2.6 dB on average, while clean metal and rock sat low for being
-        dense; docs/scoring.md.) Silent frames (``SILENT_DB`` under the loudest) do not
-        count: a second of digital silence would put every band's floor at zero."""
+        its credit. White noise sits near 0 dB in the bands it fills; music, dense or not,
+        rises and falls in every band (a ratio of sums, ruled by the loud low bands, took
+        clean metal for noisy and hardly heard noise). Silent frames (``SILENT_DB`` under
+        the loudest) do not count: a second of digital silence would put every floor at
+        zero. Noise in a minority of bands (hum under a bass line) goes unheard:
+        docs/scoring.md."""
         level = mel.sum(axis=0)
         playing = mel[:, level >= np.percentile(level, 99) * 10 ** (-SILENT_DB / 10)]
         power = playing.mean(axis=1)
