@@ -41,6 +41,7 @@ SOUNDFONTS = (
 )
 BUNDLED_SOUNDFONT = ("pretty_midi", "TimGM6mb.sf2")  # a 6 MB GM SoundFont inside a pip wheel
 RENDERERS = ("fluidsynth", "tinysoundfont", "numpy")  # best first
+NUMPY_MODEL = "symbolic+numpy-synth"  # the model name a miner on the numpy synthesizer reports
 RESTORE = {  # what installs a missing renderer (the Makefile pins the same version)
     "fluidsynth": "apt install libfluidsynth3",
     "tinysoundfont": "pip install --no-deps tinysoundfont==0.3.7",
@@ -641,9 +642,26 @@ def find_soundfont(path: str | None = None) -> Path | None:
     return None
 
 
-class FluidRenderer:
-    """Renders parts with FluidSynth (in-process, faster than real time by far). The
-    SoundFont is loaded once; a lock serializes renders because one synth plays at once."""
+class SoundFontRenderer:
+    """What the SoundFont synthesizers share: one synth, loaded once, plays one stem at a
+    time (a lock serializes renders); subclasses play a part in `_stem`."""
+
+    rate: int
+    lock: threading.Lock
+
+    def render(self, parts: list[Part], seconds: float) -> list[np.ndarray]:
+        """One mono stem per part, so that `mix` can balance them whatever the levels of
+        the SoundFont's samples."""
+        total = int(round(seconds * self.rate))
+        with self.lock:
+            return [self._stem(part, total) for part in parts]
+
+    def _stem(self, part: Part, total: int) -> np.ndarray:
+        raise NotImplementedError
+
+
+class FluidRenderer(SoundFontRenderer):
+    """Renders parts with FluidSynth (in-process, faster than real time by far)."""
 
     def __init__(self, soundfont: Path, rate: int) -> None:
         import fluidsynth  # needs the libfluidsynth shared library
@@ -658,13 +676,6 @@ class FluidRenderer:
             raise RuntimeError(f"FluidSynth cannot load SoundFont {soundfont}")
         self.synth.set_reverb(roomsize=0.7, damping=0.4, width=0.9, level=0.6)
         self.lock = threading.Lock()
-
-    def render(self, parts: list[Part], seconds: float) -> list[np.ndarray]:
-        """One mono stem per part, so that `mix` can balance them whatever the levels of
-        the SoundFont's samples."""
-        total = int(round(seconds * self.rate))
-        with self.lock:
-            return [self._stem(part, total) for part in parts]
 
     def _stem(self, part: Part, total: int) -> np.ndarray:
         s, ch = self.synth, part.channel
@@ -681,7 +692,7 @@ class FluidRenderer:
         return stereo.mean(axis=1)
 
 
-class TinyRenderer:
+class TinyRenderer(SoundFontRenderer):
     """Renders parts with TinySoundFont (the ``tinysoundfont`` wheel: no system library),
     for machines without FluidSynth. It has no reverb, so pieces sound drier than
     FluidSynth's; what validators pay for them is in docs/miner.md."""
@@ -696,12 +707,6 @@ class TinyRenderer:
         except Exception as e:  # the binding raises a bare Exception for a bad file
             raise RuntimeError(f"TinySoundFont cannot load SoundFont {soundfont}: {e}") from e
         self.lock = threading.Lock()
-
-    def render(self, parts: list[Part], seconds: float) -> list[np.ndarray]:
-        """One mono stem per part, as `FluidRenderer.render`."""
-        total = int(round(seconds * self.rate))
-        with self.lock:
-            return [self._stem(part, total) for part in parts]
 
     def _stem(self, part: Part, total: int) -> np.ndarray:
         s, ch = self.synth, part.channel
@@ -859,21 +864,19 @@ def open_renderer(
     if choice is not None and choice not in RENDERERS:
         raise CallerError(f"unknown renderer {choice!r}; choose from {', '.join(RENDERERS)}")
     if choice == "numpy":
-        return NumpyRenderer(rate), "symbolic+numpy-synth"
+        return NumpyRenderer(rate), NUMPY_MODEL
     path = find_soundfont(soundfont)
     if path is None:
         missing = (
             f"SoundFont {soundfont} is not a file"
             if soundfont
-            else "no General MIDI SoundFont in "
-            + ", ".join(SOUNDFONTS)
-            + " or pretty_midi"
-            + " (apt install fluid-soundfont-gm)"
+            else f"no General MIDI SoundFont in {', '.join(SOUNDFONTS)} or pretty_midi "
+            "(apt install fluid-soundfont-gm)"
         )
         if choice:
             raise CallerError(f"renderer {choice} needs a SoundFont: {missing}")
         log.warning("%s; music uses the built-in numpy synthesizer", missing)
-        return NumpyRenderer(rate), "symbolic+numpy-synth"
+        return NumpyRenderer(rate), NUMPY_MODEL
     failed = []
     for name, make in (("fluidsynth", FluidRenderer), ("tinysoundfont", TinyRenderer)):
         if choice not in (None, name):
@@ -894,7 +897,7 @@ def open_renderer(
         RESTORE["fluidsynth"],
         RESTORE["tinysoundfont"],
     )
-    return NumpyRenderer(rate), "symbolic+numpy-synth"
+    return NumpyRenderer(rate), NUMPY_MODEL
 
 
 class SymbolicMusic:

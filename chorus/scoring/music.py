@@ -50,7 +50,7 @@ TEMPO_TOLERANCE = 0.04  # ±4 % is full credit; credit falls to zero at three ti
 PLAYING_DB = 20.0  # a quarter second this far under the loudest (99th percentile) is quiet
 RING_OUT_S = 2.0  # a last note dying away: quiet time that costs nothing, an end not judged still
 PLAYING_SHARE = (0.5, 0.8)  # share of the piece that plays (past RING_OUT_S): x0, x1
-SILENT_DB = 60.0  # a frame this far under the loudest is silence, not a floor
+SILENT_DB = 60.0  # a frame or band this far under the loudest is silence, not a floor
 SNR_DB = (5.5, 9.5)  # band-median level over the floor (dB): honest 9.8 and up, noise ~0
 # Energy: the index (onsets, brightness, drums) is set mostly by a genre's instruments
 # (the composer's metal reads 0.69, its classical 0.21, whatever level is asked), while a
@@ -649,13 +649,14 @@ class MusicEvaluator:
         the loudest) do not count: a second of digital silence would put every floor at
         zero. Noise in a minority of bands (hum under a bass line) goes unheard:
         docs/scoring.md."""
+        silent = 10 ** (-SILENT_DB / 10)  # as a power ratio to the loudest
         level = mel.sum(axis=0)
-        playing = mel[:, level >= np.percentile(level, 99) * 10 ** (-SILENT_DB / 10)]
-        power = playing.mean(axis=1)
-        sounding = power > 1e-6 * power.max()
+        heard = mel[:, level >= np.percentile(level, 99) * silent]
+        power = heard.mean(axis=1)
+        sounding = power > silent * power.max()
         if not sounding.any():
             return 0.0, 0.0
-        floor = np.percentile(playing[sounding], 10, axis=1)
+        floor = np.percentile(heard[sounding], 10, axis=1)
         snr_db = float(np.median(10 * np.log10(power[sounding] / (floor + 1e-20) + 1e-12)))
         return snr_db, _ramp(snr_db, *SNR_DB)
 
