@@ -15,7 +15,14 @@ import pytest
 
 from chorus import degrade
 from chorus.errors import CallerError
-from chorus.generation.music import SymbolicMusic, bundled_soundfont
+from chorus.generation.music import (
+    FluidRenderer,
+    Note,
+    Part,
+    SymbolicMusic,
+    TinyRenderer,
+    bundled_soundfont,
+)
 from chorus.music_prompts import GENRES, MusicPrompt, music_prompts, parse_music_prompt
 from chorus.scoring.music import (
     GENRE_ENERGY,
@@ -153,6 +160,34 @@ def test_tinysoundfont_plays_the_soundfont_a_pip_wheel_ships(evaluator: MusicEva
     s = evaluator.evaluate(a, rate, MusicChallenge(FUNK, 8.0))
     assert s.key == "E minor" and _tempo_ok(s.tempo_bpm, 112)
     assert s.adherence_parts["drums"] > 0.9 and s.score > 0.9, s.to_json()
+
+
+def test_tinysoundfont_parts_ring_in_a_room_as_fluidsynth_parts_do() -> None:
+    """TinySoundFont has no reverb; each part is played into a `Room` at its reverb send,
+    so a released note rings on about as long and as loud as FluidSynth's reverb makes it."""
+    pytest.importorskip("tinysoundfont", reason="make install adds it (pip --no-deps)")
+    soundfont, rate = bundled_soundfont(), 44100
+    assert soundfont is not None
+    tiny = TinyRenderer(soundfont, rate)
+    notes = [Note(0.2 + 0.4 * i, 0.3, 60 + 2 * i, 100) for i in range(4)]  # released by 1.7 s
+
+    def tail_db(renderer: FluidRenderer | TinyRenderer, send: int) -> float:
+        """The level 0.7-1.2 s after the last release, against the level while playing."""
+        stem = renderer.render([Part("piano", 0, 0, 0.0, send, notes)], 3.0)[0]
+        playing = np.mean(stem[int(0.2 * rate) : int(1.7 * rate)] ** 2)
+        tail = np.mean(stem[int(2.4 * rate) : int(2.9 * rate)] ** 2)
+        return float(10 * np.log10(tail / playing + 1e-12))
+
+    dry, wet = tail_db(tiny, 0), tail_db(tiny, 100)
+    assert wet > dry + 20, (dry, wet)  # measured: -31 dB against -81 dB
+    assert np.array_equal(  # send 0: the room adds nothing
+        tiny.room.play(np.ones(100, np.float32), 0), np.ones(100, np.float32)
+    )
+    try:
+        fluid = FluidRenderer(soundfont, rate)
+    except (ImportError, OSError, RuntimeError):
+        return  # no FluidSynth here to compare with
+    assert abs(wet - tail_db(fluid, 100)) < 5, (wet, tail_db(fluid, 100))  # measured: 0.1 dB
 
 
 def test_a_soundfont_no_synthesizer_can_load_falls_back_to_numpy(

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from scipy.signal import butter, sosfilt
+from scipy.signal import butter, oaconvolve, sosfilt
 
 from chorus.errors import CallerError
 from chorus.music_prompts import GENRES, MOODS, NOTE_NAMES, MusicPrompt, parse_music_prompt
@@ -694,8 +694,8 @@ class FluidRenderer(SoundFontRenderer):
 
 class TinyRenderer(SoundFontRenderer):
     """Renders parts with TinySoundFont (the ``tinysoundfont`` wheel: no system library),
-    for machines without FluidSynth. It has no reverb, so pieces sound drier than
-    FluidSynth's; what validators pay for them is in docs/miner.md."""
+    for machines without FluidSynth. It has no reverb of its own: each stem is played into
+    a `Room`; what validators pay for its pieces is in docs/miner.md."""
 
     def __init__(self, soundfont: Path, rate: int) -> None:
         import tinysoundfont  # installed with --no-deps: its pyaudio is only for playback
@@ -706,6 +706,7 @@ class TinyRenderer(SoundFontRenderer):
             self.sfid = self.synth.sfload(str(soundfont))
         except Exception as e:  # the binding raises a bare Exception for a bad file
             raise RuntimeError(f"TinySoundFont cannot load SoundFont {soundfont}: {e}") from e
+        self.room = Room(rate)
         self.lock = threading.Lock()
 
     def _stem(self, part: Part, total: int) -> np.ndarray:
@@ -719,7 +720,46 @@ class TinyRenderer(SoundFontRenderer):
         chunks = _perform(part, total, self.rate, s.noteon, s.noteoff, samples)
         s.sounds_off()
         samples(self.rate)  # let the released voices end before the next stem
-        return np.concatenate(chunks).reshape(-1, 2).mean(axis=1)
+        return self.room.play(np.concatenate(chunks).reshape(-1, 2).mean(axis=1), part.reverb)
+
+
+class Room:
+    """The hall FluidSynth's reverb plays each part into, for TinySoundFont, which has none:
+    a decaying noise impulse response, its highs dying first, sent to by each part's reverb
+    level as FluidSynth's CC 91 is. Dry, its pieces lost credit (docs/miner.md). The numpy
+    synthesizer stays dry: the room moved its scores both ways and not up on average."""
+
+    # Measured on FluidSynth as `FluidRenderer` sets it up: a part at send 127 adds a tail
+    # 10.4 dB under the dry part (wet amplitude in proportion to the send), decaying about
+    # 25 dB a second at first, the highs faster.
+    WET_DB = -10.4
+    RT60 = ((0.0, 1000.0, 2.4), (1000.0, 4000.0, 1.8), (4000.0, None, 1.0))  # band Hz, seconds
+    PREDELAY = 0.012
+    SECONDS = 2.5
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        rng = np.random.default_rng(7)  # a fixed room: renders are repeatable
+        t = np.arange(int(self.SECONDS * rate)) / rate
+        ir = np.zeros_like(t)
+        for low, high, rt60 in self.RT60:
+            if low == 0.0:
+                sos = butter(4, high, "lowpass", fs=rate, output="sos")
+            elif high is None:
+                sos = butter(4, low, "highpass", fs=rate, output="sos")
+            else:
+                sos = butter(4, (low, high), "bandpass", fs=rate, output="sos")
+            ir += sosfilt(sos, rng.standard_normal(t.size)) * 10 ** (-3 * t / rt60)
+        ir[: int(self.PREDELAY * rate)] = 0.0
+        ir *= 10 ** (self.WET_DB / 20) / np.sqrt(np.sum(ir**2))
+        self.impulse_response = ir.astype(np.float32)
+
+    def play(self, stem: np.ndarray, send: int) -> np.ndarray:
+        """``stem`` with its reverb added at ``send`` (0-127), cut to its own length."""
+        if send <= 0 or stem.size == 0:
+            return stem
+        wet = oaconvolve(stem, self.impulse_response)[: stem.size]
+        return (stem + (min(send, 127) / 127) * wet).astype(np.float32)
 
 
 def _perform(
