@@ -153,10 +153,15 @@ def _stdout_to_stderr() -> None:
     """Pool initializer: whatever a measuring process or a C library in it prints goes to
     stderr, so that ``--json`` output on stdout stays parseable. Also gives tqdm a thread
     lock: faster-whisper makes a (disabled) bar per call, and tqdm's default lock is a
-    semaphore that a terminated pool worker leaks (a resource_tracker warning at exit)."""
+    semaphore that a terminated pool worker leaks (a resource_tracker warning at exit).
+    Third-party deprecation noise is silenced as in `chorus` itself."""
     import threading
 
     from tqdm import tqdm
+
+    from chorus.cli import quiet_dependency_warnings
+
+    quiet_dependency_warnings()
 
     sys.stdout.flush()
     os.dup2(2, 1)

@@ -316,7 +316,7 @@ def load_backends(args) -> dict:
     with compile_lock():  # loading may compile numba kernels into the shared cache
         for name, choice in miner_backends(args).items():
             service = get(name)
-            options = service.backend_options(args, backends)
+            options = service.backend_options(args, backends) | service.settings(args, choice)
             backends[name] = service.load_backend(choice, **options)
     return backends
 
@@ -525,7 +525,8 @@ def cmd_generate(args) -> int:
     audio.file_format(args.output, "--output")
     weights = getattr(args, "weights", None)  # only services with weights_backends have it
     check_weights(service, args.backend, weights, "--weights")
-    backend = service.load_backend(args.backend, **({"weights": weights} if weights else {}))
+    options = ({"weights": weights} if weights else {}) | service.settings(args, args.backend)
+    backend = service.load_backend(args.backend, **options)
     samples, rate = service.generate(backend, challenge)
     path = audio.write(args.output, samples, rate)
     print(f"wrote {path} ({len(samples) / rate:.2f} s at {rate} Hz, {backend.model})")
@@ -865,9 +866,14 @@ def _path_mistake(error: OSError, args: argparse.Namespace | None) -> Exception 
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    # resemblyzer's webrtcvad and pyworld import pkg_resources, which warns on every start.
+def quiet_dependency_warnings() -> None:
+    """resemblyzer's webrtcvad and pyworld import pkg_resources, which warns on every start
+    (in `chorus` and in the processes `chorus bench` measures in)."""
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+
+
+def main(argv: list[str] | None = None) -> int:
+    quiet_dependency_warnings()
     args: argparse.Namespace | None = None
     try:
         args = build_parser().parse_args(argv)  # plug-in services load here

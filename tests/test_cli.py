@@ -89,6 +89,21 @@ from tests.servers import Hole, ThreadServer, free_port, make_net
             "'musicgen' needs a local model: pass --weights PATH",
         ),
         (["generate", "music", "a waltz", "--weights", "w", "-o", "x.wav"], "'symbolic' takes no"),
+        # the symbolic backend's synthesizer, chosen by hand
+        (
+            ["generate", "music", "a waltz", "--renderer", "midi", "-o", "x.wav"],
+            "unknown renderer 'midi'; choose from fluidsynth, tinysoundfont, numpy",
+        ),
+        (
+            ["generate", "music", "a waltz", "--renderer", "tinysoundfont", "--soundfont", "no.sf2"]
+            + ["-o", "x.wav"],
+            "renderer tinysoundfont needs a SoundFont: SoundFont no.sf2 is not a file",
+        ),
+        (
+            ["generate", "music", "a waltz", "--backend", "musicgen", "--weights", "w"]
+            + ["--renderer", "numpy", "-o", "x.wav"],
+            "a renderer or SoundFont is for the symbolic backend, not 'musicgen'",
+        ),
         (["validator", "--alpha", "5"], "--alpha must be at least 0 and below 1"),
         (["validator", "--batch-size", "0"], "--batch-size must be at least 1"),
         (["validator", "--max-samples", "-1"], "--max-samples must be 0 (keep none) or more"),
@@ -365,6 +380,29 @@ def test_miner_clone_backend_reuses_the_tts_voice():
     degraded = load_backends(args)
     assert type(degraded["clone"].tts).__name__ == "PiperTTS"  # never clones the degraded voice
     assert degraded["clone"].tts is not degraded["tts"]
+
+
+def test_the_music_synthesizer_is_chosen_from_the_command_line(tmp_path):
+    """`chorus miner --music-renderer` and `chorus generate music --renderer`: an operator
+    can serve or try TinySoundFont or the numpy synthesizer where FluidSynth is installed."""
+    from chorus.cli import load_backends
+
+    args = Namespace(
+        tts_backend="none",
+        clone_backend="none",
+        music_backend="symbolic",
+        music_weights=None,
+        music_renderer="numpy",
+        music_soundfont=None,
+    )
+    assert load_backends(args)["music"].model == "symbolic+numpy-synth"
+    out = tmp_path / "m.wav"
+    r = run_chorus(
+        "generate", "music", "a waltz in D major", "--duration", "3", "--renderer", "numpy",
+        "-o", str(out), root=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0 and "symbolic+numpy-synth" in r.stdout, r.stderr
+    assert out.stat().st_size > 3 * 44100  # three seconds of 16-bit audio at least
 
 
 def test_unknown_miner_backend_is_a_caller_error():

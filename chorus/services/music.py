@@ -182,9 +182,44 @@ class MusicService(Service[MusicRequest, MusicChallenge, MusicResult]):
             parser.add_argument(
                 "--duration", type=float, default=self.bench_seconds, help="seconds (default 15)"
             )
+            self._add_renderer_arguments(parser, "--")
         else:
             parser.add_argument("--prompt", required=True, help="what the music should be")
             parser.add_argument("--duration", type=float, default=None, help="asked duration (s)")
+
+    def add_miner_arguments(self, parser: argparse.ArgumentParser) -> None:
+        super().add_miner_arguments(parser)
+        self._add_renderer_arguments(parser, "--music-")
+
+    @staticmethod
+    def _add_renderer_arguments(parser: argparse.ArgumentParser, prefix: str) -> None:
+        parser.add_argument(
+            f"{prefix}renderer",
+            dest="music_renderer",
+            default=None,
+            help="symbolic backend: fluidsynth, tinysoundfont or numpy (default: the best found)",
+        )
+        parser.add_argument(
+            f"{prefix}soundfont",
+            dest="music_soundfont",
+            default=None,
+            help="symbolic backend: a General MIDI .sf2 file (default: the first installed)",
+        )
+
+    def settings(self, args: argparse.Namespace, backend: str) -> dict:
+        chosen = {
+            option: value
+            for option, value in (
+                ("renderer", getattr(args, "music_renderer", None)),
+                ("soundfont", getattr(args, "music_soundfont", None)),
+            )
+            if value
+        }
+        if chosen and backend != "symbolic":
+            raise CallerError(
+                f"a renderer or SoundFont is for the symbolic backend, not {backend!r}"
+            )
+        return chosen
 
     def challenge_from_args(self, args: argparse.Namespace) -> MusicChallenge:
         if not args.prompt.strip():
