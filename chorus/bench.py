@@ -159,7 +159,7 @@ def _stdout_to_stderr() -> None:
 
     from tqdm import tqdm
 
-    from chorus.cli import quiet_dependency_warnings
+    from chorus.config import quiet_dependency_warnings
 
     quiet_dependency_warnings()
 

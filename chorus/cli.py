@@ -13,13 +13,12 @@ import json
 import logging
 import os
 import sys
-import warnings
 from dataclasses import fields
 from pathlib import Path
 
 from chorus import __version__
 from chorus.chain import Chain, Epoch, Neuron, Standing
-from chorus.config import check_output_file, check_port
+from chorus.config import check_output_file, check_port, quiet_dependency_warnings
 from chorus.errors import CallerError as UsageError
 from chorus.errors import ChorusError, exit_code
 
@@ -302,6 +301,7 @@ def miner_backends(args) -> dict[str, str]:
                 service, choice, getattr(args, f"{name}_weights", None), f"--{name}-weights"
             )
             chosen[name] = choice
+        service.flag_options(args, choice or NO_BACKEND)  # flags for a backend not served
     if not chosen:
         raise UsageError("the miner has no backend to serve; pass --tts-backend piper")
     return chosen
@@ -316,7 +316,7 @@ def load_backends(args) -> dict:
     with compile_lock():  # loading may compile numba kernels into the shared cache
         for name, choice in miner_backends(args).items():
             service = get(name)
-            options = service.backend_options(args, backends) | service.settings(args, choice)
+            options = service.backend_options(args, backends) | service.flag_options(args, choice)
             backends[name] = service.load_backend(choice, **options)
     return backends
 
@@ -525,7 +525,7 @@ def cmd_generate(args) -> int:
     audio.file_format(args.output, "--output")
     weights = getattr(args, "weights", None)  # only services with weights_backends have it
     check_weights(service, args.backend, weights, "--weights")
-    options = ({"weights": weights} if weights else {}) | service.settings(args, args.backend)
+    options = ({"weights": weights} if weights else {}) | service.flag_options(args, args.backend)
     backend = service.load_backend(args.backend, **options)
     samples, rate = service.generate(backend, challenge)
     path = audio.write(args.output, samples, rate)
@@ -864,12 +864,6 @@ def _path_mistake(error: OSError, args: argparse.Namespace | None) -> Exception 
     if isinstance(error, FileNotFoundError) and error.filename is None:
         return error
     return None
-
-
-def quiet_dependency_warnings() -> None:
-    """resemblyzer's webrtcvad and pyworld import pkg_resources, which warns on every start
-    (in `chorus` and in the processes `chorus bench` measures in)."""
-    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,3 +77,11 @@ def check_output_file(path: str | Path, flag: str) -> None:
         raise CallerError(f"{flag} {path}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise CallerError(f"{flag} {path}: permission denied in {existing}")
+
+
+def quiet_dependency_warnings() -> None:
+    """resemblyzer's webrtcvad and pyworld import pkg_resources, which warns on every start
+    (in `chorus` and in the processes `chorus bench` measures in)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib.util
 import json
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 from chorus import audio
 from chorus.cli import _path_mistake
 from chorus.errors import CallerError
+from chorus.generation.music import bundled_soundfont
 from chorus.localnet import LocalNet, LocalnetSettings
 from chorus.miner import Miner, create_app
 from chorus.piper import PiperTTS
@@ -97,13 +99,18 @@ from tests.servers import Hole, ThreadServer, free_port, make_net
         (
             ["generate", "music", "a waltz", "--renderer", "tinysoundfont", "--soundfont", "no.sf2"]
             + ["-o", "x.wav"],
-            "renderer tinysoundfont needs a SoundFont: SoundFont no.sf2 is not a file",
+            "SoundFont 'no.sf2' is not a file",
         ),
         (
             ["generate", "music", "a waltz", "--backend", "musicgen", "--weights", "w"]
             + ["--renderer", "numpy", "-o", "x.wav"],
-            "a renderer or SoundFont is for the symbolic backend, not 'musicgen'",
+            "a renderer or SoundFont is for the symbolic music backend, not 'musicgen'",
         ),
+        (  # the miner's default serves no music: the flag would be lost
+            ["miner", "--music-renderer", "numpy"],
+            "a renderer or SoundFont is for the symbolic music backend, not 'none'",
+        ),
+        (["miner", "--music-backend", "symbolic", "--music-renderer", "midi"], "unknown renderer"),
         (["validator", "--alpha", "5"], "--alpha must be at least 0 and below 1"),
         (["validator", "--batch-size", "0"], "--batch-size must be at least 1"),
         (["validator", "--max-samples", "-1"], "--max-samples must be 0 (keep none) or more"),
@@ -385,17 +392,18 @@ def test_miner_clone_backend_reuses_the_tts_voice():
 def test_the_music_synthesizer_is_chosen_from_the_command_line(tmp_path):
     """`chorus miner --music-renderer` and `chorus generate music --renderer`: an operator
     can serve or try TinySoundFont or the numpy synthesizer where FluidSynth is installed."""
-    from chorus.cli import load_backends
+    from chorus.cli import build_parser, load_backends
 
-    args = Namespace(
-        tts_backend="none",
-        clone_backend="none",
-        music_backend="symbolic",
-        music_weights=None,
-        music_renderer="numpy",
-        music_soundfont=None,
-    )
-    assert load_backends(args)["music"].model == "symbolic+numpy-synth"
+    def served(*flags: str) -> str:
+        miner = ["miner", "--tts-backend", "none", "--clone-backend", "none"]
+        args = build_parser().parse_args([*miner, "--music-backend", "symbolic", *flags])
+        return load_backends(args)["music"].model
+
+    assert served("--music-renderer", "numpy") == "symbolic+numpy-synth"
+    soundfont = bundled_soundfont()
+    if importlib.util.find_spec("tinysoundfont") and soundfont:  # make install adds both
+        tiny = ("--music-renderer", "tinysoundfont", "--music-soundfont", str(soundfont))
+        assert served(*tiny) == "symbolic+tinysoundfont:TimGM6mb.sf2"
     out = tmp_path / "m.wav"
     r = run_chorus(
         "generate", "music", "a waltz in D major", "--duration", "3", "--renderer", "numpy",

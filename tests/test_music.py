@@ -15,6 +15,7 @@ import pytest
 
 from chorus import degrade
 from chorus.errors import CallerError
+from chorus.generation import music
 from chorus.generation.music import (
     FluidRenderer,
     Note,
@@ -134,11 +135,14 @@ def test_same_prompt_same_music_and_prompt_changes_the_music(backend: SymbolicMu
 
 
 def test_numpy_synthesizer_fallback_keeps_tempo_and_key(
-    evaluator: MusicEvaluator, caplog: pytest.LogCaptureFixture
+    evaluator: MusicEvaluator, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fallback = SymbolicMusic(soundfont="/nonexistent/none.sf2")
-    assert "numpy" in fallback.model
-    assert "SoundFont" in caplog.text
+    """A machine without any General MIDI SoundFont: the numpy synthesizer, and why."""
+    monkeypatch.setattr(music, "SOUNDFONTS", ())  # none installed here...
+    monkeypatch.setattr(music, "BUNDLED_SOUNDFONT", ("no_such_package", "none.sf2"))  # ...or in pip
+    fallback = SymbolicMusic()
+    assert fallback.model == "symbolic+numpy-synth"
+    assert "no General MIDI SoundFont" in caplog.text
     samples, rate = fallback.compose(FUNK, 8.0)
     s = evaluator.evaluate(samples, rate, MusicChallenge(FUNK, 8.0))
     assert s.key == "E minor" and _tempo_ok(s.tempo_bpm, 112)
@@ -190,17 +194,18 @@ def test_tinysoundfont_parts_ring_in_a_room_as_fluidsynth_parts_do() -> None:
     assert abs(wet - tail_db(fluid, 100)) < 5, (wet, tail_db(fluid, 100))  # measured: 0.1 dB
 
 
-def test_a_soundfont_no_synthesizer_can_load_falls_back_to_numpy(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_soundfont_named_but_unusable_is_refused_with_the_reasons(tmp_path: Path) -> None:
+    """Who names a renderer or a SoundFont wants it: no quiet step down to numpy."""
     broken = tmp_path / "broken.sf2"
     broken.write_bytes(b"not a SoundFont")
-    for renderer in ("fluidsynth", "tinysoundfont"):  # asked for by name: an error
+    for renderer in ("fluidsynth", "tinysoundfont"):  # asked for by name
         with pytest.raises(CallerError, match=f"renderer {renderer} is unavailable"):
             SymbolicMusic(soundfont=str(broken), renderer=renderer)
-    fallback = SymbolicMusic(soundfont=str(broken))  # the best there is, with the reasons
-    assert fallback.model == "symbolic+numpy-synth"
-    assert "fluidsynth: " in caplog.text and "tinysoundfont: " in caplog.text  # both tried
+    with pytest.raises(CallerError, match="no synthesizer here plays SoundFont") as refused:
+        SymbolicMusic(soundfont=str(broken))  # the best there is: each one's reason
+    assert "fluidsynth: " in str(refused.value) and "tinysoundfont: " in str(refused.value)
+    with pytest.raises(CallerError, match="SoundFont '/nonexistent/none.sf2' is not a file"):
+        SymbolicMusic(soundfont="/nonexistent/none.sf2")
     with pytest.raises(CallerError, match="unknown renderer 'midi'"):
         SymbolicMusic(renderer="midi")
 

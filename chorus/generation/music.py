@@ -733,22 +733,20 @@ class Room:
     # 10.4 dB under the dry part (wet amplitude in proportion to the send), decaying about
     # 25 dB a second at first, the highs faster.
     WET_DB = -10.4
-    RT60 = ((0.0, 1000.0, 2.4), (1000.0, 4000.0, 1.8), (4000.0, None, 1.0))  # band Hz, seconds
     PREDELAY = 0.012
     SECONDS = 2.5
 
     def __init__(self, rate: int) -> None:
         self.rate = rate
+        bands = (  # (filter, seconds to fall 60 dB): the highs die first
+            (butter(4, 1000.0, "lowpass", fs=rate, output="sos"), 2.4),
+            (butter(4, (1000.0, 4000.0), "bandpass", fs=rate, output="sos"), 1.8),
+            (butter(4, 4000.0, "highpass", fs=rate, output="sos"), 1.0),
+        )
         rng = np.random.default_rng(7)  # a fixed room: renders are repeatable
         t = np.arange(int(self.SECONDS * rate)) / rate
         ir = np.zeros_like(t)
-        for low, high, rt60 in self.RT60:
-            if low == 0.0:
-                sos = butter(4, high, "lowpass", fs=rate, output="sos")
-            elif high is None:
-                sos = butter(4, low, "highpass", fs=rate, output="sos")
-            else:
-                sos = butter(4, (low, high), "bandpass", fs=rate, output="sos")
+        for sos, rt60 in bands:
             ir += sosfilt(sos, rng.standard_normal(t.size)) * 10 ** (-3 * t / rt60)
         ir[: int(self.PREDELAY * rate)] = 0.0
         ir *= 10 ** (self.WET_DB / 20) / np.sqrt(np.sum(ir**2))
@@ -756,6 +754,7 @@ class Room:
 
     def play(self, stem: np.ndarray, send: int) -> np.ndarray:
         """``stem`` with its reverb added at ``send`` (0-127), cut to its own length."""
+        stem = stem.astype(np.float32, copy=False)
         if send <= 0 or stem.size == 0:
             return stem
         wet = oaconvolve(stem, self.impulse_response)[: stem.size]
@@ -894,23 +893,30 @@ def master(x: np.ndarray, rate: int, seconds: float) -> np.ndarray:
     return x
 
 
+def check_renderer(choice: str | None, soundfont: str | None) -> None:
+    """Refuses, before anything loads, a renderer name not in ``RENDERERS`` and a SoundFont
+    path that is not a file (`CallerError`)."""
+    if choice is not None and choice not in RENDERERS:
+        raise CallerError(f"unknown renderer {choice!r}; choose from {', '.join(RENDERERS)}")
+    if soundfont is not None and not Path(soundfont).is_file():
+        raise CallerError(f"SoundFont {soundfont!r} is not a file")
+
+
 def open_renderer(
     soundfont: str | None, rate: int, choice: str | None = None
 ) -> tuple[FluidRenderer | TinyRenderer | NumpyRenderer, str]:
     """The best renderer this machine has (or the one named by ``choice``) and the model
     name a miner reports: FluidSynth, then TinySoundFont, both on the SoundFont
     `find_soundfont` picks, then the numpy synthesizer; each step down is logged with what
-    would restore the one above. A renderer named but unavailable is a `CallerError`."""
-    if choice is not None and choice not in RENDERERS:
-        raise CallerError(f"unknown renderer {choice!r}; choose from {', '.join(RENDERERS)}")
+    would restore the one above. A renderer or a SoundFont named but unusable is a
+    `CallerError`: who names one wants it, not a quiet step down."""
+    check_renderer(choice, soundfont)
     if choice == "numpy":
         return NumpyRenderer(rate), NUMPY_MODEL
     path = find_soundfont(soundfont)
     if path is None:
         missing = (
-            f"SoundFont {soundfont} is not a file"
-            if soundfont
-            else f"no General MIDI SoundFont in {', '.join(SOUNDFONTS)} or pretty_midi "
+            f"no General MIDI SoundFont in {', '.join(SOUNDFONTS)} or pretty_midi "
             "(apt install fluid-soundfont-gm)"
         )
         if choice:
@@ -931,6 +937,8 @@ def open_renderer(
         return renderer, f"symbolic+{name}:{path.name}"
     if choice:
         raise CallerError(f"renderer {choice} is unavailable ({failed[0]})")
+    if soundfont is not None:
+        raise CallerError(f"no synthesizer here plays SoundFont {soundfont} ({'; '.join(failed)})")
     log.warning(
         "%s; music uses the built-in numpy synthesizer (%s, or %s)",
         "; ".join(failed),

@@ -269,10 +269,11 @@ class Service(Generic[RequestT, ChallengeT, ResultT]):
         weights = getattr(args, f"{self.name}_weights", None)
         return {"weights": weights} if weights else {}
 
-    def settings(self, args: argparse.Namespace, backend: str) -> dict:
+    def flag_options(self, args: argparse.Namespace, backend: str) -> dict:
         """Constructor options ``backend`` takes from this service's own flags (those of
         `add_miner_arguments` and `add_arguments`), for `chorus miner` and `chorus generate`
-        alike; a flag the backend would not take is a ``CallerError``. None by default."""
+        alike, checked before anything loads: a flag the backend would not take (``backend``
+        may be "none") or a bad value is a ``CallerError``. None by default."""
         return {}
 
     def add_miner_arguments(self, parser: argparse.ArgumentParser) -> None:

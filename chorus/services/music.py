@@ -197,7 +197,8 @@ class MusicService(Service[MusicRequest, MusicChallenge, MusicResult]):
             f"{prefix}renderer",
             dest="music_renderer",
             default=None,
-            help="symbolic backend: fluidsynth, tinysoundfont or numpy (default: the best found)",
+            help="symbolic backend: the synthesizer, fluidsynth, tinysoundfont or numpy "
+            "(default: the best found)",
         )
         parser.add_argument(
             f"{prefix}soundfont",
@@ -206,20 +207,19 @@ class MusicService(Service[MusicRequest, MusicChallenge, MusicResult]):
             help="symbolic backend: a General MIDI .sf2 file (default: the first installed)",
         )
 
-    def settings(self, args: argparse.Namespace, backend: str) -> dict:
-        chosen = {
-            option: value
-            for option, value in (
-                ("renderer", getattr(args, "music_renderer", None)),
-                ("soundfont", getattr(args, "music_soundfont", None)),
-            )
-            if value
-        }
-        if chosen and backend != "symbolic":
+    def flag_options(self, args: argparse.Namespace, backend: str) -> dict:
+        renderer = getattr(args, "music_renderer", None)
+        soundfont = getattr(args, "music_soundfont", None)
+        if renderer is None and soundfont is None:
+            return {}
+        if backend != "symbolic":
             raise CallerError(
-                f"a renderer or SoundFont is for the symbolic backend, not {backend!r}"
+                f"a renderer or SoundFont is for the symbolic music backend, not {backend!r}"
             )
-        return chosen
+        from chorus.generation.music import check_renderer
+
+        check_renderer(renderer, soundfont)
+        return {"renderer": renderer, "soundfont": soundfont}
 
     def challenge_from_args(self, args: argparse.Namespace) -> MusicChallenge:
         if not args.prompt.strip():
