@@ -43,6 +43,7 @@ $(SYSTEM_STAMP):
 		echo "note: not root; ask an administrator to install: $(APT_PACKAGES)"; \
 	else \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		echo "installing Debian packages with apt-get: $(APT_PACKAGES)"; \
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
 			$(APT_PACKAGES) >/dev/null || echo "warning: some Debian packages did not install"; \

@@ -196,6 +196,7 @@ class MusicService(Service[MusicRequest, MusicChallenge, MusicResult]):
         parser.add_argument(
             f"{prefix}renderer",
             dest="music_renderer",
+            metavar="NAME",
             default=None,
             help="symbolic backend: the synthesizer, fluidsynth, tinysoundfont or numpy "
             "(default: the best found)",
@@ -203,6 +204,7 @@ class MusicService(Service[MusicRequest, MusicChallenge, MusicResult]):
         parser.add_argument(
             f"{prefix}soundfont",
             dest="music_soundfont",
+            metavar="PATH",
             default=None,
             help="symbolic backend: a General MIDI .sf2 file (default: the first installed)",
         )
