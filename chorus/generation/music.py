@@ -737,7 +737,6 @@ class Room:
     SECONDS = 2.5
 
     def __init__(self, rate: int) -> None:
-        self.rate = rate
         bands = (  # (filter, seconds to fall 60 dB): the highs die first
             (butter(4, 1000.0, "lowpass", fs=rate, output="sos"), 2.4),
             (butter(4, (1000.0, 4000.0), "bandpass", fs=rate, output="sos"), 1.8),
@@ -758,7 +757,7 @@ class Room:
         if send <= 0 or stem.size == 0:
             return stem
         wet = oaconvolve(stem, self.impulse_response)[: stem.size]
-        return (stem + (min(send, 127) / 127) * wet).astype(np.float32)
+        return (stem + (min(send, 127) / 127) * wet).astype(np.float32, copy=False)
 
 
 def _perform(
