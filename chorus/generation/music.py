@@ -582,6 +582,29 @@ class Composer:
         notes.append(self.note(last, 0, STEPS, min(tonics, key=lambda p: abs(p - pitch)), 90))
         return notes
 
+    def counter(self, degrees: list[int], center: int, first_bar: int) -> list[Note]:
+        """A second melody instrument's line: a chord tone a half bar (a bar when the feel
+        is low), each the nearest to the last, ending on the tonic, under or over the
+        tune's quicker notes as a countermelody is. Its attacks stay apart from most of
+        the tune's, and its pitches spell the chords."""
+        step = STEPS if self.plan.energy == "low" else STEPS // 2
+        register = range(center - 7, center + 8)
+        pitch = center
+        notes = []
+        for bar in range(first_bar, len(degrees) - 1):
+            chord = self.chord(degrees[bar])
+            for start in range(0, STEPS, step):
+                tones = [p for p in register if p % 12 in chord]
+                pitch = min(
+                    tones, key=lambda p: abs(p - pitch) + 0.2 * abs(p - center) + (p == pitch)
+                )
+                notes.append(self.note(bar, start, step, pitch, 80))
+        tonics = [p for p in register if p % 12 == self.plan.tonic]
+        notes.append(
+            self.note(len(degrees) - 1, 0, STEPS, min(tonics, key=lambda p: abs(p - pitch)), 76)
+        )
+        return notes
+
     def compose(self, seconds: float) -> list[Part]:
         """Every part for a piece that fills ``seconds``."""
         bars = max(1, math.ceil(seconds / (4 * self.beat) - 0.25))
@@ -618,6 +641,8 @@ class Composer:
         first = 2 if bars >= 8 else 0  # the tune enters on the tonic chord
         for name in leads[:1]:
             add(name, -2.0, self.melody(degrees, INSTRUMENTS[name][2], first))
+        for name in leads[1:2]:
+            add(name, -6.0, self.counter(degrees, INSTRUMENTS[name][2], first))
         return parts
 
 

@@ -239,6 +239,10 @@ _CHROMA_FB = librosa.filters.chroma(
 MELODY_FMIN, MELODY_PITCHES = "C4", 37  # the tune's range: C4-C7
 MELODY_HOP = 512
 HALF_BEATS = 6  # beats a half needs to be judged on its own
+# an onset this strong (mean rise over the mel bands) is an attack: a steady tone's stay
+# under 0.2 dB; a soft classical piece's harp and cello reach only 1.2-2.5 dB, fewer than
+# four of them 1.5 dB once a flute holds notes over them
+ATTACK_DB = 1.0
 SUBBEATS = 4  # beat-long windows start every quarter beat (change, not_loop, not_static)
 STATIC_STEP = 0.7  # a window this near the next beat's is static (a held chord's: 0.4 away)
 STATIC_SHARE = (0.45, 0.15)  # share of static windows: x0, x1 (music's share: 0.17 at most)
@@ -371,12 +375,13 @@ def _melody(x: np.ndarray) -> tuple[int, float]:
 def _onset_variety(mel_db: np.ndarray, onset: np.ndarray) -> float:
     """1 - the median cosine similarity between the spectral rises (mel dB, 23 ms before to
     23 ms after) of every two onsets: how different the attacks are. Only real attacks
-    count (onset strength of 1.5 dB or more, four at least), so a steady tone has none."""
+    count (onset strength of ``ATTACK_DB`` or more, four at least), so a steady tone has
+    none."""
     peaks = librosa.util.peak_pick(
         onset, pre_max=3, post_max=3, pre_avg=10, post_avg=10, delta=0.3 * float(onset.std()),
         wait=4,
     )  # fmt: skip
-    peaks = peaks[onset[peaks] >= 1.5]
+    peaks = peaks[onset[peaks] >= ATTACK_DB]
     if peaks.size < 4:
         return 0.0
     last = mel_db.shape[1] - 1
