@@ -249,7 +249,7 @@ STATIC_SHARE = (0.45, 0.15)  # share of static windows: x0, x1 (music's share: 0
 SUSTAIN_HZ = (60.0, 2300.0)  # where bass, chords and tunes sound (the 64-band mel scale)
 _MEL_HZ = librosa.mel_frequencies(n_mels=64 + 2, fmax=RATE / 2)[1:-1]
 _SUSTAIN_BANDS = (SUSTAIN_HZ[0] <= _MEL_HZ) & (SUSTAIN_HZ[1] > _MEL_HZ)
-SUSTAIN_DB = (-24.0, -18.0)  # blips on the beat: -22.7 dB or less; music: -15 dB or more
+SUSTAIN_DB = (-24.0, -18.0)  # blips over a kit: -19 dB or less (median -68); music: -13 up
 PERSISTENCE_FLOOR = (0.20, 0.30)  # one voice: 0.21 or less; music of any style: 0.34 up
 APART_FLOOR = (0.16, 0.22)  # beats two apart: one voice 0.15 or less; honest jazz 0.21 up
 PARTIALS = ((0, 1.0), (12, 0.8), (19, 0.6), (24, 0.5))  # semitones above f0, weight
@@ -411,8 +411,12 @@ def _groove(mel_db: np.ndarray, beats: np.ndarray) -> float | None:
 
 def _sustain(mel_db: np.ndarray, beats: np.ndarray) -> float | None:
     """Median over beats of the level of the beat's second half below the beat's peak
-    (dB), in the bands where pitched sound lies: how much keeps sounding between attacks."""
-    level = librosa.db_to_power(mel_db[_SUSTAIN_BANDS]).sum(axis=0) + 1e-12
+    (dB), in the bands where pitched sound lies, of the harmonic part (a median-filter
+    separation: a kick or a rim shot is no pitched attack, and its peak hid how much of a
+    reggae band's bass and guitar kept sounding): how much keeps sounding between attacks."""
+    power = librosa.db_to_power(mel_db)
+    harmonic, _ = librosa.decompose.hpss(power, kernel_size=(17, 9), mask=True)
+    level = (harmonic * power)[_SUSTAIN_BANDS].sum(axis=0) + 1e-12
     drops = [
         10 * np.log10(np.median(level[(a + b) // 2 : b]) / level[a:b].max())
         for a, b in zip(beats[:-1], beats[1:], strict=False)
