@@ -327,7 +327,7 @@ def test_jazz_whose_beats_two_apart_share_little_is_still_music(evaluator: Music
 def test_soft_attacks_under_a_held_line_are_still_attacks(evaluator: MusicEvaluator) -> None:
     """Plucked notes rising 1.0-2.3 dB under a held line (a harp under a flute) vary as much
     as any attacks; at a 1.5 dB bar three of them counted and the texture read 0. A held
-    chord still has no attacks."""
+    chord (one attack where it starts) still reads none."""
     rate = evaluator.rate
     t = np.arange(6 * rate) / rate
 
@@ -351,7 +351,10 @@ def test_soft_attacks_under_a_held_line_are_still_attacks(evaluator: MusicEvalua
 def test_a_second_melody_instrument_plays_a_countermelody(evaluator: MusicEvaluator) -> None:
     """A prompt naming two melody instruments hears both: the first plays the tune, the
     second a line of chord tones in longer notes. This piece (its flute left out, the cello
-    playing over a piano's arpeggio) scored 0: its beats shared too little pitch content."""
+    playing over a piano's arpeggio) scored 0 on FluidSynth, which `make install` sets up:
+    its beats shared too little pitch content (TinySoundFont and numpy renders of it pass
+    either way, so there only the parts are checked). The parts come from a fixed random
+    sequence; any sequence gives the flute its countermelody."""
     prompt = (
         "79 BPM classical in D minor: cello and flute. The mood is melancholic, "
         "the feel medium-energy."
@@ -360,6 +363,14 @@ def test_a_second_melody_instrument_plays_a_countermelody(evaluator: MusicEvalua
     parts = {p.instrument: p for p in Composer(backend.plan(prompt), random.Random(0)).compose(10)}
     tune, counter = parts["cello"].notes, parts["flute"].notes
     assert len(counter) < len(tune) and min(n.duration for n in counter[:-1]) > 1.0
+    # no unisons where the registers meet (violin and harmonica: 2 of 5 notes clashed)
+    folk = backend.plan("A folk tune in G major at 100 BPM with violin and harmonica")
+    near = {p.instrument: p.notes for p in Composer(folk, random.Random(0)).compose(15)}
+    for n in near["harmonica"][:-1]:
+        sounding = [
+            t.pitch for t in near["violin"] if t.start <= n.start + 0.03 < t.start + t.duration
+        ]
+        assert all(abs(n.pitch - p) > 2 for p in sounding), (n, sounding)
     audio, rate = backend.compose(prompt, 10.0)
     assert not np.allclose(audio, backend.compose(prompt, 10.0, omit=("flute",))[0], atol=1e-3)
     score = evaluator.evaluate(audio, rate, MusicChallenge(prompt, 10.0))

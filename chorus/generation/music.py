@@ -582,22 +582,27 @@ class Composer:
         notes.append(self.note(last, 0, STEPS, min(tonics, key=lambda p: abs(p - pitch)), 90))
         return notes
 
-    def counter(self, degrees: list[int], center: int, first_bar: int) -> list[Note]:
-        """A second melody instrument's line: a chord tone a half bar (a bar when the feel
-        is low), each the nearest to the last, ending on the tonic, under or over the
-        tune's quicker notes as a countermelody is. Its attacks stay apart from most of
-        the tune's, and its pitches spell the chords."""
+    def counter(
+        self, degrees: list[int], center: int, first_bar: int, tune: list[Note]
+    ) -> list[Note]:
+        """A second melody instrument's line: held chord tones, a half bar each (a bar at
+        low energy), each near the last but moving where another tone is as near, kept
+        off the tune's note sounding as it starts (two semitones or more: no unisons),
+        ending on the tonic. It spells the chords under or over the tune."""
         step = STEPS if self.plan.energy == "low" else STEPS // 2
         register = range(center - 7, center + 8)
         pitch = center
         notes = []
+
+        def cost(p: int, at: float) -> float:
+            sounding = [n.pitch for n in tune if n.start <= at + 0.03 < n.start + n.duration]
+            clash = any(abs(p - q) <= 2 for q in sounding)
+            return abs(p - pitch) + 0.2 * abs(p - center) + 3.5 * (p == pitch) + 12 * clash
+
         for bar in range(first_bar, len(degrees) - 1):
-            chord = self.chord(degrees[bar])
+            tones = [p for p in register if p % 12 in self.chord(degrees[bar])]
             for start in range(0, STEPS, step):
-                tones = [p for p in register if p % 12 in chord]
-                pitch = min(
-                    tones, key=lambda p: abs(p - pitch) + 0.2 * abs(p - center) + (p == pitch)
-                )
+                pitch = min(tones, key=lambda p: cost(p, self.time(bar, start)))
                 notes.append(self.note(bar, start, step, pitch, 80))
         tonics = [p for p in register if p % 12 == self.plan.tonic]
         notes.append(
@@ -639,10 +644,12 @@ class Composer:
         for name in by_role.get("pad", [])[:2]:
             add(name, -9.0, self.comp(degrees, COMP["block"], 55, 79, 70, False), reverb + 20)
         first = 2 if bars >= 8 else 0  # the tune enters on the tonic chord
+        tune: list[Note] = []
         for name in leads[:1]:
-            add(name, -2.0, self.melody(degrees, INSTRUMENTS[name][2], first))
+            tune = self.melody(degrees, INSTRUMENTS[name][2], first)
+            add(name, -2.0, tune)
         for name in leads[1:2]:
-            add(name, -6.0, self.counter(degrees, INSTRUMENTS[name][2], first))
+            add(name, -6.0, self.counter(degrees, INSTRUMENTS[name][2], first, tune))
         return parts
 
 
@@ -1006,16 +1013,18 @@ class SymbolicMusic:
             raise CallerError(f"duration must be {self.min_seconds:g}-{self.max_seconds:g} s")
         rng = self._rng(prompt)
         plan = plan_music(parse_music_prompt(prompt), rng)
+        parts = Composer(plan, rng).compose(duration)
+        played = [p.instrument for p in parts]
         log.info(
-            "composing %s %s in %s %s at %g BPM for %s",
+            "composing %s %s in %s %s at %g BPM for %s%s",
             plan.mood,
             plan.genre,
             NOTE_NAMES[plan.tonic],
             plan.mode,
             plan.bpm,
-            ", ".join(plan.instruments),
+            ", ".join(played),
+            "".join(f" ({i} left out)" for i in plan.instruments if i not in played),
         )
-        parts = Composer(plan, rng).compose(duration)
         parts = [p for p in parts if p.instrument not in omit]
         stems = self.renderer.render(parts, duration + 0.5)
         audio = mix(stems, parts, self.sample_rate)

@@ -239,9 +239,9 @@ _CHROMA_FB = librosa.filters.chroma(
 MELODY_FMIN, MELODY_PITCHES = "C4", 37  # the tune's range: C4-C7
 MELODY_HOP = 512
 HALF_BEATS = 6  # beats a half needs to be judged on its own
-# an onset this strong (mean rise over the mel bands) is an attack: a steady tone's stay
-# under 0.2 dB; a soft classical piece's harp and cello reach only 1.2-2.5 dB, fewer than
-# four of them 1.5 dB once a flute holds notes over them
+# an onset this strong (mean rise over the mel bands) is an attack: a held chord's stay
+# under 0.4 dB after its first (1.2-1.4 dB), and four are needed; a soft classical piece's
+# harp and cello rise 1.2-2.5 dB, and only three reached 1.5 dB under a flute's held notes
 ATTACK_DB = 1.0
 SUBBEATS = 4  # beat-long windows start every quarter beat (change, not_loop, not_static)
 STATIC_STEP = 0.7  # a window this near the next beat's is static (a held chord's: 0.4 away)
