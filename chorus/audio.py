@@ -106,7 +106,9 @@ def decode_bytes(data: bytes, limits: AudioLimits | None = None) -> tuple[np.nda
             samples = f.read(dtype="float32", always_2d=True)
     except AudioError:
         raise
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+    except sf.LibsndfileError as e:  # its str() names the buffer object, not the fault
+        raise AudioError(f"not a readable WAV/FLAC file ({e.error_string})") from None
+    except (RuntimeError, TypeError, ValueError) as e:
         raise AudioError(f"not a readable WAV/FLAC file ({e})") from None
     if samples.shape[0] == 0 and limits.min_seconds > 0:
         raise AudioError("audio has no samples")

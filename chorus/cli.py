@@ -656,7 +656,10 @@ def build_parser() -> argparse.ArgumentParser:
     _wallet_args(p, "validator")
     _chain_args(p)
     p.add_argument(
-        "--services", default=",".join(services), help="comma-separated services to test"
+        "--services",
+        default=",".join(services),
+        help="comma-separated services to test, in turn (default: all, %(default)s); a miner "
+        "that does not serve one scores 0 in its rounds",
     )
     p.add_argument("--rounds", type=int, default=None, help="stop after N rounds")
     p.add_argument("--alpha", type=float, default=vs.alpha, help="moving-average weight of past")

@@ -61,6 +61,12 @@ def test_bad_audio_is_refused_with_reason(text, limits, message):
         audio.decode(text, limits)
 
 
+def test_unreadable_audio_is_named_by_its_fault_not_by_a_buffer_object():
+    with pytest.raises(audio.AudioError) as refused:
+        audio.decode(base64.b64encode(b"hello, not audio").decode())
+    assert "Format not recognised" in str(refused.value) and "object at" not in str(refused.value)
+
+
 def test_nan_samples_are_refused():
     x = tone()
     x[100] = np.nan
