@@ -594,15 +594,16 @@ class Composer:
         pitch = center
         notes = []
 
-        def cost(p: int, at: float) -> float:
-            sounding = [n.pitch for n in tune if n.start <= at + 0.03 < n.start + n.duration]
+        def cost(p: int, sounding: list[int]) -> float:
             clash = any(abs(p - q) <= 2 for q in sounding)
             return abs(p - pitch) + 0.2 * abs(p - center) + 3.5 * (p == pitch) + 12 * clash
 
         for bar in range(first_bar, len(degrees) - 1):
             tones = [p for p in register if p % 12 in self.chord(degrees[bar])]
             for start in range(0, STEPS, step):
-                pitch = min(tones, key=lambda p: cost(p, self.time(bar, start)))
+                at = self.time(bar, start) + 0.03
+                sounding = [n.pitch for n in tune if n.start <= at < n.start + n.duration]
+                pitch = min(tones, key=lambda p: cost(p, sounding))
                 notes.append(self.note(bar, start, step, pitch, 80))
         tonics = [p for p in register if p % 12 == self.plan.tonic]
         notes.append(
